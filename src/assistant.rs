@@ -1,0 +1,290 @@
+//! The assistant: one loaded model file and the two ways of answering a spoken
+//! question. Cascade: Whisper transcript -> LLM. End-to-end: encoder frames ->
+//! projector -> spliced into the LLM prompt (needs a model with a projector).
+
+use crate::audio::mel::HOP_LENGTH;
+use crate::audio::MelExtractor;
+use crate::generation::{ChatTemplate, Sampler, SamplingOptions, TokenStream};
+use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
+use crate::model::llama::Llama;
+use crate::model::ops::Path as OpsPath;
+use crate::model::projector::Projector;
+use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Transcribe with Whisper, then answer the transcript.
+    Cascade,
+    /// Feed projected audio straight into the LLM.
+    E2e,
+}
+
+/// Milliseconds spent in each stage of answering one question.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub load: f64,
+    pub mel: f64,
+    pub encoder: f64,
+    pub asr_decode: f64,
+    pub prefill: f64,
+    /// From the end of the audio (or the typed question) to the first answer token.
+    pub first_token: f64,
+    pub decode: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub transcript: Option<String>,
+    pub answer: String,
+    pub timings_ms: Timings,
+    pub answer_tokens: usize,
+    /// Answer tokens per second of decoding (after the first token).
+    pub tokens_per_s: f64,
+}
+
+pub struct Assistant {
+    header: ModelHeader,
+    encoder: WhisperEncoder,
+    asr_decoder: AsrDecoder,
+    projector: Option<Projector>,
+    llm: Llama,
+    whisper_tokenizer: Tokenizer,
+    whisper_special: WhisperSpecialTokens,
+    llm_tokenizer: Tokenizer,
+    chat: ChatTemplate,
+    mel: MelExtractor,
+    device: Device,
+    load_ms: f64,
+}
+
+/// Half a second of silence appended to every window: with none, Whisper's
+/// decoder sometimes misses the end of short clips and repeats the last word
+/// ("5 5 5 5 …" on pocketsphinx's cards clip 004).
+const TRAILING_SILENCE: usize = 8_000;
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
+    Tokenizer::from_bytes(json.as_bytes()).map_err(|e| anyhow::anyhow!("the {which} tokenizer in the model file is invalid: {e}"))
+}
+
+impl Assistant {
+    /// Memory-maps `path`, builds every component on `device`, drops the mapping.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let start = Instant::now();
+        let dtype = crate::device::default_dtype(device);
+        let mapped = MappedModel::open(path)?;
+        let weights = mapped.weights(device, dtype)?;
+        let header = mapped.header.clone();
+        drop(mapped);
+        let describe = || format!("model {} does not match its own configuration", path.display());
+        let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
+        let asr_decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &header.whisper).with_context(describe)?;
+        let llm = Llama::load(&weights.pp(LLM), &header.llm).with_context(describe)?;
+        let projector =
+            header.projector.as_ref().map(|cfg| Projector::load(&weights.pp(PROJECTOR), cfg)).transpose().with_context(describe)?;
+        weights.ensure_all_claimed().with_context(describe)?;
+        let whisper_tokenizer = tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
+        let whisper_special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
+        Ok(Self {
+            encoder,
+            asr_decoder,
+            projector,
+            llm,
+            whisper_special,
+            whisper_tokenizer,
+            llm_tokenizer: tokenizer_from_json(&header.llm_tokenizer, "LLM")?,
+            chat: ChatTemplate::new(&header.chat_template)?,
+            mel: MelExtractor::new(header.whisper.n_mels),
+            header,
+            device: device.clone(),
+            load_ms: ms_since(start),
+        })
+    }
+
+    pub fn header(&self) -> &ModelHeader {
+        &self.header
+    }
+
+    pub fn has_projector(&self) -> bool {
+        self.projector.is_some()
+    }
+
+    pub fn load_ms(&self) -> f64 {
+        self.load_ms
+    }
+
+    pub fn encoder(&self) -> &WhisperEncoder {
+        &self.encoder
+    }
+
+    pub fn llm(&self) -> &Llama {
+        &self.llm
+    }
+
+    pub fn llm_tokenizer(&self) -> &Tokenizer {
+        &self.llm_tokenizer
+    }
+
+    /// Encoder outputs of consecutive windows of 16 kHz audio, each at most
+    /// 30 s including [`TRAILING_SILENCE`].
+    fn encode(&self, samples: &[f32], timings: &mut Timings) -> Result<Vec<Tensor>> {
+        if samples.len() < HOP_LENGTH * 2 {
+            bail!("the audio is too short to contain speech ({} samples)", samples.len());
+        }
+        let window = self.encoder.config().max_mel_frames() * HOP_LENGTH - TRAILING_SILENCE;
+        let mut outputs = Vec::new();
+        for chunk in samples.chunks(window) {
+            let t = Instant::now();
+            let mut padded = Vec::with_capacity(chunk.len() + TRAILING_SILENCE);
+            padded.extend_from_slice(chunk);
+            padded.resize(chunk.len() + TRAILING_SILENCE, 0.0);
+            let mel = self.mel.compute(&padded);
+            timings.mel += ms_since(t);
+            let t = Instant::now();
+            outputs.push(self.encoder.forward(&mel.to_tensor(&self.device)?, OpsPath::Fast)?);
+            timings.encoder += ms_since(t);
+        }
+        Ok(outputs)
+    }
+
+    fn transcribe_encoded(&self, encoded: &[Tensor], timings: &mut Timings) -> Result<String> {
+        let t = Instant::now();
+        let mut pieces = Vec::new();
+        for enc in encoded {
+            let ids = self.asr_decoder.transcribe(enc, &self.whisper_special)?;
+            let text = self.whisper_tokenizer.decode(&ids, true).map_err(anyhow::Error::msg)?;
+            pieces.push(text.trim().to_string());
+        }
+        timings.asr_decode += ms_since(t);
+        Ok(pieces.join(" ").trim().to_string())
+    }
+
+    /// Transcribes 16 kHz mono audio of any length.
+    pub fn transcribe(&self, samples: &[f32]) -> Result<(String, Timings)> {
+        let start = Instant::now();
+        let mut timings = Timings::default();
+        let encoded = self.encode(samples, &mut timings)?;
+        let text = self.transcribe_encoded(&encoded, &mut timings)?;
+        timings.total = ms_since(start);
+        Ok((text, timings))
+    }
+
+    /// Answers a typed question; `on_text` receives the answer as it streams.
+    pub fn ask_text(&self, question: &str, sampling: &SamplingOptions, on_text: &mut dyn FnMut(&str)) -> Result<Answer> {
+        let start = Instant::now();
+        let mut timings = Timings::default();
+        let prompt = self.chat.render(None, question)?;
+        let embeds = self.llm.embed(&self.encode_prompt(&prompt)?)?;
+        let answer = self.generate(&embeds, sampling, start, &mut timings, on_text)?;
+        Ok(Answer { transcript: None, ..answer })
+    }
+
+    /// Answers a spoken question (16 kHz mono samples).
+    pub fn ask_audio(
+        &self,
+        samples: &[f32],
+        mode: Mode,
+        sampling: &SamplingOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
+        let start = Instant::now();
+        let mut timings = Timings::default();
+        let encoded = self.encode(samples, &mut timings)?;
+        match mode {
+            Mode::Cascade => {
+                let transcript = self.transcribe_encoded(&encoded, &mut timings)?;
+                if transcript.is_empty() {
+                    bail!("no speech was recognised in the audio");
+                }
+                let prompt = self.chat.render(None, &transcript)?;
+                let embeds = self.llm.embed(&self.encode_prompt(&prompt)?)?;
+                let answer = self.generate(&embeds, sampling, start, &mut timings, on_text)?;
+                Ok(Answer { transcript: Some(transcript), ..answer })
+            }
+            Mode::E2e => {
+                let Some(projector) = &self.projector else {
+                    bail!("this model has no projector, so it cannot answer end-to-end; use --mode cascade or a model packed with --projector");
+                };
+                let audio = Tensor::cat(&encoded.iter().map(|e| projector.forward(e, OpsPath::Fast)).collect::<Result<Vec<_>>>()?, 1)?;
+                let embeds = self.audio_prompt_embeds(&audio)?;
+                self.generate(&embeds, sampling, start, &mut timings, on_text)
+            }
+        }
+    }
+
+    /// Marker in the user turn where projected audio replaces text.
+    const AUDIO_PLACEHOLDER: &'static str = "<|audio|>";
+
+    /// Prompt embeddings with the audio embeddings spliced into the user turn.
+    fn audio_prompt_embeds(&self, audio: &Tensor) -> Result<Tensor> {
+        let prompt = self.chat.render(None, Self::AUDIO_PLACEHOLDER)?;
+        let (before, after) = prompt.split_once(Self::AUDIO_PLACEHOLDER).context("the chat template dropped the user message")?;
+        let before = self.llm.embed(&self.encode_prompt(before)?)?;
+        let after = self.llm.embed(&self.encode_prompt(after)?)?;
+        Ok(Tensor::cat(&[&before, &audio.to_dtype(before.dtype())?, &after], 1)?)
+    }
+
+    /// Token ids (1, n) of rendered prompt text; special tokens in it are matched whole.
+    fn encode_prompt(&self, text: &str) -> Result<Tensor> {
+        let encoding = self.llm_tokenizer.encode(text, false).map_err(anyhow::Error::msg)?;
+        Ok(Tensor::new(encoding.get_ids(), &self.device)?.unsqueeze(0)?)
+    }
+
+    fn generate(
+        &self,
+        prompt_embeds: &Tensor,
+        sampling: &SamplingOptions,
+        start: Instant,
+        timings: &mut Timings,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
+        let mut sampler = Sampler::new(sampling.clone());
+        let mut cache = self.llm.new_cache();
+        let mut stream = TokenStream::new(&self.llm_tokenizer);
+        let t = Instant::now();
+        let mut logits = self.llm.next_token_logits(prompt_embeds, &mut cache)?;
+        timings.prefill = ms_since(t);
+        let decode_start = Instant::now();
+        let eos = &self.llm.config().eos_token_ids;
+        for step in 0..sampler.max_tokens() {
+            let token = sampler.sample(&logits)?;
+            if step == 0 {
+                timings.first_token = ms_since(start);
+            }
+            if eos.contains(&token) {
+                break;
+            }
+            if let Some(text) = stream.push(token)? {
+                on_text(&text);
+            }
+            let input = self.llm.embed(&Tensor::new(&[[token]], &self.device)?)?;
+            logits = self.llm.next_token_logits(&input, &mut cache)?;
+        }
+        timings.decode = ms_since(decode_start);
+        timings.total = ms_since(start);
+        timings.load = self.load_ms;
+        let n = stream.tokens().len();
+        Ok(Answer {
+            transcript: None,
+            answer: stream.text()?.trim().to_string(),
+            timings_ms: timings.clone(),
+            answer_tokens: n,
+            tokens_per_s: if timings.decode > 0.0 { n as f64 / (timings.decode / 1e3) } else { 0.0 },
+        })
+    }
+}
+
+/// Reads a WAV file as 16 kHz mono samples, the input every model here expects.
+pub fn load_audio_16k(path: &Path) -> Result<Vec<f32>> {
+    crate::audio::resample_to_16k(&crate::audio::read_wav(path)?)
+}

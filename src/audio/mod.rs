@@ -1,0 +1,12 @@
+//! Audio front end: WAV file -> 16 kHz mono f32 -> Whisper log-mel.
+
+pub mod mel;
+pub mod resample;
+pub mod wav;
+
+pub use mel::{mel_filters, Mel, MelExtractor};
+pub use resample::{resample_to_16k, Resampler16k};
+pub use wav::{read_wav, read_wav_from, write_wav_16k, Audio};
+
+/// The sample rate every model in kioku expects.
+pub const SAMPLE_RATE: u32 = 16_000;

@@ -1,0 +1,82 @@
+use super::ModelArgs;
+use anyhow::{bail, Result};
+use clap::Args;
+use kioku::assistant::{load_audio_16k, Mode};
+use kioku::generation::SamplingOptions;
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct AskArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// cascade: transcribe then answer; e2e: audio straight into the LLM.
+    /// Default: e2e when the model has a projector, else cascade.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Print one JSON object with transcript, answer and timings.
+    #[arg(long)]
+    json: bool,
+    /// A typed question instead of a WAV file.
+    #[arg(long, conflicts_with = "file")]
+    text: Option<String>,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling threshold (with --temperature > 0).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Longest answer, in tokens.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 299_792_458)]
+    seed: u64,
+    /// The spoken question (WAV).
+    #[arg(required_unless_present = "text")]
+    file: Option<PathBuf>,
+}
+
+pub fn run(args: &AskArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.top_p) || args.top_p == 0.0 {
+        bail!("--top-p must be in (0, 1], got {}", args.top_p);
+    }
+    if args.temperature < 0.0 {
+        bail!("--temperature must be 0 or more, got {}", args.temperature);
+    }
+    let sampling = SamplingOptions { temperature: args.temperature, top_p: args.top_p, max_tokens: args.max_tokens, seed: args.seed };
+    let samples = args.file.as_deref().map(load_audio_16k).transpose()?;
+    let assistant = args.model.load()?;
+    let streaming = !args.json;
+    let mut print = |text: &str| {
+        if streaming {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    let answer = match (&args.text, &samples) {
+        (Some(question), _) => assistant.ask_text(question, &sampling, &mut print)?,
+        (None, Some(samples)) => {
+            let mode = args.mode.unwrap_or(if assistant.has_projector() { Mode::E2e } else { Mode::Cascade });
+            assistant.ask_audio(samples, mode, &sampling, &mut print)?
+        }
+        (None, None) => unreachable!("clap requires a file or --text"),
+    };
+    if args.json {
+        let mut out = json!({
+            "transcript": answer.transcript.as_deref().or(args.text.as_deref()),
+            "answer": answer.answer,
+            "timings_ms": answer.timings_ms,
+            "tokens_per_s": answer.tokens_per_s,
+            "answer_tokens": answer.answer_tokens,
+        });
+        if let Some(file) = &args.file {
+            out["file"] = json!(file);
+        }
+        println!("{out}");
+    } else {
+        println!();
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Argument parsing and dispatch; one file per command.
+
+mod ask;
+mod info;
+mod pack;
+mod transcribe;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "kioku", version, about = "A private voice assistant that runs on your own machine.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model file's components, sizes and provenance.
+    Info(info::InfoArgs),
+    /// Transcribe WAV files with the model's Whisper.
+    Transcribe(transcribe::TranscribeArgs),
+    /// Answer a spoken (WAV) or typed question.
+    Ask(ask::AskArgs),
+    /// Build one merged model file from Whisper and LLM checkpoints.
+    Pack(pack::PackArgs),
+}
+
+/// Options shared by every command that runs a model.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Model file (kioku merged safetensors).
+    #[arg(long, env = "KIOKU_MODEL", default_value = "models/kioku-tiny-en.safetensors")]
+    pub model: PathBuf,
+    /// Where to run: auto picks CUDA or Metal when built in and present, else CPU.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<kioku::assistant::Assistant> {
+        let device = kioku::device::parse_device(&self.device)?;
+        kioku::assistant::Assistant::load(&self.model, &device)
+    }
+}
+
+pub fn run() -> Result<()> {
+    match Cli::parse().command {
+        Command::Info(args) => info::run(&args),
+        Command::Transcribe(args) => transcribe::run(&args),
+        Command::Ask(args) => ask::run(&args),
+        Command::Pack(args) => pack::run(&args),
+    }
+}

@@ -1,0 +1,54 @@
+use anyhow::{bail, Result};
+use clap::Args;
+use indicatif::ProgressBar;
+use kioku::import::{pack, PackOptions};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct PackArgs {
+    /// Whisper checkpoint: a CTranslate2 directory (model.bin) or a Hugging Face directory.
+    #[arg(long)]
+    whisper: PathBuf,
+    /// LLM checkpoint: a GGUF file or a Hugging Face directory (Llama family).
+    #[arg(long)]
+    llm: PathBuf,
+    /// Trained projector (safetensors) to include for end-to-end answers.
+    #[arg(long)]
+    projector: Option<PathBuf>,
+    /// Storage dtype of the weights.
+    #[arg(long, default_value = "f16")]
+    dtype: String,
+    /// Output model file.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+pub fn run(args: &PackArgs) -> Result<()> {
+    let dtype = match args.dtype.as_str() {
+        "f16" => candle_core::DType::F16,
+        "f32" => candle_core::DType::F32,
+        other => bail!("unsupported --dtype `{other}`; use f16 or f32"),
+    };
+    let spinner = ProgressBar::new_spinner().with_message(format!("packing {}", args.output.display()));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let header = pack(&PackOptions {
+        whisper: args.whisper.clone(),
+        llm: args.llm.clone(),
+        projector: args.projector.clone(),
+        dtype,
+        output: args.output.clone(),
+    });
+    spinner.finish_and_clear();
+    let header = header?;
+    eprintln!(
+        "wrote {} (whisper d={} {}+{} layers, llm {} layers{})",
+        args.output.display(),
+        header.whisper.d_model,
+        header.whisper.encoder_layers,
+        header.whisper.decoder_layers,
+        header.llm.num_hidden_layers,
+        if header.projector.is_some() { ", projector" } else { "" }
+    );
+    Ok(())
+}

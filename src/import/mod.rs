@@ -1,0 +1,158 @@
+//! Builds kioku's merged model file from upstream checkpoints: CTranslate2 or
+//! HF Whisper, GGUF or HF Llama, and optionally a trained projector.
+
+pub mod ctranslate2;
+pub mod gguf;
+pub mod hf;
+
+use crate::audio::{mel::HOP_LENGTH, MelExtractor};
+use crate::model::file::{self, ModelHeader, Provenance, ASR_DECODER, ENCODER, PROJECTOR};
+use crate::model::ops::Path as OpsPath;
+use crate::model::weights::Weights;
+use crate::model::whisper::{WhisperEncoder, SILENCE_CONTEXT};
+use crate::model::llama::LlamaConfig;
+use crate::model::projector::ProjectorConfig;
+use crate::model::whisper::WhisperConfig;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A Whisper checkpoint converted to kioku names (`encoder.*`, `asr_decoder.*`).
+pub struct ImportedWhisper {
+    pub config: WhisperConfig,
+    pub tokenizer: String,
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+/// A Llama-family checkpoint converted to kioku names (`llm.*`).
+pub struct ImportedLlm {
+    pub config: LlamaConfig,
+    pub tokenizer: String,
+    pub chat_template: String,
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+/// Reads a Whisper checkpoint: a CTranslate2 directory (`model.bin` or its
+/// parts) or a Hugging Face directory. Adds the decoder's silence context.
+pub fn import_whisper(src: &Path) -> Result<ImportedWhisper> {
+    if !src.is_dir() {
+        bail!("Whisper source {} must be a directory (CTranslate2 or Hugging Face checkpoint)", src.display());
+    }
+    let mut whisper = if src.join("model.bin").exists() || src.join("model.bin.part1").exists() {
+        ctranslate2::import(src)?
+    } else {
+        hf::import_whisper(src)?
+    };
+    let silence = silence_context(&whisper)?;
+    whisper.tensors.insert(format!("{ASR_DECODER}.{SILENCE_CONTEXT}"), silence);
+    Ok(whisper)
+}
+
+/// The encoder's output for 30 s of silence, which the ASR decoder uses to
+/// extend short clips to the context it was trained on.
+fn silence_context(whisper: &ImportedWhisper) -> Result<Tensor> {
+    let encoder_tensors =
+        whisper.tensors.iter().filter(|(k, _)| k.starts_with(&format!("{ENCODER}."))).map(|(k, v)| (k.clone(), v.clone()));
+    let weights = Weights::new(encoder_tensors.collect(), DType::F32, &Device::Cpu);
+    let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &whisper.config)?;
+    let silence = vec![0f32; whisper.config.max_mel_frames() * HOP_LENGTH];
+    let mel = MelExtractor::new(whisper.config.n_mels).compute(&silence).to_tensor(&Device::Cpu)?;
+    Ok(encoder.forward(&mel, OpsPath::Fast)?.squeeze(0)?)
+}
+
+/// Reads a Llama-family checkpoint: a `.gguf` file or a Hugging Face directory.
+pub fn import_llm(src: &Path) -> Result<ImportedLlm> {
+    if src.is_dir() {
+        hf::import_llama(src)
+    } else if src.exists() {
+        gguf::import(src)
+    } else {
+        bail!("LLM source {} does not exist", src.display())
+    }
+}
+
+/// Provenance the fetch step leaves beside what it extracted
+/// (`provenance.json`); a user's own checkpoint is recorded by path.
+fn provenance_for(component: &str, src: &Path) -> Provenance {
+    let dir = if src.is_dir() { src.to_path_buf() } else { src.parent().map(Path::to_path_buf).unwrap_or_default() };
+    let recorded = std::fs::read_to_string(dir.join("provenance.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Provenance>(&text).ok());
+    let mut p = recorded.unwrap_or(Provenance {
+        component: String::new(),
+        source: src.display().to_string(),
+        version: None,
+        sha256: None,
+        file: None,
+        license: None,
+    });
+    p.component = component.to_string();
+    p
+}
+
+pub struct PackOptions {
+    pub whisper: PathBuf,
+    pub llm: PathBuf,
+    /// A safetensors file with `projector.*` tensors and a `projector.config` metadata entry.
+    pub projector: Option<PathBuf>,
+    pub dtype: DType,
+    pub output: PathBuf,
+}
+
+/// Imports both components (and the projector), checks that they fit together,
+/// and writes one merged model file atomically.
+pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
+    let whisper = import_whisper(&opts.whisper).with_context(|| format!("cannot import Whisper from {}", opts.whisper.display()))?;
+    let llm = import_llm(&opts.llm).with_context(|| format!("cannot import the LLM from {}", opts.llm.display()))?;
+    let mut provenance = vec![provenance_for("whisper", &opts.whisper), provenance_for("llm", &opts.llm)];
+    let mut tensors = whisper.tensors;
+    tensors.extend(llm.tensors);
+    let projector = match &opts.projector {
+        Some(path) => {
+            let (config, projector_tensors) = read_projector(path)?;
+            if config.input_dim != whisper.config.d_model || config.output_dim != llm.config.hidden_size {
+                bail!(
+                    "projector {} maps {} -> {}, but these models need {} -> {}",
+                    path.display(), config.input_dim, config.output_dim, whisper.config.d_model, llm.config.hidden_size
+                );
+            }
+            tensors.extend(projector_tensors);
+            provenance.push(provenance_for("projector", path));
+            Some(config)
+        }
+        None => None,
+    };
+    let header = ModelHeader {
+        whisper: whisper.config,
+        whisper_tokenizer: whisper.tokenizer,
+        llm: llm.config,
+        llm_tokenizer: llm.tokenizer,
+        chat_template: llm.chat_template,
+        projector,
+        provenance,
+    };
+    file::write(&opts.output, &header, &tensors, opts.dtype)?;
+    Ok(header)
+}
+
+/// Loads a standalone projector file (the artefact projector training writes).
+pub fn read_projector(path: &Path) -> Result<(ProjectorConfig, BTreeMap<String, Tensor>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read projector {}", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("projector {} is not a safetensors file ({e})", path.display()))?;
+    let config_json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("projector.config"))
+        .with_context(|| format!("projector {} has no `projector.config` metadata", path.display()))?;
+    let config: ProjectorConfig = serde_json::from_str(config_json)?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?
+        .into_iter()
+        .map(|(name, t)| {
+            let name = if name.starts_with(&format!("{PROJECTOR}.")) { name } else { format!("{PROJECTOR}.{name}") };
+            Ok((name, t.to_dtype(DType::F32)?))
+        })
+        .collect::<Result<_>>()?;
+    Ok((config, tensors))
+}

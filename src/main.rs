@@ -1,0 +1,16 @@
+//! `kioku`: the command-line face of the library. Every command is a thin
+//! wrapper; errors print as one line on stderr with a non-zero exit code.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match cli::run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Llama-family decoder (SmolLM2, Llama 3.x): grouped-query attention, rotate-half
+//! RoPE, RMSNorm, SwiGLU MLP, optionally tied output embeddings.
+
+use super::linear::Linear;
+use super::norm::RmsNorm;
+use super::ops::{self, Path};
+use super::weights::Weights;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::kv_cache::KvCache;
+use serde::{Deserialize, Serialize};
+
+/// Llama 3.x long-context frequency scaling (`rope_type: llama3` in HF configs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Llama3RopeScaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    /// Tokens that end the assistant's turn.
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl LlamaConfig {
+    fn inverse_frequencies(&self) -> Vec<f64> {
+        let inv: Vec<f64> =
+            (0..self.head_dim / 2).map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / self.head_dim as f64)).collect();
+        let Some(s) = &self.rope_scaling else { return inv };
+        let original = s.original_max_position_embeddings as f64;
+        let (low_wavelen, high_wavelen) = (original / s.low_freq_factor, original / s.high_freq_factor);
+        inv.into_iter()
+            .map(|freq| {
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                if wavelen < high_wavelen {
+                    freq
+                } else if wavelen > low_wavelen {
+                    freq / s.factor
+                } else {
+                    let smooth = (original / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                    (1.0 - smooth) * freq / s.factor + smooth * freq
+                }
+            })
+            .collect()
+    }
+}
+
+/// Longest context kioku precomputes rotary tables for; far beyond a spoken turn.
+const MAX_CONTEXT: usize = 8192;
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// Key/value cache of one conversation; cleared between questions.
+pub struct LlamaCache {
+    layers: Vec<KvCache>,
+    position: usize,
+}
+
+impl LlamaCache {
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
+impl Attention {
+    fn forward(&self, xs: &Tensor, rope: (&Tensor, &Tensor), mask: Option<&Tensor>, cache: Option<&mut KvCache>, path: Path) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        let split = |x: Tensor, heads| x.reshape((b, t, heads, self.head_dim))?.transpose(1, 2);
+        let q = ops::rope(&split(self.q_proj.forward(xs)?, self.heads)?, rope.0, rope.1, path)?;
+        let k = ops::rope(&split(self.k_proj.forward(xs)?, self.kv_heads)?, rope.0, rope.1, path)?;
+        let v = split(self.v_proj.forward(xs)?, self.kv_heads)?;
+        let (k, v) = match cache {
+            Some(cache) => cache.append(&k.contiguous()?, &v.contiguous()?)?,
+            None => (k, v),
+        };
+        let (k, v) = (repeat_kv(&k, self.heads / self.kv_heads)?, repeat_kv(&v, self.heads / self.kv_heads)?);
+        let out = ops::attention(&q, &k, &v, mask, path)?.transpose(1, 2)?.reshape((b, t, ()))?;
+        Ok(self.o_proj.forward(&out)?)
+    }
+}
+
+/// Grouped-query attention: each key/value head serves `groups` query heads.
+fn repeat_kv(xs: &Tensor, groups: usize) -> candle_core::Result<Tensor> {
+    if groups == 1 {
+        return Ok(xs.clone());
+    }
+    let (b, kv_heads, t, d) = xs.dims4()?;
+    xs.unsqueeze(2)?.expand((b, kv_heads, groups, t, d))?.reshape((b, kv_heads * groups, t, d))
+}
+
+impl Mlp {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(xs)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Llama {
+    embed_tokens: Tensor,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    /// `None` when the output projection is tied to `embed_tokens`.
+    lm_head: Option<Linear>,
+    cos: Tensor,
+    sin: Tensor,
+    config: LlamaConfig,
+}
+
+impl Llama {
+    /// Loads the tensors under `llm.` (HF Llama names without `model.`).
+    pub fn load(w: &Weights, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        if cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
+            bail!("{} attention heads cannot share {} key/value heads", cfg.num_attention_heads, cfg.num_key_value_heads);
+        }
+        let eps = cfg.rms_norm_eps as f32;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let w = w.pp(format!("layers.{i}"));
+                let (a, m) = (w.pp("self_attn"), w.pp("mlp"));
+                Ok(Block {
+                    input_layernorm: RmsNorm::load(&w.pp("input_layernorm"), h, eps)?,
+                    self_attn: Attention {
+                        q_proj: Linear::load(&a.pp("q_proj"), h, cfg.num_attention_heads * hd, false)?,
+                        k_proj: Linear::load(&a.pp("k_proj"), h, cfg.num_key_value_heads * hd, false)?,
+                        v_proj: Linear::load(&a.pp("v_proj"), h, cfg.num_key_value_heads * hd, false)?,
+                        o_proj: Linear::load(&a.pp("o_proj"), cfg.num_attention_heads * hd, h, false)?,
+                        heads: cfg.num_attention_heads,
+                        kv_heads: cfg.num_key_value_heads,
+                        head_dim: hd,
+                    },
+                    post_attention_layernorm: RmsNorm::load(&w.pp("post_attention_layernorm"), h, eps)?,
+                    mlp: Mlp {
+                        gate_proj: Linear::load(&m.pp("gate_proj"), h, cfg.intermediate_size, false)?,
+                        up_proj: Linear::load(&m.pp("up_proj"), h, cfg.intermediate_size, false)?,
+                        down_proj: Linear::load(&m.pp("down_proj"), cfg.intermediate_size, h, false)?,
+                    },
+                })
+            })
+            .collect::<Result<_>>()?;
+        let lm_head =
+            if cfg.tie_word_embeddings { None } else { Some(Linear::load(&w.pp("lm_head"), h, cfg.vocab_size, false)?) };
+        let (cos, sin) = rotary_tables(cfg, w.dtype(), w.device())?;
+        Ok(Self {
+            embed_tokens: w.take("embed_tokens.weight", (cfg.vocab_size, h))?,
+            layers,
+            norm: RmsNorm::load(&w.pp("norm"), h, eps)?,
+            lm_head,
+            cos,
+            sin,
+            config: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn new_cache(&self) -> LlamaCache {
+        LlamaCache { layers: (0..self.layers.len()).map(|_| KvCache::new(2, 256)).collect(), position: 0 }
+    }
+
+    /// Token ids (batch, seq) -> embeddings (batch, seq, hidden).
+    pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        Ok(self.embed_tokens.embedding(&tokens.flatten_all()?)?.reshape((b, t, ()))?)
+    }
+
+    /// Runs the decoder stack on input embeddings placed after the cached
+    /// positions; returns the final normalised hidden states (batch, seq, hidden).
+    /// Without a cache the sequence starts at position 0 (the training path).
+    pub fn forward_embeds(&self, embeds: &Tensor, mut cache: Option<&mut LlamaCache>, path: Path) -> Result<Tensor> {
+        let (_, t, _) = embeds.dims3()?;
+        let past = cache.as_ref().map_or(0, |c| c.position);
+        if past + t > MAX_CONTEXT.min(self.config.max_position_embeddings) {
+            bail!("the conversation exceeds the model's context of {} tokens", MAX_CONTEXT.min(self.config.max_position_embeddings));
+        }
+        let rope = (self.cos.narrow(0, past, t)?, self.sin.narrow(0, past, t)?);
+        let mask = (t > 1).then(|| ops::causal_mask(t, past, embeds.dtype(), embeds.device())).transpose()?;
+        let mut xs = embeds.clone();
+        for (i, block) in self.layers.iter().enumerate() {
+            let h = block.input_layernorm.forward(&xs, path)?;
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            xs = (xs + block.self_attn.forward(&h, (&rope.0, &rope.1), mask.as_ref(), layer_cache, path)?)?;
+            let h = block.post_attention_layernorm.forward(&xs, path)?;
+            xs = (&xs + block.mlp.forward(&h)?)?;
+        }
+        if let Some(cache) = cache {
+            cache.position += t;
+        }
+        Ok(self.norm.forward(&xs, path)?)
+    }
+
+    /// Hidden states (batch, seq, hidden) -> logits (batch, seq, vocab).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(match &self.lm_head {
+            Some(head) => head.forward(hidden)?,
+            None => hidden.broadcast_matmul(&self.embed_tokens.t()?)?,
+        })
+    }
+
+    /// Logits of the last position only, as f32 (1-D, vocab): what generation needs.
+    pub fn next_token_logits(&self, embeds: &Tensor, cache: &mut LlamaCache) -> Result<Tensor> {
+        let hidden = self.forward_embeds(embeds, Some(cache), Path::Fast)?;
+        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
+        Ok(self.logits(&last)?.flatten_all()?.to_dtype(DType::F32)?)
+    }
+}
+
+fn rotary_tables(cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    let positions = MAX_CONTEXT.min(cfg.max_position_embeddings);
+    let inv = cfg.inverse_frequencies();
+    let angles: Vec<f32> = (0..positions).flat_map(|p| inv.iter().map(move |f| (p as f64 * f) as f32)).collect();
+    let angles = Tensor::from_vec(angles, (positions, inv.len()), device)?;
+    Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
+}

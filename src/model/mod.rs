@@ -1,0 +1,11 @@
+//! Neural modules (our own code, so they can carry LoRA and be trained through)
+//! and the merged model file that holds them.
+
+pub mod file;
+pub mod linear;
+pub mod llama;
+pub mod norm;
+pub mod ops;
+pub mod projector;
+pub mod weights;
+pub mod whisper;

@@ -1,0 +1,68 @@
+//! The few ops that exist in two flavours: candle's fused kernels (fast, but they
+//! return no gradient) and plain tensor-op versions that backpropagate. Every
+//! model calls these instead of candle directly, so switching a model to the
+//! training path is one flag, not a rewrite (see design.md, "candle pitfalls").
+
+use candle_core::{DType, Result, Tensor, D};
+
+/// Which kernels a forward pass may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Path {
+    /// Fused inference kernels; no gradients flow through them.
+    #[default]
+    Fast,
+    /// Plain tensor ops only, so backward reaches every trainable tensor.
+    Trainable,
+}
+
+pub fn softmax(xs: &Tensor, path: Path) -> Result<Tensor> {
+    match path {
+        Path::Fast => candle_nn::ops::softmax_last_dim(xs),
+        Path::Trainable => candle_nn::ops::softmax(xs, D::Minus1),
+    }
+}
+
+pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32, path: Path) -> Result<Tensor> {
+    match path {
+        Path::Fast => candle_nn::ops::layer_norm(xs, weight, bias, eps),
+        Path::Trainable => candle_nn::ops::layer_norm_slow(xs, weight, bias, eps),
+    }
+}
+
+pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32, path: Path) -> Result<Tensor> {
+    match path {
+        Path::Fast => candle_nn::ops::rms_norm(xs, weight, eps),
+        Path::Trainable => candle_nn::ops::rms_norm_slow(xs, weight, eps),
+    }
+}
+
+/// Rotate-half rotary embedding (the HF layout kioku uses everywhere).
+/// `xs` is (batch, heads, seq, head_dim); `cos`/`sin` are (seq, head_dim/2).
+pub fn rope(xs: &Tensor, cos: &Tensor, sin: &Tensor, path: Path) -> Result<Tensor> {
+    match path {
+        Path::Fast => candle_nn::rotary_emb::rope(&xs.contiguous()?, cos, sin),
+        Path::Trainable => candle_nn::rotary_emb::rope_slow(xs, cos, sin),
+    }
+}
+
+/// Scaled dot-product attention on (batch, heads, seq, head_dim) tensors.
+/// `mask` is added to the scores (0 or -inf), broadcast over batch and heads.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, path: Path) -> Result<Tensor> {
+    let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let scores = match mask {
+        Some(mask) => scores.broadcast_add(mask)?,
+        None => scores,
+    };
+    softmax(&scores, path)?.matmul(&v.contiguous()?)
+}
+
+/// Additive causal mask for `seq` new positions after `past` cached ones:
+/// shape (seq, past + seq), 0 where a query may look, -inf elsewhere.
+pub fn causal_mask(seq: usize, past: usize, dtype: DType, device: &candle_core::Device) -> Result<Tensor> {
+    let total = past + seq;
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (seq, total), device)?.to_dtype(dtype)
+}

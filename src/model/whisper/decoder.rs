@@ -1,0 +1,180 @@
+//! Whisper text decoder: causal self-attention over transcript tokens plus
+//! cross-attention to the encoder output. Greedy transcription lives here too.
+
+use super::layers::{Attention, Mlp, LAYER_NORM_EPS};
+use super::{WhisperConfig, WhisperSpecialTokens};
+use crate::model::norm::LayerNorm;
+use crate::model::ops::{self, Path};
+use crate::model::weights::Weights;
+use anyhow::{bail, Result};
+use candle_core::{Tensor, D};
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    self_attn: Attention,
+    self_attn_layer_norm: LayerNorm,
+    encoder_attn: Attention,
+    encoder_attn_layer_norm: LayerNorm,
+    mlp: Mlp,
+    final_layer_norm: LayerNorm,
+}
+
+/// Per-utterance decoder state: cross-attention keys/values computed once from
+/// the encoder output, and the growing self-attention cache.
+pub struct DecoderState {
+    cross_kv: Vec<(Tensor, Tensor)>,
+    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    position: usize,
+}
+
+impl DecoderState {
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AsrDecoder {
+    embed_tokens: Tensor,
+    positions: Tensor,
+    layers: Vec<DecoderLayer>,
+    layer_norm: LayerNorm,
+    /// Encoder output for 30 s of silence (max_source_positions, d_model); see
+    /// [`AsrDecoder::transcribe`].
+    silence_context: Tensor,
+    config: WhisperConfig,
+}
+
+/// Name of the precomputed silence encoding, stored with the decoder's tensors.
+pub const SILENCE_CONTEXT: &str = "silence_context";
+
+impl AsrDecoder {
+    /// Loads the tensors under `asr_decoder.` (HF Whisper decoder names).
+    pub fn load(w: &Weights, cfg: &WhisperConfig) -> Result<Self> {
+        let d = cfg.d_model;
+        let norm = |name: &str| LayerNorm::load(&w.pp(name), d, LAYER_NORM_EPS);
+        let layers = (0..cfg.decoder_layers)
+            .map(|i| {
+                let w = w.pp(format!("layers.{i}"));
+                let norm = |name: &str| LayerNorm::load(&w.pp(name), d, LAYER_NORM_EPS);
+                Ok(DecoderLayer {
+                    self_attn: Attention::load(&w.pp("self_attn"), d, cfg.decoder_heads)?,
+                    self_attn_layer_norm: norm("self_attn_layer_norm")?,
+                    encoder_attn: Attention::load(&w.pp("encoder_attn"), d, cfg.decoder_heads)?,
+                    encoder_attn_layer_norm: norm("encoder_attn_layer_norm")?,
+                    mlp: Mlp::load(&w, d, cfg.ffn_dim())?,
+                    final_layer_norm: norm("final_layer_norm")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            embed_tokens: w.take("embed_tokens.weight", (cfg.vocab_size, d))?,
+            positions: w.take("embed_positions.weight", (cfg.max_target_positions, d))?,
+            layers,
+            layer_norm: norm("layer_norm")?,
+            silence_context: w.take(SILENCE_CONTEXT, (cfg.max_source_positions, d))?,
+            config: cfg.clone(),
+        })
+    }
+
+    /// Prepares cross-attention for one encoder output (batch, frames, d_model).
+    pub fn start(&self, encoder_out: &Tensor) -> Result<DecoderState> {
+        let cross_kv = self.layers.iter().map(|l| l.encoder_attn.project_kv(encoder_out)).collect::<candle_core::Result<_>>()?;
+        Ok(DecoderState { cross_kv, self_kv: vec![None; self.layers.len()], position: 0 })
+    }
+
+    /// Feeds `tokens` (batch, seq) after those already in `state`; returns
+    /// logits (batch, seq, vocab). Output projection is tied to the embeddings.
+    pub fn forward(&self, tokens: &Tensor, state: &mut DecoderState, path: Path) -> Result<Tensor> {
+        let (_, seq) = tokens.dims2()?;
+        if state.position + seq > self.config.max_target_positions {
+            bail!("transcript longer than the decoder's {} positions", self.config.max_target_positions);
+        }
+        let positions = self.positions.narrow(0, state.position, seq)?;
+        let mut xs = self.embed_tokens.embedding(&tokens.flatten_all()?)?.reshape((tokens.dim(0)?, seq, ()))?;
+        xs = xs.broadcast_add(&positions)?;
+        let mask = (seq > 1).then(|| ops::causal_mask(seq, state.position, xs.dtype(), xs.device())).transpose()?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.self_attn_layer_norm.forward(&xs, path)?;
+            let (k, v) = layer.self_attn.project_kv(&h)?;
+            // Concatenation keeps the cache differentiable for training.
+            let (k, v) = match state.self_kv[i].take() {
+                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                None => (k, v),
+            };
+            xs = (xs + layer.self_attn.attend(&h, &k, &v, mask.as_ref(), path)?)?;
+            state.self_kv[i] = Some((k, v));
+            let h = layer.encoder_attn_layer_norm.forward(&xs, path)?;
+            let (ck, cv) = &state.cross_kv[i];
+            xs = (xs + layer.encoder_attn.attend(&h, ck, cv, None, path)?)?;
+            let h = layer.final_layer_norm.forward(&xs, path)?;
+            xs = (&xs + layer.mlp.forward(&h)?)?;
+        }
+        state.position += seq;
+        let xs = self.layer_norm.forward(&xs, path)?;
+        Ok(xs.broadcast_matmul(&self.embed_tokens.t()?)?)
+    }
+
+    /// Greedy transcription without timestamps for one encoder output (batch 1).
+    /// Returns the text token ids (prompt and end-of-text excluded).
+    ///
+    /// The encoder runs on the clip's real length, but Whisper's decoder was
+    /// trained to attend over 30 s and, given less, loops ("10 of clubs 10 of
+    /// clubs …"). So the clip's encoding is extended with the stored encoding
+    /// of silence at the remaining positions: the decoder sees a 30 s context
+    /// for the price of encoding the clip alone.
+    pub fn transcribe(&self, encoder_out: &Tensor, special: &WhisperSpecialTokens) -> Result<Vec<u32>> {
+        // Encoder frames are 20 ms. Even fast speech stays under ~8 tokens/s, so
+        // a budget of 10/s plus slack only ever stops a decoder stuck in a loop.
+        let seconds = encoder_out.dim(1)? as f64 * 0.02;
+        let budget = 16 + (10.0 * seconds) as usize;
+        let mut state = self.start(&self.with_silence_context(encoder_out)?)?;
+        let device = encoder_out.device();
+        let prompt = special.prompt();
+        let suppress = self.suppress_mask(special, false)?.to_device(device)?;
+        let suppress_first = self.suppress_mask(special, true)?.to_device(device)?;
+        let mut input = Tensor::new(prompt.as_slice(), device)?.unsqueeze(0)?;
+        let mut text = Vec::new();
+        while state.position < self.config.max_target_positions && text.len() < budget {
+            let logits = self.forward(&input, &mut state, Path::Fast)?;
+            let last = logits.squeeze(0)?.get(input.dim(1)? - 1)?.to_dtype(candle_core::DType::F32)?;
+            let mask = if text.is_empty() { &suppress_first } else { &suppress };
+            let next = (last + mask)?.argmax(D::Minus1)?.to_scalar::<u32>()?;
+            if next == special.end_of_text {
+                break;
+            }
+            text.push(next);
+            input = Tensor::new(&[next], device)?.unsqueeze(0)?;
+        }
+        Ok(text)
+    }
+
+    fn with_silence_context(&self, encoder_out: &Tensor) -> Result<Tensor> {
+        let frames = encoder_out.dim(1)?;
+        let total = self.config.max_source_positions;
+        if frames >= total {
+            return Ok(encoder_out.clone());
+        }
+        let tail = self.silence_context.narrow(0, frames, total - frames)?.unsqueeze(0)?;
+        let tail = tail.broadcast_as((encoder_out.dim(0)?, total - frames, encoder_out.dim(2)?))?.to_dtype(encoder_out.dtype())?;
+        Ok(Tensor::cat(&[encoder_out, &tail], 1)?)
+    }
+
+    /// Additive logit mask: -inf on suppressed tokens and on every control or
+    /// timestamp token except end-of-text, which no-timestamp decoding never emits.
+    fn suppress_mask(&self, special: &WhisperSpecialTokens, first: bool) -> Result<Tensor> {
+        let mut mask = vec![0f32; self.config.vocab_size];
+        let controls = (special.end_of_text + 1) as usize..self.config.vocab_size;
+        let listed = self.config.suppress_tokens.iter().chain(if first { &self.config.begin_suppress_tokens[..] } else { &[] });
+        for id in controls.chain(listed.map(|&id| id as usize)) {
+            if let Some(m) = mask.get_mut(id) {
+                *m = f32::NEG_INFINITY;
+            }
+        }
+        Ok(Tensor::from_vec(mask, self.config.vocab_size, &candle_core::Device::Cpu)?)
+    }
+
+    pub fn config(&self) -> &WhisperConfig {
+        &self.config
+    }
+}

