@@ -40,7 +40,7 @@ fn real_speech_word_error_rate_is_low() {
     }
     let total = errors / words as f64;
     eprintln!("overall WER on {} clips ({words} words): {total:.3}", clips.len());
-    assert!(total < 0.15, "WER {total:.3} is above the 0.15 bound");
+    assert!(total < 0.12, "WER {total:.3} is above the 0.12 bound");
 }
 
 fn clips_cards() -> Vec<(PathBuf, String)> {
@@ -49,13 +49,13 @@ fn clips_cards() -> Vec<(PathBuf, String)> {
 
 #[test]
 fn transcribe_json_gives_file_and_text_per_line() {
-    let wav = Path::new(DATA).join("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let wav = Path::new(DATA).join("librivox/sense_and_sensibility_01_austen_64kb-0930.wav");
     let out = kioku(&["transcribe", "--json", wav.to_str().unwrap(), example_wav().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
-    assert!(lines[0]["file"].as_str().unwrap().ends_with("0880.wav"));
-    assert!(wer("he was not an ill disposed young man", lines[0]["text"].as_str().unwrap()) < 0.2);
+    assert!(lines[0]["file"].as_str().unwrap().ends_with("0930.wav"));
+    assert!(wer("he might even have been made amiable himself", lines[0]["text"].as_str().unwrap()) < 0.2);
     assert!(lines[1]["text"].as_str().unwrap().to_lowercase().contains("capital of france"));
 }
 
@@ -65,7 +65,8 @@ fn long_clip_is_transcribed_in_windows() {
     let assistant = assistant();
     let mut samples = Vec::new();
     let mut reference = String::new();
-    for (wav, text) in clips("librivox", "transcription") {
+    let all = clips("librivox", "transcription").into_iter().chain(clips_cards());
+    for (wav, text) in all {
         samples.extend(kioku::assistant::load_audio_16k(&wav).unwrap());
         samples.extend(std::iter::repeat_n(0.0, 8000));
         reference.push_str(&text);

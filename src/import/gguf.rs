@@ -174,3 +174,29 @@ fn tokenizer_json(meta: &Meta, tokens: &[String]) -> Result<String> {
 }
 
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// llama.cpp's `permute` from its HF -> GGUF converter.
+    fn llama_cpp_permute(w: &Tensor, heads: usize) -> Tensor {
+        let (rows, cols) = w.dims2().unwrap();
+        w.reshape((heads, 2, rows / heads / 2, cols)).unwrap().transpose(1, 2).unwrap().reshape((rows, cols)).unwrap()
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        let w = Tensor::arange(0f32, 3.0 * 8.0 * 5.0, &Device::Cpu).unwrap().reshape((24, 5)).unwrap();
+        let back = unpermute(&llama_cpp_permute(&w, 3), 3).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+        assert_ne!(llama_cpp_permute(&w, 3).to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+    }
+
+    #[test]
+    fn names_map_to_hf_llama() {
+        assert_eq!(hf_name("blk.7.attn_q.weight").as_deref(), Some("layers.7.self_attn.q_proj.weight"));
+        assert_eq!(hf_name("token_embd.weight").as_deref(), Some("embed_tokens.weight"));
+        assert_eq!(hf_name("blk.7.unknown.weight"), None);
+    }
+}
