@@ -19,6 +19,10 @@ pub struct PackArgs {
     /// Storage dtype of the weights.
     #[arg(long, default_value = "f16")]
     dtype: String,
+    /// Block format for the LLM's projections and both output heads (q8_0: 4x
+    /// less memory traffic per decoded token than f32; none: keep them dense).
+    #[arg(long, default_value = "q8_0")]
+    quantize: String,
     /// Output model file.
     #[arg(short, long)]
     output: PathBuf,
@@ -30,6 +34,10 @@ pub fn run(args: &PackArgs) -> Result<()> {
         "f32" => candle_core::DType::F32,
         other => bail!("unsupported --dtype `{other}`; use f16 or f32"),
     };
+    let quantize = match args.quantize.as_str() {
+        "none" => None,
+        name => Some(kioku::model::file::ggml_type(name).map_err(|_| anyhow::anyhow!("unsupported --quantize `{name}`; use q8_0 or none"))?),
+    };
     let spinner = ProgressBar::new_spinner().with_message(format!("packing {}", args.output.display()));
     spinner.enable_steady_tick(Duration::from_millis(120));
     let header = pack(&PackOptions {
@@ -37,6 +45,7 @@ pub fn run(args: &PackArgs) -> Result<()> {
         llm: args.llm.clone(),
         projector: args.projector.clone(),
         dtype,
+        quantize,
         output: args.output.clone(),
     });
     spinner.finish_and_clear();

@@ -6,7 +6,7 @@ pub mod gguf;
 pub mod hf;
 
 use crate::audio::{mel::HOP_LENGTH, MelExtractor};
-use crate::model::file::{self, ModelHeader, Provenance, ASR_DECODER, ENCODER, PROJECTOR};
+use crate::model::file::{self, ModelHeader, Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::ops::Path as OpsPath;
 use crate::model::weights::Weights;
 use crate::model::whisper::{WhisperEncoder, SILENCE_CONTEXT};
@@ -14,6 +14,7 @@ use crate::model::llama::LlamaConfig;
 use crate::model::projector::ProjectorConfig;
 use crate::model::whisper::WhisperConfig;
 use anyhow::{bail, Context, Result};
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -97,7 +98,17 @@ pub struct PackOptions {
     /// A safetensors file with `projector.*` tensors and a `projector.config` metadata entry.
     pub projector: Option<PathBuf>,
     pub dtype: DType,
+    /// Block format for the matrices read once per decoded token (None: dense).
+    pub quantize: Option<GgmlDType>,
     pub output: PathBuf,
+}
+
+/// Tensors worth quantizing: the matrices that decoding streams through once
+/// per token, i.e. the LLM's projections and both output heads. Norms, the
+/// small Whisper layers and the embedding tables (read a row at a time) stay dense.
+fn is_decode_matrix(name: &str) -> bool {
+    let llm_projection = name.starts_with(&format!("{LLM}.")) && name.ends_with("_proj.weight");
+    llm_projection || name == format!("{LLM}.lm_head.weight") || name == format!("{ASR_DECODER}.proj_out.weight")
 }
 
 /// Imports both components (and the projector), checks that they fit together,
@@ -107,6 +118,14 @@ pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
     let llm = import_llm(&opts.llm).with_context(|| format!("cannot import the LLM from {}", opts.llm.display()))?;
     let mut provenance = vec![provenance_for("whisper", &opts.whisper), provenance_for("llm", &opts.llm)];
     let mut tensors = whisper.tensors;
+    if opts.quantize.is_some() {
+        // Tied heads get their own quantized copy; lookups keep the dense tables.
+        let embeddings = format!("{ASR_DECODER}.embed_tokens.weight");
+        tensors.insert(format!("{ASR_DECODER}.proj_out.weight"), tensors[&embeddings].clone());
+        if llm.config.tie_word_embeddings {
+            tensors.insert(format!("{LLM}.lm_head.weight"), llm.tensors[&format!("{LLM}.embed_tokens.weight")].clone());
+        }
+    }
     tensors.extend(llm.tensors);
     let projector = match &opts.projector {
         Some(path) => {
@@ -132,7 +151,7 @@ pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
         projector,
         provenance,
     };
-    file::write(&opts.output, &header, &tensors, opts.dtype)?;
+    file::write(&opts.output, &header, &tensors, opts.dtype, |name| opts.quantize.filter(|_| is_decode_matrix(name)))?;
     Ok(header)
 }
 

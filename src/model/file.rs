@@ -5,10 +5,12 @@
 
 use super::llama::LlamaConfig;
 use super::projector::ProjectorConfig;
-use super::weights::Weights;
+use super::weights::{Stored, Weights};
 use super::whisper::WhisperConfig;
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::Load;
+use super::q8::Q8Matrix;
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +18,9 @@ use std::path::Path;
 
 pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_KEY: &str = "kioku.format_version";
+/// JSON object naming the tensors stored as GGML blocks (`{"name": "q8_0"}`);
+/// each is a U8 tensor of shape (rows, bytes per row).
+const QUANTIZED_KEY: &str = "kioku.quantized";
 
 /// Tensor name prefixes of the four components.
 pub const ENCODER: &str = "encoder";
@@ -81,23 +86,62 @@ impl ModelHeader {
     }
 }
 
-/// Writes a model file atomically. Tensors are stored in `dtype` (f16 halves the file).
-pub fn write(path: &Path, header: &ModelHeader, tensors: &BTreeMap<String, Tensor>, dtype: DType) -> Result<()> {
+/// Writes a model file atomically. Dense tensors are stored in `dtype` (f16
+/// halves the file); tensors for which `quantize` returns a GGML type are
+/// stored as its blocks, ready for quantized matmuls without work at load.
+pub fn write(
+    path: &Path,
+    header: &ModelHeader,
+    tensors: &BTreeMap<String, Tensor>,
+    dtype: DType,
+    quantize: impl Fn(&str) -> Option<GgmlDType>,
+) -> Result<()> {
+    let mut quantized = BTreeMap::new();
     let converted: Vec<(String, Tensor)> = tensors
         .iter()
-        .map(|(name, t)| Ok((name.clone(), t.to_dtype(dtype)?.to_device(&Device::Cpu)?.contiguous()?)))
+        .map(|(name, t)| {
+            let t = t.to_device(&Device::Cpu)?;
+            let stored = match quantize(name) {
+                Some(q) => {
+                    let blocks = QTensor::quantize(&t.to_dtype(DType::F32)?, q)
+                        .with_context(|| format!("cannot quantize `{name}` to {q:?}"))?;
+                    let bytes = blocks.data()?.into_owned();
+                    quantized.insert(name.clone(), ggml_name(q)?.to_string());
+                    let rows = t.dim(0)?;
+                    Tensor::from_vec(bytes, (rows, blocks.storage_size_in_bytes() / rows), &Device::Cpu)?
+                }
+                None => t.to_dtype(dtype)?.contiguous()?,
+            };
+            Ok((name.clone(), stored))
+        })
         .collect::<Result<_>>()?;
-    let metadata = header.to_metadata()?;
+    let mut metadata = header.to_metadata()?;
+    if !quantized.is_empty() {
+        metadata.insert(QUANTIZED_KEY.into(), serde_json::to_string(&quantized)?);
+    }
     crate::atomic::replace_with(path, |tmp| {
         safetensors::serialize_to_file(converted.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata), tmp)?;
         Ok(())
     })
 }
 
+/// The block formats kioku stores, by the names used in the file.
+const GGML_TYPES: [(&str, GgmlDType); 1] = [("q8_0", GgmlDType::Q8_0)];
+
+fn ggml_name(dtype: GgmlDType) -> Result<&'static str> {
+    GGML_TYPES.iter().find(|(_, d)| *d == dtype).map(|(n, _)| *n).with_context(|| format!("{dtype:?} blocks are not supported"))
+}
+
+pub fn ggml_type(name: &str) -> Result<GgmlDType> {
+    GGML_TYPES.iter().find(|(n, _)| *n == name).map(|(_, d)| *d).with_context(|| format!("unknown block format `{name}`"))
+}
+
 /// A model file opened by memory map; nothing is copied until [`MappedModel::weights`].
 pub struct MappedModel {
     mmap: memmap2::Mmap,
     pub header: ModelHeader,
+    /// Tensors stored as GGML blocks, by name.
+    quantized: HashMap<String, GgmlDType>,
 }
 
 /// Shape and dtype of one stored tensor, read from the header alone.
@@ -127,12 +171,17 @@ impl MappedModel {
             bail!("{} has model format version {version}, this kioku reads version {FORMAT_VERSION}; re-pack it with `kioku pack`", path.display());
         }
         let header = ModelHeader::from_metadata(&metadata).with_context(describe)?;
+        let quantized: HashMap<String, String> = match metadata.get(QUANTIZED_KEY) {
+            Some(text) => serde_json::from_str(text).with_context(|| format!("metadata entry `{QUANTIZED_KEY}` is not valid")).with_context(describe)?,
+            None => HashMap::new(),
+        };
+        let quantized = quantized.into_iter().map(|(k, v)| Ok((k, ggml_type(&v)?))).collect::<Result<_>>().with_context(describe)?;
         // Header offsets are validated against the real file length here, so a
         // truncated file is reported now rather than when a tensor is read.
         safetensors::SafeTensors::deserialize(&mmap)
             .map_err(|e| anyhow::anyhow!("the file is truncated or corrupt ({e})"))
             .with_context(describe)?;
-        Ok(Self { mmap, header })
+        Ok(Self { mmap, header, quantized })
     }
 
     pub fn tensor_infos(&self) -> Result<Vec<TensorInfo>> {
@@ -140,24 +189,60 @@ impl MappedModel {
         let mut infos: Vec<TensorInfo> = st
             .tensors()
             .into_iter()
-            .map(|(name, view)| TensorInfo { name, dtype: format!("{:?}", view.dtype()), shape: view.shape().to_vec() })
+            .map(|(name, view)| match self.quantized.get(&name) {
+                Some(q) => TensorInfo { shape: self.logical_shape(view.shape(), *q), dtype: ggml_name(*q).unwrap_or("?").to_uppercase(), name },
+                None => TensorInfo { name, dtype: format!("{:?}", view.dtype()), shape: view.shape().to_vec() },
+            })
             .collect();
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(infos)
     }
 
-    /// Copies every tensor onto `device` in `dtype`; drop `self` afterwards to
-    /// release the mapping.
+    /// Drops the mapped pages of bytes already copied, so a load never holds
+    /// the file and its copy in memory at once (peak RSS ~ the model, not twice it).
+    fn release(&self, bytes: &[u8]) {
+        #[cfg(unix)]
+        {
+            let page = 4096;
+            let start = (bytes.as_ptr() as usize - self.mmap.as_ptr() as usize) / page * page;
+            let end = (bytes.as_ptr() as usize - self.mmap.as_ptr() as usize) + bytes.len();
+            // SAFETY: the mapping is a read-only view of a file: dropped pages are
+            // read back from the file if touched again, so no data is lost.
+            unsafe {
+                let _ = self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = bytes;
+    }
+
+    /// (rows, bytes per row) of stored blocks -> (rows, columns) of the matrix.
+    fn logical_shape(&self, stored: &[usize], q: GgmlDType) -> Vec<usize> {
+        vec![stored[0], stored.get(1).copied().unwrap_or(0) / q.type_size() * q.block_size()]
+    }
+
+    /// Copies every tensor onto `device` as stored (dense ones are cast to
+    /// `dtype` when claimed); drop `self` afterwards to release the mapping.
     pub fn weights(&self, device: &Device, dtype: DType) -> Result<Weights> {
         let st = safetensors::SafeTensors::deserialize(&self.mmap)?;
         let tensors = st
             .tensors()
             .into_iter()
             .map(|(name, view)| {
-                let t = view.load(device).with_context(|| format!("cannot read tensor `{name}`"))?.to_dtype(dtype)?;
-                Ok((name, t))
+                let read = || -> Result<Stored> {
+                    Ok(match self.quantized.get(&name) {
+                        Some(&q) => {
+                            let shape = self.logical_shape(view.shape(), q);
+                            Stored::Quantized(Q8Matrix::from_ggml_q8_0(view.data(), shape[0], shape[1])?)
+                        }
+                        None => Stored::Dense(view.load(device)?),
+                    })
+                };
+                let stored = read().with_context(|| format!("cannot read tensor `{name}`"))?;
+                self.release(view.data());
+                Ok((name, stored))
             })
             .collect::<Result<HashMap<_, _>>>()?;
-        Ok(Weights::new(tensors, dtype, device))
+        Ok(Weights::from_stored(tensors, dtype, device))
     }
 }

@@ -1,26 +1,42 @@
 //! The one linear layer every model uses, so that LoRA adapters can later be
 //! attached to any projection without touching model code.
 
-use super::weights::Weights;
+use super::weights::{Stored, Weights};
 use anyhow::Result;
+use super::q8::Q8Matrix;
 use candle_core::{Module, Tensor};
+use std::sync::Arc;
+
+/// How the weight is held: dense (trainable, any device and dtype) or as
+/// 8-bit blocks (CPU inference only; no gradient flows through it).
+#[derive(Debug, Clone)]
+enum Kernel {
+    Dense(Tensor),
+    Quantized(Arc<Q8Matrix>),
+}
 
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
+    kernel: Kernel,
     bias: Option<Tensor>,
 }
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self { kernel: Kernel::Dense(weight), bias }
     }
 
     /// Loads `{name}.weight` (out, in) and, when `bias` is set, `{name}.bias`.
+    /// A weight stored quantized stays quantized on CPU unless the weights are
+    /// [`Weights::dense_only`]; other devices get it dense.
     pub fn load(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = w.take("weight", (out_dim, in_dim))?;
+        let kernel = match w.take_stored("weight", (out_dim, in_dim))? {
+            Stored::Quantized(q) if w.device().is_cpu() && !w.dense_only() => Kernel::Quantized(Arc::new(q)),
+            Stored::Quantized(q) => Kernel::Dense(q.dequantize(w.device())?.to_dtype(w.dtype())?),
+            Stored::Dense(t) => Kernel::Dense(t),
+        };
         let bias = if bias { Some(w.take("bias", out_dim)?) } else { None };
-        Ok(Self::new(weight, bias))
+        Ok(Self { kernel, bias })
     }
 
     /// Loads a bias that some checkpoints store and others omit (Whisper's key
@@ -30,8 +46,12 @@ impl Linear {
         Ok(Self::new(weight, w.take_optional("bias", out_dim)?))
     }
 
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The dense weight, or `None` once quantized.
+    pub fn weight(&self) -> Option<&Tensor> {
+        match &self.kernel {
+            Kernel::Dense(w) => Some(w),
+            Kernel::Quantized(_) => None,
+        }
     }
 
     pub fn bias(&self) -> Option<&Tensor> {
@@ -41,11 +61,14 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        // (..., in) x (in, out): broadcast the transposed weight over batch dims.
-        let ys = match xs.dims() {
-            [b1, b2, _, _] => xs.matmul(&self.weight.broadcast_left((*b1, *b2))?.t()?)?,
-            [b, _, _] => xs.matmul(&self.weight.broadcast_left(*b)?.t()?)?,
-            _ => xs.matmul(&self.weight.t()?)?,
+        let ys = match &self.kernel {
+            // (..., in) x (in, out): broadcast the transposed weight over batch dims.
+            Kernel::Dense(w) => match xs.dims() {
+                [b1, b2, _, _] => xs.matmul(&w.broadcast_left((*b1, *b2))?.t()?)?,
+                [b, _, _] => xs.matmul(&w.broadcast_left(*b)?.t()?)?,
+                _ => xs.matmul(&w.t()?)?,
+            },
+            Kernel::Quantized(q) => q.forward(&xs.to_dtype(candle_core::DType::F32)?)?.to_dtype(xs.dtype())?,
         };
         match &self.bias {
             Some(bias) => ys.broadcast_add(bias),

@@ -141,7 +141,7 @@ pub struct Llama {
     embed_tokens: Tensor,
     layers: Vec<Block>,
     norm: RmsNorm,
-    /// `None` when the output projection is tied to `embed_tokens`.
+    /// `None` when the output projection uses `embed_tokens` directly (tied).
     lm_head: Option<Linear>,
     cos: Tensor,
     sin: Tensor,
@@ -180,11 +180,26 @@ impl Llama {
                 })
             })
             .collect::<Result<_>>()?;
-        let lm_head =
-            if cfg.tie_word_embeddings { None } else { Some(Linear::load(&w.pp("lm_head"), h, cfg.vocab_size, false)?) };
+        // A tied model may carry a quantized copy of its embeddings as the head
+        // (`kioku pack --quantize`); training uses the embeddings themselves.
+        let stored_head = w.contains("lm_head.weight");
+        let lm_head = if !cfg.tie_word_embeddings || (stored_head && !w.dense_only()) {
+            Some(Linear::load(&w.pp("lm_head"), h, cfg.vocab_size, false)?)
+        } else {
+            if stored_head {
+                w.take_stored("lm_head.weight", (cfg.vocab_size, h))?;
+            }
+            None
+        };
+        // With a separate head the table only serves row lookups: keep it as stored.
+        let embed_tokens = if lm_head.is_some() {
+            w.take_as_stored("embed_tokens.weight", (cfg.vocab_size, h))?
+        } else {
+            w.take("embed_tokens.weight", (cfg.vocab_size, h))?
+        };
         let (cos, sin) = rotary_tables(cfg, w.dtype(), w.device())?;
         Ok(Self {
-            embed_tokens: w.take("embed_tokens.weight", (cfg.vocab_size, h))?,
+            embed_tokens,
             layers,
             norm: RmsNorm::load(&w.pp("norm"), h, eps)?,
             lm_head,
@@ -205,7 +220,8 @@ impl Llama {
     /// Token ids (batch, seq) -> embeddings (batch, seq, hidden).
     pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
-        Ok(self.embed_tokens.embedding(&tokens.flatten_all()?)?.reshape((b, t, ()))?)
+        let rows = self.embed_tokens.embedding(&tokens.flatten_all()?)?;
+        Ok(rows.to_dtype(self.cos.dtype())?.reshape((b, t, ()))?)
     }
 
     /// Runs the decoder stack on input embeddings placed after the cached

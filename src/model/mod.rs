@@ -7,5 +7,6 @@ pub mod llama;
 pub mod norm;
 pub mod ops;
 pub mod projector;
+pub mod q8;
 pub mod weights;
 pub mod whisper;

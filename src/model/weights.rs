@@ -3,29 +3,52 @@
 //! name instead of a matmul error deep inside a forward pass.
 
 use anyhow::{bail, Context, Result};
+use super::q8::Q8Matrix;
 use candle_core::{DType, Device, Shape, Tensor};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// A stored tensor: dense, or 8-bit blocks packed for fast CPU decoding.
+pub enum Stored {
+    Dense(Tensor),
+    Quantized(Q8Matrix),
+}
+
 #[derive(Clone)]
 pub struct Weights {
-    tensors: Rc<RefCell<HashMap<String, Tensor>>>,
+    tensors: Rc<RefCell<HashMap<String, Stored>>>,
     prefix: String,
     dtype: DType,
     device: Device,
+    dense_only: bool,
 }
 
 impl Weights {
     /// Tensors are moved to `device` and cast to `dtype` as they are claimed.
     pub fn new(tensors: HashMap<String, Tensor>, dtype: DType, device: &Device) -> Self {
-        Self { tensors: Rc::new(RefCell::new(tensors)), prefix: String::new(), dtype, device: device.clone() }
+        Self::from_stored(tensors.into_iter().map(|(k, v)| (k, Stored::Dense(v))).collect(), dtype, device)
+    }
+
+    pub fn from_stored(tensors: HashMap<String, Stored>, dtype: DType, device: &Device) -> Self {
+        Self { tensors: Rc::new(RefCell::new(tensors)), prefix: String::new(), dtype, device: device.clone(), dense_only: false }
     }
 
     /// A view whose names are relative to `prefix` (joined with a dot).
     pub fn pp(&self, prefix: impl std::fmt::Display) -> Self {
         let prefix = if self.prefix.is_empty() { prefix.to_string() } else { format!("{}.{prefix}", self.prefix) };
         Self { prefix, ..self.clone() }
+    }
+
+    /// Makes every claimed tensor dense, as training needs: quantized matmuls
+    /// pass no gradient.
+    pub fn dense_only(&self) -> bool {
+        self.dense_only
+    }
+
+    pub fn with_dense_only(mut self, dense_only: bool) -> Self {
+        self.dense_only = dense_only;
+        self
     }
 
     pub fn device(&self) -> &Device {
@@ -44,19 +67,51 @@ impl Weights {
         self.tensors.borrow().contains_key(&self.full_name(name))
     }
 
-    /// Removes the tensor `name` and checks its shape.
-    pub fn take<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Tensor> {
+    /// Removes the tensor `name` as stored (dense or quantized) and checks its shape.
+    pub fn take_stored<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Stored> {
         let full = self.full_name(name);
-        let tensor = self
+        let stored = self
             .tensors
             .borrow_mut()
             .remove(&full)
             .with_context(|| format!("the model file has no tensor `{full}`"))?;
+        let actual = match &stored {
+            Stored::Dense(t) => t.shape().clone(),
+            Stored::Quantized(q) => Shape::from(q.shape()),
+        };
         let expected: Shape = shape.into();
-        if tensor.shape() != &expected {
-            bail!("tensor `{full}` has shape {:?}, expected {:?}", tensor.dims(), expected.dims());
+        if actual != expected {
+            bail!("tensor `{full}` has shape {:?}, expected {:?}", actual.dims(), expected.dims());
         }
-        Ok(tensor.to_device(&self.device)?.to_dtype(self.dtype)?)
+        Ok(match stored {
+            Stored::Dense(t) => Stored::Dense(cast(&t.to_device(&self.device)?, self.dtype)?),
+            quantized => quantized,
+        })
+    }
+
+    /// Like [`Weights::take`], but keeps the stored dtype (for embedding tables
+    /// read one row at a time: f16 halves their memory).
+    pub fn take_as_stored<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Tensor> {
+        let full = self.full_name(name);
+        let expected: Shape = shape.into();
+        let removed = self.tensors.borrow_mut().remove(&full);
+        match removed {
+            Some(Stored::Dense(t)) if t.shape() == &expected => Ok(t.to_device(&self.device)?),
+            Some(other) => {
+                self.tensors.borrow_mut().insert(full, other);
+                self.take(name, expected)
+            }
+            None => bail!("the model file has no tensor `{full}`"),
+        }
+    }
+
+    /// Removes the tensor `name` as a dense tensor (dequantizing if need be)
+    /// and checks its shape.
+    pub fn take<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Tensor> {
+        Ok(match self.take_stored(name, shape)? {
+            Stored::Dense(t) => t,
+            Stored::Quantized(q) => q.dequantize(&self.device)?.to_dtype(self.dtype)?,
+        })
     }
 
     /// Like [`Weights::take`] for tensors that may be absent (optional biases).
@@ -75,4 +130,17 @@ impl Weights {
         }
         Ok(())
     }
+}
+
+/// `to_dtype`, with a vectorised path for the common f16 -> f32 load cast
+/// (candle converts element by element, which dominated load time).
+fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
+    if t.dtype() == DType::F16 && dtype == DType::F32 && t.device().is_cpu() {
+        use half::slice::HalfFloatSliceExt;
+        let src = t.flatten_all()?.to_vec1::<half::f16>()?;
+        let mut dst = vec![0f32; src.len()];
+        src.convert_to_f32_slice(&mut dst);
+        return Ok(Tensor::from_vec(dst, t.shape(), t.device())?);
+    }
+    Ok(t.to_dtype(dtype)?)
 }

@@ -3,11 +3,12 @@
 
 use super::layers::{Attention, Mlp, LAYER_NORM_EPS};
 use super::{WhisperConfig, WhisperSpecialTokens};
+use crate::model::linear::Linear;
 use crate::model::norm::LayerNorm;
 use crate::model::ops::{self, Path};
 use crate::model::weights::Weights;
 use anyhow::{bail, Result};
-use candle_core::{Tensor, D};
+use candle_core::{Module, Tensor, D};
 
 #[derive(Debug, Clone)]
 struct DecoderLayer {
@@ -36,6 +37,9 @@ impl DecoderState {
 #[derive(Debug, Clone)]
 pub struct AsrDecoder {
     embed_tokens: Tensor,
+    /// Output projection when stored separately (a quantized copy of the
+    /// embeddings, from `kioku pack --quantize`); else the embeddings are used.
+    proj_out: Option<Linear>,
     positions: Tensor,
     layers: Vec<DecoderLayer>,
     layer_norm: LayerNorm,
@@ -67,8 +71,23 @@ impl AsrDecoder {
                 })
             })
             .collect::<Result<_>>()?;
+        let proj_out = if w.contains("proj_out.weight") && !w.dense_only() {
+            Some(Linear::load(&w.pp("proj_out"), d, cfg.vocab_size, false)?)
+        } else {
+            if w.contains("proj_out.weight") {
+                w.take_stored("proj_out.weight", (cfg.vocab_size, d))?;
+            }
+            None
+        };
+        // With a separate head the table only serves row lookups: keep it as stored.
+        let embed_tokens = if proj_out.is_some() {
+            w.take_as_stored("embed_tokens.weight", (cfg.vocab_size, d))?
+        } else {
+            w.take("embed_tokens.weight", (cfg.vocab_size, d))?
+        };
         Ok(Self {
-            embed_tokens: w.take("embed_tokens.weight", (cfg.vocab_size, d))?,
+            embed_tokens,
+            proj_out,
             positions: w.take("embed_positions.weight", (cfg.max_target_positions, d))?,
             layers,
             layer_norm: norm("layer_norm")?,
@@ -91,8 +110,8 @@ impl AsrDecoder {
             bail!("transcript longer than the decoder's {} positions", self.config.max_target_positions);
         }
         let positions = self.positions.narrow(0, state.position, seq)?;
-        let mut xs = self.embed_tokens.embedding(&tokens.flatten_all()?)?.reshape((tokens.dim(0)?, seq, ()))?;
-        xs = xs.broadcast_add(&positions)?;
+        let xs = self.embed_tokens.embedding(&tokens.flatten_all()?)?.to_dtype(positions.dtype())?;
+        let mut xs = xs.reshape((tokens.dim(0)?, seq, ()))?.broadcast_add(&positions)?;
         let mask = (seq > 1).then(|| ops::causal_mask(seq, state.position, xs.dtype(), xs.device())).transpose()?;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.self_attn_layer_norm.forward(&xs, path)?;
@@ -112,7 +131,10 @@ impl AsrDecoder {
         }
         state.position += seq;
         let xs = self.layer_norm.forward(&xs, path)?;
-        Ok(xs.broadcast_matmul(&self.embed_tokens.t()?)?)
+        Ok(match &self.proj_out {
+            Some(head) => head.forward(&xs)?,
+            None => xs.broadcast_matmul(&self.embed_tokens.t()?)?,
+        })
     }
 
     /// Greedy transcription without timestamps for one encoder output (batch 1).
