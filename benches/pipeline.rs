@@ -3,12 +3,13 @@
 //! `make bench` (release build). Prints a Markdown table; compare the ratios,
 //! which are measured in one run on the same machine, not absolute times.
 
-use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::{quantized_llama, whisper as ref_whisper};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use candle_core::{Device, IndexOp, Tensor};
+use candle_transformers::models::quantized_llama;
 use kioku::assistant::{load_audio_16k, Assistant, Mode, Timings};
 use kioku::generation::SamplingOptions;
-use std::path::Path;
 use std::time::Instant;
 
 const RUNS: usize = 5;
@@ -33,12 +34,8 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model = std::env::var_os("KIOKU_MODEL").map(Into::into).unwrap_or_else(|| root.join("models/kioku-tiny-en.safetensors"));
-    let cache = std::env::var_os("KIOKU_CACHE")
-        .map(Into::into)
-        .unwrap_or_else(|| Path::new(&std::env::var("HOME").unwrap()).join(".cache/kioku"));
-    let wav = root.join("examples/what-is-the-capital-of-france.wav");
+    let model = common::model_path();
+    let wav = common::example_wav();
     let samples = load_audio_16k(&wav).unwrap();
     let device = Device::Cpu;
     let sampling = SamplingOptions { max_tokens: ANSWER_TOKENS, ..Default::default() };
@@ -55,30 +52,9 @@ fn main() {
     let ours_rss = peak_rss_mb();
 
     // --- reference: candle-transformers Whisper (30 s padded, as upstream) + quantized Llama ---
-    let imported = kioku::import::import_whisper(&cache.join("whisper-tiny.en")).unwrap();
+    let imported = kioku::import::import_whisper(&common::whisper_source()).unwrap();
     let cfg = &imported.config;
-    let mut vars: std::collections::HashMap<String, Tensor> = Default::default();
-    for (k, v) in &imported.tensors {
-        let name = k.replacen("encoder.", "model.encoder.", 1).replacen("asr_decoder.", "model.decoder.", 1);
-        vars.insert(name, v.clone());
-    }
-    let vb = VarBuilder::from_tensors(vars, DType::F32, &device);
-    let mut whisper = ref_whisper::model::Whisper::load(
-        &vb,
-        ref_whisper::Config {
-            num_mel_bins: cfg.n_mels,
-            max_source_positions: cfg.max_source_positions,
-            d_model: cfg.d_model,
-            encoder_attention_heads: cfg.encoder_heads,
-            encoder_layers: cfg.encoder_layers,
-            vocab_size: cfg.vocab_size,
-            max_target_positions: cfg.max_target_positions,
-            decoder_attention_heads: cfg.decoder_heads,
-            decoder_layers: cfg.decoder_layers,
-            suppress_tokens: cfg.suppress_tokens.clone(),
-        },
-    )
-    .unwrap();
+    let mut whisper = common::reference_whisper(&imported);
     let mut padded = samples.clone();
     padded.resize(16_000 * 30, 0.0);
     let mel30 = kioku::audio::MelExtractor::new(cfg.n_mels).compute(&padded).to_tensor(&device).unwrap();
@@ -107,7 +83,7 @@ fn main() {
             .collect(),
     );
 
-    let gguf = cache.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let gguf = common::gguf_source();
     let prompt_len = {
         let chat = kioku::generation::ChatTemplate::new(&assistant.header().chat_template).unwrap();
         let prompt = chat.render(None, "What is the capital of France?").unwrap();

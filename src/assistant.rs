@@ -6,7 +6,7 @@ use crate::audio::mel::HOP_LENGTH;
 use crate::audio::MelExtractor;
 use crate::generation::{ChatTemplate, Sampler, SamplingOptions, TokenStream};
 use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
-use crate::model::llama::Llama;
+use crate::model::llama::{Llama, LlamaCache};
 use crate::model::ops::Path as OpsPath;
 use crate::model::projector::Projector;
 use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
@@ -49,6 +50,20 @@ pub struct Answer {
     pub tokens_per_s: f64,
 }
 
+/// What the user said: text (typed, or a transcript) or projected audio.
+enum UserTurn<'a> {
+    Text(&'a str),
+    Audio(Tensor),
+}
+
+struct PromptPrefix {
+    ids: Vec<u32>,
+    cache: LlamaCache,
+}
+
+/// Marker in the user turn where the question goes when the template is split.
+const USER_PLACEHOLDER: &str = "<|kioku-user-turn|>";
+
 pub struct Assistant {
     header: ModelHeader,
     encoder: WhisperEncoder,
@@ -58,7 +73,9 @@ pub struct Assistant {
     whisper_tokenizer: Tokenizer,
     whisper_special: WhisperSpecialTokens,
     llm_tokenizer: Tokenizer,
-    chat: ChatTemplate,
+    /// The rendered chat prompt before and after the user's words.
+    turn_template: (String, String),
+    prefix: OnceLock<PromptPrefix>,
     mel: MelExtractor,
     device: Device,
     load_ms: f64,
@@ -103,7 +120,8 @@ impl Assistant {
             whisper_special,
             whisper_tokenizer,
             llm_tokenizer: tokenizer_from_json(&header.llm_tokenizer, "LLM")?,
-            chat: ChatTemplate::new(&header.chat_template)?,
+            turn_template: split_turn_template(&ChatTemplate::new(&header.chat_template)?)?,
+            prefix: OnceLock::new(),
             mel: MelExtractor::new(header.whisper.n_mels),
             header,
             device: device.clone(),
@@ -183,9 +201,7 @@ impl Assistant {
     pub fn ask_text(&self, question: &str, sampling: &SamplingOptions, on_text: &mut dyn FnMut(&str)) -> Result<Answer> {
         let start = Instant::now();
         let mut timings = Timings::default();
-        let prompt = self.chat.render(None, question)?;
-        let embeds = self.llm.embed(&self.encode_prompt(&prompt)?)?;
-        let answer = self.generate(&embeds, sampling, start, &mut timings, on_text)?;
+        let answer = self.generate(UserTurn::Text(question), sampling, start, &mut timings, on_text)?;
         Ok(Answer { transcript: None, ..answer })
     }
 
@@ -206,9 +222,7 @@ impl Assistant {
                 if transcript.is_empty() {
                     bail!("no speech was recognised in the audio");
                 }
-                let prompt = self.chat.render(None, &transcript)?;
-                let embeds = self.llm.embed(&self.encode_prompt(&prompt)?)?;
-                let answer = self.generate(&embeds, sampling, start, &mut timings, on_text)?;
+                let answer = self.generate(UserTurn::Text(&transcript), sampling, start, &mut timings, on_text)?;
                 Ok(Answer { transcript: Some(transcript), ..answer })
             }
             Mode::E2e => {
@@ -216,43 +230,64 @@ impl Assistant {
                     bail!("this model has no projector, so it cannot answer end-to-end; use --mode cascade or a model packed with --projector");
                 };
                 let audio = Tensor::cat(&encoded.iter().map(|e| projector.forward(e, OpsPath::Fast)).collect::<Result<Vec<_>>>()?, 1)?;
-                let embeds = self.audio_prompt_embeds(&audio)?;
-                self.generate(&embeds, sampling, start, &mut timings, on_text)
+                self.generate(UserTurn::Audio(audio), sampling, start, &mut timings, on_text)
             }
         }
     }
 
-    /// Marker in the user turn where projected audio replaces text.
-    const AUDIO_PLACEHOLDER: &'static str = "<|audio|>";
-
-    /// Prompt embeddings with the audio embeddings spliced into the user turn.
-    fn audio_prompt_embeds(&self, audio: &Tensor) -> Result<Tensor> {
-        let prompt = self.chat.render(None, Self::AUDIO_PLACEHOLDER)?;
-        let (before, after) = prompt.split_once(Self::AUDIO_PLACEHOLDER).context("the chat template dropped the user message")?;
-        let before = self.llm.embed(&self.encode_prompt(before)?)?;
-        let after = self.llm.embed(&self.encode_prompt(after)?)?;
-        Ok(Tensor::cat(&[&before, &audio.to_dtype(before.dtype())?, &after], 1)?)
+    /// The KV cache after the part of the chat prompt that precedes every
+    /// question (system turn, user-turn header), computed once: each question
+    /// then prefills only its own tokens.
+    fn prompt_prefix(&self) -> Result<&PromptPrefix> {
+        if let Some(prefix) = self.prefix.get() {
+            return Ok(prefix);
+        }
+        let ids = self.token_ids(&self.turn_template.0)?;
+        let mut cache = self.llm.new_cache();
+        self.llm.forward_embeds(&self.llm.embed(&Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?)?, Some(&mut cache), OpsPath::Fast)?;
+        Ok(self.prefix.get_or_init(|| PromptPrefix { ids, cache }))
     }
 
-    /// Token ids (1, n) of rendered prompt text; special tokens in it are matched whole.
-    fn encode_prompt(&self, text: &str) -> Result<Tensor> {
-        let encoding = self.llm_tokenizer.encode(text, false).map_err(anyhow::Error::msg)?;
-        Ok(Tensor::new(encoding.get_ids(), &self.device)?.unsqueeze(0)?)
+    /// A fresh cache holding the prompt prefix, and the embeddings that follow it.
+    fn prompt(&self, user: UserTurn) -> Result<(LlamaCache, Tensor)> {
+        let prefix = self.prompt_prefix()?;
+        let (before, after) = &self.turn_template;
+        let rest = match user {
+            UserTurn::Text(text) => {
+                let ids = self.token_ids(&format!("{before}{text}{after}"))?;
+                // BPE may merge across the seam; then prefill from scratch.
+                if !ids.starts_with(&prefix.ids) {
+                    let embeds = self.llm.embed(&Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?)?;
+                    return Ok((self.llm.new_cache(), embeds));
+                }
+                self.llm.embed(&Tensor::new(&ids[prefix.ids.len()..], &self.device)?.unsqueeze(0)?)?
+            }
+            UserTurn::Audio(audio) => {
+                let after = self.llm.embed(&Tensor::new(self.token_ids(after)?.as_slice(), &self.device)?.unsqueeze(0)?)?;
+                Tensor::cat(&[&audio.to_dtype(after.dtype())?, &after], 1)?
+            }
+        };
+        Ok((prefix.cache.duplicate()?, rest))
+    }
+
+    /// Token ids of rendered prompt text; special tokens in it are matched whole.
+    fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.llm_tokenizer.encode(text, false).map_err(anyhow::Error::msg)?.get_ids().to_vec())
     }
 
     fn generate(
         &self,
-        prompt_embeds: &Tensor,
+        user: UserTurn,
         sampling: &SamplingOptions,
         start: Instant,
         timings: &mut Timings,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
         let mut sampler = Sampler::new(sampling.clone());
-        let mut cache = self.llm.new_cache();
         let mut stream = TokenStream::new(&self.llm_tokenizer);
         let t = Instant::now();
-        let mut logits = self.llm.next_token_logits(prompt_embeds, &mut cache)?;
+        let (mut cache, prompt_embeds) = self.prompt(user)?;
+        let mut logits = self.llm.next_token_logits(&prompt_embeds, &mut cache)?;
         timings.prefill = ms_since(t);
         let decode_start = Instant::now();
         let eos = &self.llm.config().eos_token_ids;
@@ -282,6 +317,12 @@ impl Assistant {
             tokens_per_s: if timings.decode > 0.0 { n as f64 / (timings.decode / 1e3) } else { 0.0 },
         })
     }
+}
+
+fn split_turn_template(chat: &ChatTemplate) -> Result<(String, String)> {
+    let rendered = chat.render(None, USER_PLACEHOLDER)?;
+    let (before, after) = rendered.split_once(USER_PLACEHOLDER).context("the chat template drops the user's message")?;
+    Ok((before.to_string(), after.to_string()))
 }
 
 /// Reads a WAV file as 16 kHz mono samples, the input every model here expects.

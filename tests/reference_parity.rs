@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::{llama as ref_llama, whisper as ref_whisper};
+use candle_transformers::models::llama as ref_llama;
 use common::*;
 use kioku::model::llama::Llama;
 use kioku::model::ops::Path;
@@ -33,22 +33,7 @@ fn whisper_matches_candle_transformers() {
     let encoder = WhisperEncoder::load(&w.pp("encoder"), cfg).unwrap();
     let decoder = AsrDecoder::load(&w.pp("asr_decoder"), cfg).unwrap();
 
-    let mut vars = renamed(&imported.tensors, "encoder.", "model.encoder.");
-    vars.extend(renamed(&imported.tensors, "asr_decoder.", "model.decoder."));
-    let vb = VarBuilder::from_tensors(vars, DType::F32, &Device::Cpu);
-    let ref_cfg = ref_whisper::Config {
-        num_mel_bins: cfg.n_mels,
-        max_source_positions: cfg.max_source_positions,
-        d_model: cfg.d_model,
-        encoder_attention_heads: cfg.encoder_heads,
-        encoder_layers: cfg.encoder_layers,
-        vocab_size: cfg.vocab_size,
-        max_target_positions: cfg.max_target_positions,
-        decoder_attention_heads: cfg.decoder_heads,
-        decoder_layers: cfg.decoder_layers,
-        suppress_tokens: cfg.suppress_tokens.clone(),
-    };
-    let mut reference = ref_whisper::model::Whisper::load(&vb, ref_cfg).unwrap();
+    let mut reference = reference_whisper(&imported);
 
     let samples = kioku::assistant::load_audio_16k(&example_wav()).unwrap();
     let mel = kioku::audio::MelExtractor::new(cfg.n_mels).compute(&samples).to_tensor(&Device::Cpu).unwrap();

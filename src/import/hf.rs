@@ -13,14 +13,20 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Every tensor of every `*.safetensors` file in `dir` (sharded checkpoints too), as f32.
+/// Every tensor of the checkpoint's `*.safetensors` files (the shards named by
+/// `model.safetensors.index.json` when there is one), as f32.
 fn read_tensors(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
+    let index = read_json(&dir.join("model.safetensors.index.json")).ok();
+    let mut files: Vec<_> = match index.as_ref().and_then(|i| i["weight_map"].as_object()) {
+        Some(map) => map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect(),
+        None => std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read directory {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect(),
+    };
     files.sort();
+    files.dedup();
     if files.is_empty() {
         bail!("{} has no .safetensors weights", dir.display());
     }
@@ -28,7 +34,9 @@ fn read_tensors(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
     for f in files {
         let tensors = candle_core::safetensors::load(&f, &Device::Cpu).with_context(|| format!("cannot read {}", f.display()))?;
         for (name, t) in tensors {
-            out.insert(name, t.to_dtype(DType::F32)?);
+            if out.insert(name.clone(), t.to_dtype(DType::F32)?).is_some() {
+                bail!("tensor `{name}` appears in more than one .safetensors file in {}", dir.display());
+            }
         }
     }
     Ok(out)
@@ -96,6 +104,14 @@ pub fn import_llama(dir: &Path) -> Result<ImportedLlm> {
         s => bail!("rope scaling {s} is not supported"),
     };
     let tokenizer_config = read_json(&dir.join("tokenizer_config.json")).unwrap_or(Value::Null);
+    // Chat checkpoints often list their end-of-turn token only here.
+    let generation = read_json(&dir.join("generation_config.json")).unwrap_or(Value::Null);
+    let mut eos_token_ids = ids(&c["eos_token_id"]);
+    for id in ids(&generation["eos_token_id"]) {
+        if !eos_token_ids.contains(&id) {
+            eos_token_ids.push(id);
+        }
+    }
     let chat_template = tokenizer_config["chat_template"]
         .as_str()
         .map(str::to_string)
@@ -109,17 +125,24 @@ pub fn import_llama(dir: &Path) -> Result<ImportedLlm> {
         num_key_value_heads: usize_field(&c, "num_key_value_heads").unwrap_or(heads),
         head_dim: usize_field(&c, "head_dim").unwrap_or(hidden / heads),
         vocab_size: usize_field(&c, "vocab_size")?,
-        rms_norm_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-5),
+        rms_norm_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-6),
         rope_theta: c["rope_theta"].as_f64().unwrap_or(10_000.0),
         rope_scaling,
         max_position_embeddings: usize_field(&c, "max_position_embeddings")?,
         tie_word_embeddings: c["tie_word_embeddings"].as_bool().unwrap_or(false),
         bos_token_id: c["bos_token_id"].as_u64().map(|v| v as u32),
-        eos_token_ids: ids(&c["eos_token_id"]),
+        eos_token_ids,
     };
     let mut tensors = BTreeMap::new();
     for (name, t) in read_tensors(dir)? {
-        let rest = name.strip_prefix("model.").unwrap_or(&name);
+        if name.ends_with(".rotary_emb.inv_freq") {
+            continue; // recomputed from rope_theta
+        }
+        let rest = match name.strip_prefix("model.") {
+            Some(rest) => rest,
+            None if name == "lm_head.weight" => "lm_head.weight",
+            None => bail!("unexpected tensor `{name}` in Llama checkpoint {}", dir.display()),
+        };
         if rest == "lm_head.weight" && config.tie_word_embeddings {
             continue;
         }

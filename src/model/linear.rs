@@ -76,3 +76,32 @@ impl Module for Linear {
         }
     }
 }
+
+/// Loads a token embedding table and the output head. A tied head may still be
+/// stored separately, as a quantized copy of the embeddings (`kioku pack
+/// --quantize`): it is used for inference, dropped for training (which works on
+/// the embeddings themselves). Returns `None` for the head when the embeddings
+/// serve as the head; otherwise the table only serves row lookups and is kept
+/// in its stored dtype (f16 halves its memory).
+pub fn load_embeddings_and_head(
+    w: &Weights,
+    embeddings: &str,
+    head: &str,
+    vocab: usize,
+    dim: usize,
+    tied: bool,
+) -> Result<(Tensor, Option<Linear>)> {
+    let head_weight = format!("{head}.weight");
+    let stored_head = w.contains(&head_weight);
+    let head = if !tied || (stored_head && !w.dense_only()) {
+        Some(Linear::load(&w.pp(head), dim, vocab, false)?)
+    } else {
+        if stored_head {
+            w.take_stored(&head_weight, (vocab, dim))?;
+        }
+        None
+    };
+    let table = format!("{embeddings}.weight");
+    let table = if head.is_some() { w.take_as_stored(&table, (vocab, dim))? } else { w.take(&table, (vocab, dim))? };
+    Ok((table, head))
+}

@@ -1,7 +1,7 @@
 //! Llama-family decoder (SmolLM2, Llama 3.x): grouped-query attention, rotate-half
 //! RoPE, RMSNorm, SwiGLU MLP, optionally tied output embeddings.
 
-use super::linear::Linear;
+use super::linear::{load_embeddings_and_head, Linear};
 use super::norm::RmsNorm;
 use super::ops::{self, Path};
 use super::weights::Weights;
@@ -101,6 +101,23 @@ impl LlamaCache {
     pub fn position(&self) -> usize {
         self.position
     }
+
+    /// An independent copy. Appending writes into the cache's storage in
+    /// place, so a shallow clone would let two conversations clobber each other.
+    pub fn duplicate(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| {
+                let mut copy = KvCache::new(2, 256);
+                if let (Some(k), Some(v)) = (layer.k()?, layer.v()?) {
+                    copy.append(&k.contiguous()?, &v.contiguous()?)?;
+                }
+                Ok(copy)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { layers, position: self.position })
+    }
 }
 
 impl Attention {
@@ -180,23 +197,7 @@ impl Llama {
                 })
             })
             .collect::<Result<_>>()?;
-        // A tied model may carry a quantized copy of its embeddings as the head
-        // (`kioku pack --quantize`); training uses the embeddings themselves.
-        let stored_head = w.contains("lm_head.weight");
-        let lm_head = if !cfg.tie_word_embeddings || (stored_head && !w.dense_only()) {
-            Some(Linear::load(&w.pp("lm_head"), h, cfg.vocab_size, false)?)
-        } else {
-            if stored_head {
-                w.take_stored("lm_head.weight", (cfg.vocab_size, h))?;
-            }
-            None
-        };
-        // With a separate head the table only serves row lookups: keep it as stored.
-        let embed_tokens = if lm_head.is_some() {
-            w.take_as_stored("embed_tokens.weight", (cfg.vocab_size, h))?
-        } else {
-            w.take("embed_tokens.weight", (cfg.vocab_size, h))?
-        };
+        let (embed_tokens, lm_head) = load_embeddings_and_head(w, "embed_tokens", "lm_head", cfg.vocab_size, h, cfg.tie_word_embeddings)?;
         let (cos, sin) = rotary_tables(cfg, w.dtype(), w.device())?;
         Ok(Self {
             embed_tokens,

@@ -86,3 +86,35 @@ fn number_word(w: &str) -> Option<&'static str> {
     ];
     w.parse::<usize>().ok().and_then(|n| WORDS.get(n).copied())
 }
+
+/// candle-transformers' Whisper on the same (imported) weights, as reference.
+pub fn reference_whisper(imported: &kioku::import::ImportedWhisper) -> candle_transformers::models::whisper::model::Whisper {
+    use candle_transformers::models::whisper as reference;
+    let cfg = &imported.config;
+    let vars = imported
+        .tensors
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = if let Some(rest) = k.strip_prefix("encoder.") {
+                format!("model.encoder.{rest}")
+            } else {
+                format!("model.decoder.{}", k.strip_prefix("asr_decoder.")?)
+            };
+            Some((name, v.clone()))
+        })
+        .collect();
+    let vb = candle_nn::VarBuilder::from_tensors(vars, candle_core::DType::F32, &candle_core::Device::Cpu);
+    let config = reference::Config {
+        num_mel_bins: cfg.n_mels,
+        max_source_positions: cfg.max_source_positions,
+        d_model: cfg.d_model,
+        encoder_attention_heads: cfg.encoder_heads,
+        encoder_layers: cfg.encoder_layers,
+        vocab_size: cfg.vocab_size,
+        max_target_positions: cfg.max_target_positions,
+        decoder_attention_heads: cfg.decoder_heads,
+        decoder_layers: cfg.decoder_layers,
+        suppress_tokens: cfg.suppress_tokens.clone(),
+    };
+    reference::model::Whisper::load(&vb, config).expect("reference Whisper loads")
+}

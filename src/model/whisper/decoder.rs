@@ -3,7 +3,7 @@
 
 use super::layers::{Attention, Mlp, LAYER_NORM_EPS};
 use super::{WhisperConfig, WhisperSpecialTokens};
-use crate::model::linear::Linear;
+use crate::model::linear::{load_embeddings_and_head, Linear};
 use crate::model::norm::LayerNorm;
 use crate::model::ops::{self, Path};
 use crate::model::weights::Weights;
@@ -71,20 +71,8 @@ impl AsrDecoder {
                 })
             })
             .collect::<Result<_>>()?;
-        let proj_out = if w.contains("proj_out.weight") && !w.dense_only() {
-            Some(Linear::load(&w.pp("proj_out"), d, cfg.vocab_size, false)?)
-        } else {
-            if w.contains("proj_out.weight") {
-                w.take_stored("proj_out.weight", (cfg.vocab_size, d))?;
-            }
-            None
-        };
-        // With a separate head the table only serves row lookups: keep it as stored.
-        let embed_tokens = if proj_out.is_some() {
-            w.take_as_stored("embed_tokens.weight", (cfg.vocab_size, d))?
-        } else {
-            w.take("embed_tokens.weight", (cfg.vocab_size, d))?
-        };
+        // Whisper's output projection is always the token embeddings (tied).
+        let (embed_tokens, proj_out) = load_embeddings_and_head(w, "embed_tokens", "proj_out", cfg.vocab_size, d, true)?;
         Ok(Self {
             embed_tokens,
             proj_out,
