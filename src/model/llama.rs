@@ -131,19 +131,14 @@ impl Attention {
             Some(cache) => cache.append(&k.contiguous()?, &v.contiguous()?)?,
             None => (k, v),
         };
-        let (k, v) = (repeat_kv(&k, self.heads / self.kv_heads)?, repeat_kv(&v, self.heads / self.kv_heads)?);
-        let out = ops::attention(&q, &k, &v, mask, path)?.transpose(1, 2)?.reshape((b, t, ()))?;
-        Ok(self.o_proj.forward(&out)?)
+        // Grouped-query attention without copying K/V per query head: the
+        // query heads sharing a K/V head become extra rows of one matmul.
+        let groups = self.heads / self.kv_heads;
+        let q = q.contiguous()?.reshape((b, self.kv_heads, groups * t, self.head_dim))?;
+        let mask = mask.map(|m| m.repeat((groups, 1))).transpose()?;
+        let out = ops::attention(&q, &k, &v, mask.as_ref(), path)?.reshape((b, self.heads, t, self.head_dim))?;
+        Ok(self.o_proj.forward(&out.transpose(1, 2)?.reshape((b, t, ()))?)?)
     }
-}
-
-/// Grouped-query attention: each key/value head serves `groups` query heads.
-fn repeat_kv(xs: &Tensor, groups: usize) -> candle_core::Result<Tensor> {
-    if groups == 1 {
-        return Ok(xs.clone());
-    }
-    let (b, kv_heads, t, d) = xs.dims4()?;
-    xs.unsqueeze(2)?.expand((b, kv_heads, groups, t, d))?.reshape((b, kv_heads * groups, t, d))
 }
 
 impl Mlp {
