@@ -11,6 +11,8 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 const BLOCK: usize = 32;
+/// Below this many multiply-adds a product runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Bytes of one GGML Q8_0 block: f16 scale, then 32 int8 values.
 const BLOCK_BYTES: usize = 2 + BLOCK;
 
@@ -60,7 +62,7 @@ impl Q8Matrix {
         // are read from memory once, whatever the number of input rows.
         const ROWS_PER_TASK: usize = 64;
         let mut by_task: Vec<Vec<f32>> = vec![Vec::new(); self.rows.div_ceil(ROWS_PER_TASK)];
-        by_task.par_iter_mut().enumerate().for_each(|(task, result)| {
+        let work = |(task, result): (usize, &mut Vec<f32>)| {
             let rows = task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(self.rows);
             result.resize(rows.len() * n, 0.0);
             for (i, r) in rows.enumerate() {
@@ -70,7 +72,13 @@ impl Q8Matrix {
                     result[i * n + t] = dot(quants, scales, x);
                 }
             }
-        });
+        };
+        // Waking the thread pool costs more than a small matrix-vector product.
+        if self.quants.len() * n < PARALLEL_MIN_MACS {
+            by_task.iter_mut().enumerate().for_each(work);
+        } else {
+            by_task.par_iter_mut().enumerate().for_each(work);
+        }
         for (task, result) in by_task.iter().enumerate() {
             for (i, row_values) in result.chunks_exact(n).enumerate() {
                 let r = task * ROWS_PER_TASK + i;
@@ -104,13 +112,25 @@ impl CustomOp1 for Q8Matrix {
     }
 }
 
-/// Σ_b scale_b · Σ_i q_i·x_i over one row, with AVX2+FMA when the CPU has it.
+/// Σ_b scale_b · Σ_i q_i·x_i over one row, with the widest vectors the CPU has.
 fn dot(quants: &[i8], scales: &[f32], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the features this function is compiled for were just detected.
-        return unsafe { dot_avx2(quants, scales, x) };
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the features this function is compiled for were just detected.
+            return unsafe { dot_avx512(quants, scales, x) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            return unsafe { dot_avx2(quants, scales, x) };
+        }
     }
+    dot_portable(quants, scales, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_avx512(quants: &[i8], scales: &[f32], x: &[f32]) -> f32 {
     dot_portable(quants, scales, x)
 }
 
@@ -120,18 +140,19 @@ unsafe fn dot_avx2(quants: &[i8], scales: &[f32], x: &[f32]) -> f32 {
     dot_portable(quants, scales, x)
 }
 
-/// Written so the compiler vectorises it: 8 independent lanes per block.
+/// Written so the compiler vectorises it: 16 independent lanes per block.
 #[inline(always)]
 fn dot_portable(quants: &[i8], scales: &[f32], x: &[f32]) -> f32 {
-    let mut total = [0f32; 8];
+    const LANES: usize = 16;
+    let mut total = [0f32; LANES];
     for ((q, xs), &d) in quants.chunks_exact(BLOCK).zip(x.chunks_exact(BLOCK)).zip(scales) {
-        let mut acc = [0f32; 8];
-        for (q8, x8) in q.chunks_exact(8).zip(xs.chunks_exact(8)) {
-            for j in 0..8 {
-                acc[j] += q8[j] as f32 * x8[j];
+        let mut acc = [0f32; LANES];
+        for (ql, xl) in q.chunks_exact(LANES).zip(xs.chunks_exact(LANES)) {
+            for j in 0..LANES {
+                acc[j] += ql[j] as f32 * xl[j];
             }
         }
-        for j in 0..8 {
+        for j in 0..LANES {
             total[j] += d * acc[j];
         }
     }
