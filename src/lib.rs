@@ -10,6 +10,7 @@
 pub mod assistant;
 pub mod atomic;
 pub mod audio;
+pub mod corpus;
 pub mod device;
 pub mod generation;
 pub mod import;

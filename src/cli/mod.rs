@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch; one file per command.
 
 mod ask;
+mod corpus;
 mod info;
 mod pack;
 mod transcribe;
@@ -26,6 +27,8 @@ enum Command {
     Ask(ask::AskArgs),
     /// Build one merged model file from Whisper and LLM checkpoints.
     Pack(pack::PackArgs),
+    /// Synthesize the spoken corpus (espeak-ng + sox): train / dev / test WAVs and a manifest.
+    Corpus(corpus::CorpusArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -52,5 +55,6 @@ pub fn run() -> Result<()> {
         Command::Transcribe(args) => transcribe::run(&args),
         Command::Ask(args) => ask::run(&args),
         Command::Pack(args) => pack::run(&args),
+        Command::Corpus(args) => corpus::run(&args),
     }
 }
