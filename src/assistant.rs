@@ -235,6 +235,13 @@ impl Assistant {
         }
     }
 
+    /// Does the one-off work of the first question ahead of time (the cached
+    /// prompt prefix), so a long-running listener answers its first question
+    /// as fast as the later ones.
+    pub fn warm_up(&self) -> Result<()> {
+        self.prompt_prefix().map(|_| ())
+    }
+
     /// The KV cache after the part of the chat prompt that precedes every
     /// question (system turn, user-turn header), computed once: each question
     /// then prefills only its own tokens.

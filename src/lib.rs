@@ -14,4 +14,5 @@ pub mod corpus;
 pub mod device;
 pub mod generation;
 pub mod import;
+pub mod listen;
 pub mod model;

@@ -1,11 +1,15 @@
 //! Audio front end: WAV file -> 16 kHz mono f32 -> Whisper log-mel.
 
+#[cfg(feature = "mic")]
+pub mod capture;
 pub mod mel;
 pub mod resample;
+pub mod vad;
 pub mod wav;
 
 pub use mel::{mel_filters, Mel, MelExtractor};
 pub use resample::{resample_to_16k, Resampler16k};
+pub use vad::{Speech, Vad, VadConfig};
 pub use wav::{read_wav, read_wav_from, write_wav_16k, Audio};
 
 /// The sample rate every model in kioku expects.

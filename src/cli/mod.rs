@@ -2,7 +2,9 @@
 
 mod ask;
 mod corpus;
+mod devices;
 mod info;
+mod listen;
 mod pack;
 mod transcribe;
 
@@ -27,6 +29,10 @@ enum Command {
     Ask(ask::AskArgs),
     /// Build one merged model file from Whisper and LLM checkpoints.
     Pack(pack::PackArgs),
+    /// Listen (microphone or WAV file) and answer every question heard.
+    Listen(listen::ListenArgs),
+    /// List audio input devices and their default formats.
+    Devices,
     /// Synthesize the spoken corpus (espeak-ng + sox): train / dev / test WAVs and a manifest.
     Corpus(corpus::CorpusArgs),
 }
@@ -55,6 +61,8 @@ pub fn run() -> Result<()> {
         Command::Transcribe(args) => transcribe::run(&args),
         Command::Ask(args) => ask::run(&args),
         Command::Pack(args) => pack::run(&args),
+        Command::Listen(args) => listen::run(&args),
+        Command::Devices => devices::run(),
         Command::Corpus(args) => corpus::run(&args),
     }
 }

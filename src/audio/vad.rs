@@ -1,0 +1,454 @@
+//! Endpointing: where speech starts and ends in a 16 kHz stream, offline and in real time.
+//!
+//! Every 30 ms frame gets two features:
+//! - its energy in dB above an adaptive noise floor (and above an absolute minimum level);
+//! - its voicing: the peak normalised autocorrelation of the pre-emphasised frame at pitch lags
+//!   (80 to 400 Hz). Voiced speech repeats itself every pitch period (0.7 to 1); hiss and rumble do
+//!   not, once pre-emphasis has whitened them (about 0.2).
+//!
+//! An utterance starts after `min_speech_ms` of loud frames, at least half of them voiced; it keeps
+//! going while frames are loud (so unvoiced consonants count) and ends after `hangover_ms` without. Its audio starts `pre_roll_ms` before the detected start so first syllables are kept.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use anyhow::{ensure, Result};
+use realfft::num_complex::Complex;
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+
+use super::SAMPLE_RATE;
+
+/// Samples per analysis frame: 30 ms at 16 kHz.
+pub const FRAME: usize = 480;
+const FRAME_S: f32 = FRAME as f32 / SAMPLE_RATE as f32;
+/// Pitch lags searched for voicing: 400 Hz down to 80 Hz.
+const LAGS: std::ops::RangeInclusive<usize> = 40..=200;
+/// Long enough that the autocorrelation by FFT does not wrap around at the longest lag.
+const FFT_LEN: usize = 1024;
+/// The floor follows quieter frames within about 0.1 s, louder ones within 1 s (idle) or 8 s
+/// (during speech): fast enough to learn a new fan, slow enough not to learn the talker.
+const FLOOR_FALL_S: f32 = 0.1;
+const FLOOR_RISE_IDLE_S: f32 = 1.0;
+const FLOOR_RISE_SPEECH_S: f32 = 8.0;
+/// Energy of digital silence, instead of minus infinity.
+const SILENCE_DB: f32 = -100.0;
+
+/// Thresholds of the endpointer; every one can be set from the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VadConfig {
+    /// How far above the noise floor a frame must be to count as speech (dB).
+    pub threshold_db: f32,
+    /// Frames quieter than this (dBFS) never count as speech, whatever the floor.
+    pub min_level_db: f32,
+    /// Frames at least this voiced (0 to 1; noise is about 0.2, vowels 0.7 to 1) can start speech.
+    pub min_voicing: f32,
+    /// Loud audio, at least half of it voiced, needed before an utterance starts (ms).
+    pub min_speech_ms: u32,
+    /// Audio kept from before the detected start (ms).
+    pub pre_roll_ms: u32,
+    /// Silence that ends an utterance (ms).
+    pub hangover_ms: u32,
+    /// Longer speech is cut into utterances of at most this length (s).
+    pub max_utterance_s: f32,
+}
+
+impl Default for VadConfig {
+    fn default() -> Self {
+        Self {
+            threshold_db: 9.0,
+            min_level_db: -50.0,
+            min_voicing: 0.5,
+            min_speech_ms: 120,
+            pre_roll_ms: 300,
+            hangover_ms: 700,
+            max_utterance_s: 15.0,
+        }
+    }
+}
+
+impl VadConfig {
+    /// Whole frames covering `ms`.
+    fn frames(ms: u32) -> usize {
+        (ms as usize * SAMPLE_RATE as usize / 1000).div_ceil(FRAME)
+    }
+
+    /// Fails with a one-line message when a threshold is out of range.
+    pub fn check(&self) -> Result<()> {
+        ensure!(self.threshold_db > 0.0, "the speech threshold must be above 0 dB, got {}", self.threshold_db);
+        ensure!((0.0..=1.0).contains(&self.min_voicing), "the minimum voicing must be in [0, 1], got {}", self.min_voicing);
+        ensure!(self.min_speech_ms > 0, "the minimum speech length must be above 0 ms");
+        ensure!(self.hangover_ms > 0, "the hangover must be above 0 ms");
+        let shortest = self.min_speech_ms as f32 / 1000.0;
+        ensure!(
+            self.max_utterance_s >= shortest && self.max_utterance_s.is_finite(),
+            "the maximum utterance length must be at least the minimum speech length ({shortest} s), got {} s",
+            self.max_utterance_s
+        );
+        Ok(())
+    }
+
+    /// The most whole frames that fit in the maximum utterance length.
+    fn max_frames(&self) -> u64 {
+        ((self.max_utterance_s / FRAME_S + 1e-4).floor() as u64).max(1)
+    }
+}
+
+/// One utterance found in the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Speech {
+    /// Stream time (s) where speech started and ended.
+    pub start_s: f64,
+    pub end_s: f64,
+    /// 16 kHz audio from up to the pre-roll before the start to a little after the end.
+    pub samples: Vec<f32>,
+}
+
+/// Frame energy and voicing.
+struct Features {
+    forward: Arc<dyn RealToComplex<f32>>,
+    inverse: Arc<dyn ComplexToReal<f32>>,
+    frame: Vec<f32>,
+    spectrum: Vec<Complex<f32>>,
+    autocorrelation: Vec<f32>,
+    /// Running sums of squares of the pre-emphasised frame.
+    energy_before: Vec<f32>,
+}
+
+impl Features {
+    fn new() -> Self {
+        let mut planner = RealFftPlanner::new();
+        let (forward, inverse) = (planner.plan_fft_forward(FFT_LEN), planner.plan_fft_inverse(FFT_LEN));
+        Self {
+            frame: forward.make_input_vec(),
+            spectrum: forward.make_output_vec(),
+            autocorrelation: inverse.make_output_vec(),
+            energy_before: Vec::with_capacity(FRAME + 1),
+            forward,
+            inverse,
+        }
+    }
+
+    /// (energy in dBFS, voicing in [0, 1]) of one frame.
+    fn of(&mut self, frame: &[f32]) -> (f32, f32) {
+        let power = frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32;
+        let energy_db = if power > 0.0 { (10.0 * power.log10()).max(SILENCE_DB) } else { SILENCE_DB };
+        // Pre-emphasis whitens rumble (brown and pink noise), which would otherwise correlate at every lag.
+        self.frame.fill(0.0);
+        for i in 1..FRAME {
+            self.frame[i] = frame[i] - 0.97 * frame[i - 1];
+        }
+        self.energy_before.clear();
+        self.energy_before.push(0.0);
+        for i in 0..FRAME {
+            let total = self.energy_before[i] + self.frame[i] * self.frame[i];
+            self.energy_before.push(total);
+        }
+        self.forward.process(&mut self.frame, &mut self.spectrum).expect("buffers come from the plan");
+        for c in &mut self.spectrum {
+            *c = Complex::new(c.norm_sqr(), 0.0);
+        }
+        self.inverse.process(&mut self.spectrum, &mut self.autocorrelation).expect("buffers come from the plan");
+        // Correlation of the frame's first and last `FRAME - lag` samples, normalised by their energies.
+        let e = &self.energy_before;
+        let voicing = LAGS
+            .map(|lag| {
+                let energies = (e[FRAME - lag] * (e[FRAME] - e[lag])).sqrt();
+                if energies > 0.0 { self.autocorrelation[lag] / FFT_LEN as f32 / energies } else { 0.0 }
+            })
+            .fold(0.0f32, f32::max);
+        (energy_db, voicing.min(1.0))
+    }
+}
+
+enum State {
+    Idle {
+        /// Consecutive loud frames, and how many of them were voiced.
+        loud_run: usize,
+        voiced_in_run: usize,
+    },
+    Speech {
+        start_frame: u64,
+        samples: Vec<f32>,
+        /// Frame index just after the last frame with speech energy.
+        last_active: u64,
+    },
+}
+
+/// Streaming endpointer: feed 16 kHz audio with [`push`](Self::push), collect finished utterances.
+pub struct Vad {
+    config: VadConfig,
+    features: Features,
+    /// Samples that do not fill a frame yet.
+    pending: Vec<f32>,
+    /// The most recent audio: pre-roll plus onset frames.
+    recent: VecDeque<f32>,
+    recent_len: usize,
+    frames_seen: u64,
+    floor_db: Option<f32>,
+    state: State,
+}
+
+impl Vad {
+    pub fn new(config: VadConfig) -> Result<Self> {
+        config.check()?;
+        let keep = (VadConfig::frames(config.pre_roll_ms) + VadConfig::frames(config.min_speech_ms)) * FRAME;
+        Ok(Self {
+            config,
+            features: Features::new(),
+            pending: Vec::with_capacity(FRAME),
+            recent: VecDeque::with_capacity(keep),
+            recent_len: keep,
+            frames_seen: 0,
+            floor_db: None,
+            state: State::Idle { loud_run: 0, voiced_in_run: 0 },
+        })
+    }
+
+    pub fn in_speech(&self) -> bool {
+        matches!(self.state, State::Speech { .. })
+    }
+
+    /// Takes more 16 kHz audio; returns the utterances it completed.
+    pub fn push(&mut self, samples: &[f32]) -> Vec<Speech> {
+        let mut done = Vec::new();
+        for &s in samples {
+            self.pending.push(s);
+            if self.pending.len() == FRAME {
+                let frame = std::mem::take(&mut self.pending);
+                done.extend(self.frame(&frame));
+                self.pending = frame;
+                self.pending.clear();
+            }
+        }
+        done
+    }
+
+    /// Ends the stream: returns the utterance under way, if any.
+    pub fn finish(&mut self) -> Option<Speech> {
+        let tail = std::mem::take(&mut self.pending);
+        match std::mem::replace(&mut self.state, State::Idle { loud_run: 0, voiced_in_run: 0 }) {
+            State::Speech { start_frame, mut samples, last_active } => {
+                samples.extend_from_slice(&tail);
+                (last_active > start_frame).then(|| self.speech(start_frame, last_active, samples, usize::MAX))
+            }
+            State::Idle { .. } => None,
+        }
+    }
+
+    fn frame(&mut self, frame: &[f32]) -> Option<Speech> {
+        let (energy_db, voicing) = self.features.of(frame);
+        let floor = *self.floor_db.get_or_insert(energy_db);
+        let loud = energy_db >= self.config.min_level_db && energy_db >= floor + self.config.threshold_db;
+        let voiced = loud && voicing >= self.config.min_voicing;
+        let rise_s = if self.in_speech() { FLOOR_RISE_SPEECH_S } else { FLOOR_RISE_IDLE_S };
+        let tau_s = if energy_db < floor { FLOOR_FALL_S } else { rise_s };
+        self.floor_db = Some(floor + (energy_db - floor) * (FRAME_S / tau_s).min(1.0));
+
+        let excess = (self.recent.len() + FRAME).saturating_sub(self.recent_len);
+        self.recent.drain(..excess.min(self.recent.len()));
+        self.recent.extend(frame);
+        let index = self.frames_seen;
+        self.frames_seen += 1;
+
+        match &mut self.state {
+            State::Idle { loud_run, voiced_in_run } => {
+                (*loud_run, *voiced_in_run) = if loud { (*loud_run + 1, *voiced_in_run + usize::from(voiced)) } else { (0, 0) };
+                let needed = VadConfig::frames(self.config.min_speech_ms);
+                // Half the frames voiced: syllables are short, and consonants between them are not.
+                if *loud_run >= needed && 2 * *voiced_in_run >= needed {
+                    let onset = (*loud_run).min(needed);
+                    let wanted = (VadConfig::frames(self.config.pre_roll_ms) + onset) * FRAME;
+                    let samples = self.recent.iter().skip(self.recent.len().saturating_sub(wanted)).copied().collect();
+                    self.state = State::Speech { start_frame: index + 1 - onset as u64, samples, last_active: index + 1 };
+                }
+                None
+            }
+            State::Speech { start_frame, samples, last_active } => {
+                samples.extend_from_slice(frame);
+                if loud {
+                    *last_active = index + 1;
+                }
+                let silent = (index + 1 - *last_active) as usize;
+                let too_long = index + 1 - *start_frame >= self.config.max_frames();
+                if too_long && silent == 0 {
+                    // Cut mid-speech and carry straight on: no pre-roll for the next piece, so no word is heard twice.
+                    let (start, samples) = (*start_frame, std::mem::take(samples));
+                    *start_frame = index + 1;
+                    return Some(self.speech(start, index + 1, samples, 0));
+                }
+                if too_long || silent >= VadConfig::frames(self.config.hangover_ms) {
+                    let (start, end, samples) = (*start_frame, *last_active, std::mem::take(samples));
+                    self.state = State::Idle { loud_run: 0, voiced_in_run: 0 };
+                    let pad = VadConfig::frames(self.config.pre_roll_ms.min(self.config.hangover_ms)) * FRAME;
+                    // After a cut at the maximum length, the rest may be nothing but this silence.
+                    return (end > start).then(|| self.speech(start, end, samples, pad));
+                }
+                None
+            }
+        }
+    }
+
+    /// The utterance from `start` to `end` (frame indices), keeping `pad` samples past the end.
+    fn speech(&self, start: u64, end: u64, mut samples: Vec<f32>, pad: usize) -> Speech {
+        // `samples` ends at the newest frame; trim the silence after `end` down to `pad`.
+        let after_end = (self.frames_seen - end) as usize * FRAME;
+        let silence = after_end.min(samples.len());
+        samples.truncate(samples.len() - silence + silence.min(pad));
+        let seconds = |frame: u64| (frame as usize * FRAME) as f64 / f64::from(SAMPLE_RATE);
+        Speech { start_s: seconds(start), end_s: seconds(end), samples }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: f32 = SAMPLE_RATE as f32;
+
+    /// A buzzy 140 Hz "vowel": harmonics with falling amplitude, like voiced speech.
+    fn vowel(seconds: f32, amplitude: f32) -> Vec<f32> {
+        (0..(seconds * RATE) as usize)
+            .map(|i| {
+                let t = i as f32 / RATE;
+                amplitude * (1..=20).map(|h| (std::f32::consts::TAU * 140.0 * h as f32 * t).sin() / h as f32).sum::<f32>() / 3.0
+            })
+            .collect()
+    }
+
+    fn silence(seconds: f32) -> Vec<f32> {
+        vec![0.0; (seconds * RATE) as usize]
+    }
+
+    /// Uniform white noise from a fixed-seed xorshift.
+    fn noise(seconds: f32, amplitude: f32) -> Vec<f32> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..(seconds * RATE) as usize)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                amplitude * ((x >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+            })
+            .collect()
+    }
+
+    fn run(config: VadConfig, parts: &[Vec<f32>]) -> Vec<Speech> {
+        let mut vad = Vad::new(config).unwrap();
+        let mut found = Vec::new();
+        // Odd-sized chunks, as a sound card would deliver them.
+        for chunk in parts.concat().chunks(333) {
+            found.extend(vad.push(chunk));
+        }
+        found.extend(vad.finish());
+        found
+    }
+
+    fn spans(found: &[Speech]) -> Vec<(f64, f64)> {
+        found.iter().map(|s| (s.start_s, s.end_s)).collect()
+    }
+
+    fn near(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 0.07
+    }
+
+    #[test]
+    fn silence_is_not_speech() {
+        assert!(run(VadConfig::default(), &[silence(5.0)]).is_empty());
+    }
+
+    #[test]
+    fn steady_white_noise_is_not_speech() {
+        assert!(run(VadConfig::default(), &[noise(6.0, 0.05)]).is_empty());
+        // Also when it starts after silence: it is not voiced, so it stays out while the floor learns it.
+        assert!(run(VadConfig::default(), &[silence(1.0), noise(6.0, 0.05)]).is_empty());
+    }
+
+    #[test]
+    fn quiet_sounds_below_the_minimum_level_are_not_speech() {
+        assert!(run(VadConfig::default(), &[silence(1.0), vowel(1.0, 0.001), silence(1.0)]).is_empty());
+    }
+
+    #[test]
+    fn tone_bursts_are_found_where_they_are() {
+        let found = run(VadConfig::default(), &[silence(1.0), vowel(1.0, 0.3), silence(1.5), vowel(0.6, 0.3), silence(1.0)]);
+        let spans = spans(&found);
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        assert!(near(spans[0].0, 1.0) && near(spans[0].1, 2.0), "{spans:?}");
+        assert!(near(spans[1].0, 3.5) && near(spans[1].1, 4.1), "{spans:?}");
+    }
+
+    #[test]
+    fn tones_in_steady_noise_are_found() {
+        let mut mixed = [silence(0.5), vowel(1.0, 0.3), silence(1.5), vowel(1.0, 0.3), silence(1.0)].concat();
+        for (m, n) in mixed.iter_mut().zip(noise(10.0, 0.02)) {
+            *m += n;
+        }
+        let spans = spans(&run(VadConfig::default(), &[mixed]));
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        assert!(near(spans[0].0, 0.5) && near(spans[1].0, 3.0), "{spans:?}");
+    }
+
+    #[test]
+    fn pre_roll_keeps_audio_from_before_the_start() {
+        let config = VadConfig { pre_roll_ms: 300, hangover_ms: 300, ..VadConfig::default() };
+        let found = run(config, &[silence(1.0), vowel(1.0, 0.3), silence(1.0)]);
+        assert_eq!(found.len(), 1);
+        let speech = &found[0];
+        let lead = speech.samples.iter().position(|s| s.abs() > 1e-3).unwrap();
+        // 300 ms is ten 30 ms frames; the tone starts somewhere in the first speech frame.
+        assert!((10 * FRAME..11 * FRAME).contains(&lead), "{lead} samples kept before the start");
+        // The tail keeps min(pre-roll, hangover) after the end.
+        let expected = ((speech.end_s - speech.start_s) * f64::from(SAMPLE_RATE)).round() as usize + 2 * 10 * FRAME;
+        assert_eq!(speech.samples.len(), expected);
+    }
+
+    #[test]
+    fn hangover_bridges_short_pauses_but_not_long_ones() {
+        let config = VadConfig { hangover_ms: 500, ..VadConfig::default() };
+        let short_pause = run(config.clone(), &[silence(0.5), vowel(0.8, 0.3), silence(0.3), vowel(0.8, 0.3), silence(1.0)]);
+        assert_eq!(short_pause.len(), 1, "{:?}", spans(&short_pause));
+        assert!(near(short_pause[0].end_s, 2.4));
+        let long_pause = run(config, &[silence(0.5), vowel(0.8, 0.3), silence(0.8), vowel(0.8, 0.3), silence(1.0)]);
+        assert_eq!(long_pause.len(), 2, "{:?}", spans(&long_pause));
+    }
+
+    #[test]
+    fn blips_shorter_than_the_minimum_speech_are_ignored() {
+        assert!(run(VadConfig::default(), &[silence(1.0), vowel(0.06, 0.3), silence(1.0)]).is_empty());
+    }
+
+    #[test]
+    fn long_speech_is_cut_at_the_maximum_length() {
+        let config = VadConfig { max_utterance_s: 1.0, ..VadConfig::default() };
+        let found = run(config, &[silence(0.5), vowel(3.5, 0.3), silence(1.0)]);
+        let spans = spans(&found);
+        assert_eq!(spans.len(), 4, "{spans:?}");
+        for pair in spans.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0, "pieces are contiguous: {spans:?}");
+        }
+        assert!(spans.iter().all(|(s, e)| e - s <= 1.0 + 1e-9), "{spans:?}");
+        assert!(near(spans[3].1, 4.0), "{spans:?}");
+    }
+
+    #[test]
+    fn a_cut_just_before_the_speech_ends_leaves_no_empty_piece() {
+        // 0.99 s is exactly 33 frames: the cut comes as the tone stops.
+        let config = VadConfig { max_utterance_s: 0.99, ..VadConfig::default() };
+        let spans = spans(&run(config, &[silence(0.48), vowel(0.99, 0.3), silence(1.5)]));
+        assert_eq!(spans.len(), 1, "{spans:?}");
+    }
+
+    #[test]
+    fn speech_still_going_at_the_end_of_the_stream_is_returned() {
+        let found = run(VadConfig::default(), &[silence(0.5), vowel(1.0, 0.3)]);
+        assert_eq!(found.len(), 1);
+        assert!(near(found[0].end_s, 1.5));
+    }
+
+    #[test]
+    fn bad_thresholds_are_refused() {
+        assert!(Vad::new(VadConfig { max_utterance_s: 0.0, ..VadConfig::default() }).is_err());
+        assert!(Vad::new(VadConfig { threshold_db: -1.0, ..VadConfig::default() }).is_err());
+        assert!(Vad::new(VadConfig { min_voicing: 2.0, ..VadConfig::default() }).is_err());
+    }
+}

@@ -1,0 +1,198 @@
+use super::ModelArgs;
+use anyhow::Result;
+use clap::Args;
+use kioku::assistant::Mode;
+use kioku::audio::VadConfig;
+use kioku::generation::SamplingOptions;
+use kioku::listen::{listen, AudioSource, Endpointing, Event, ListenOptions, Pace, WavSource};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// cascade: transcribe then answer; e2e: audio straight into the LLM.
+    /// Default: e2e when the model has a projector, else cascade.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Listen to a WAV file, at real-time pace, instead of the microphone.
+    #[arg(long, value_name = "FILE.wav")]
+    input: Option<PathBuf>,
+    /// With --input: read the file as fast as possible.
+    #[arg(long, requires = "input")]
+    fast: bool,
+    /// The microphone to use, by name (see `kioku devices`). Default: the system's default input.
+    #[arg(long, value_name = "NAME", conflicts_with = "input")]
+    input_device: Option<String>,
+    /// One JSON object per answered utterance: start_s, end_s, transcript, answer, latency_ms.
+    #[arg(long)]
+    json: bool,
+    /// Push to talk: Enter starts and stops a question, instead of voice detection.
+    #[arg(long)]
+    ptt: bool,
+    /// Longest answer, in tokens.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Speech must be this many dB above the (adaptive) noise floor.
+    #[arg(long, default_value_t = VadConfig::default().threshold_db)]
+    threshold_db: f32,
+    /// Sounds quieter than this (dBFS) are never speech.
+    #[arg(long, default_value_t = VadConfig::default().min_level_db, allow_negative_numbers = true)]
+    min_level_db: f32,
+    /// Sounds less voiced than this (0 to 1) cannot start speech; lower it if soft voices are missed.
+    #[arg(long, default_value_t = VadConfig::default().min_voicing)]
+    min_voicing: f32,
+    /// Speech needed before an utterance starts (ms).
+    #[arg(long, default_value_t = VadConfig::default().min_speech_ms)]
+    min_speech_ms: u32,
+    /// Audio kept from before the detected start of speech (ms).
+    #[arg(long, default_value_t = VadConfig::default().pre_roll_ms)]
+    pre_roll_ms: u32,
+    /// Silence that ends an utterance (ms).
+    #[arg(long, default_value_t = VadConfig::default().hangover_ms)]
+    hangover_ms: u32,
+    /// Longer speech is cut into utterances of at most this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = VadConfig::default().max_utterance_s)]
+    max_utterance: f32,
+}
+
+pub fn run(args: &ListenArgs) -> Result<()> {
+    let endpointing = if args.ptt {
+        Endpointing::PushToTalk { talking: enter_toggles(), max_utterance_s: args.max_utterance }
+    } else {
+        Endpointing::Voice(VadConfig {
+            threshold_db: args.threshold_db,
+            min_level_db: args.min_level_db,
+            min_voicing: args.min_voicing,
+            min_speech_ms: args.min_speech_ms,
+            pre_roll_ms: args.pre_roll_ms,
+            hangover_ms: args.hangover_ms,
+            max_utterance_s: args.max_utterance,
+        })
+    };
+    endpointing.check()?;
+    // Open the source before loading the model, so that a missing microphone is reported at once.
+    let mut source = open_source(args)?;
+    let assistant = args.model.load()?;
+    let mode = args.mode.unwrap_or(if assistant.has_projector() { Mode::E2e } else { Mode::Cascade });
+    let sampling = SamplingOptions { max_tokens: args.max_tokens, ..SamplingOptions::default() };
+    let mut terminal = Terminal::new(args.json, args.ptt);
+    let result = listen(&assistant, source.as_mut(), &ListenOptions { mode, sampling, endpointing }, |event| terminal.show(event));
+    terminal.clear_meter();
+    result
+}
+
+fn open_source(args: &ListenArgs) -> Result<Box<dyn AudioSource>> {
+    if let Some(path) = &args.input {
+        let pace = if args.fast { Pace::AsFastAsPossible } else { Pace::RealTime };
+        return Ok(Box::new(WavSource::open(path, pace)?));
+    }
+    open_microphone(args.input_device.as_deref())
+}
+
+#[cfg(feature = "mic")]
+fn open_microphone(name: Option<&str>) -> Result<Box<dyn AudioSource>> {
+    Ok(Box::new(kioku::audio::capture::Microphone::open(name)?))
+}
+
+#[cfg(not(feature = "mic"))]
+fn open_microphone(_: Option<&str>) -> Result<Box<dyn AudioSource>> {
+    anyhow::bail!("no microphone support in this build (the `mic` feature is off); use --input FILE.wav")
+}
+
+/// A flag that each Enter on stdin flips; an unreadable or closed stdin leaves it off.
+fn enter_toggles() -> Arc<AtomicBool> {
+    let talking = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&talking);
+    std::thread::spawn(move || {
+        for _ in std::io::stdin().lines().map_while(Result::ok) {
+            flag.fetch_xor(true, Ordering::Relaxed);
+        }
+    });
+    talking
+}
+
+/// Prints answers (stdout) and, on a terminal, a level meter (stderr).
+struct Terminal {
+    json: bool,
+    ptt: bool,
+    /// Draw the meter: stderr is a terminal and stdout is not JSON.
+    meter: bool,
+    meter_drawn: Option<Instant>,
+    answering: bool,
+}
+
+const METER_PERIOD: Duration = Duration::from_millis(100);
+
+impl Terminal {
+    fn new(json: bool, ptt: bool) -> Self {
+        let on_terminal = std::io::stderr().is_terminal();
+        if on_terminal && ptt {
+            eprintln!("Press Enter to start a question and Enter again to end it.");
+        }
+        Self { json, ptt, meter: on_terminal && !json, meter_drawn: None, answering: false }
+    }
+
+    fn show(&mut self, event: Event<'_>) {
+        match event {
+            Event::Level { level_db, speaking } => self.draw_meter(level_db, speaking),
+            Event::Dropped(total) => {
+                self.clear_meter();
+                eprintln!("warning: the pipeline fell behind; {total} input samples dropped so far");
+            }
+            Event::Answering { .. } => {
+                self.clear_meter();
+                self.answering = true;
+            }
+            Event::AnswerText(text) if !self.json => {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            }
+            Event::AnswerText(_) => {}
+            Event::Answered(reply) => {
+                self.answering = false;
+                if self.json {
+                    println!("{}", serde_json::to_string(reply).expect("a reply serialises"));
+                } else {
+                    println!();
+                    let heard = reply.transcript.as_deref().map(|t| format!(" heard \"{t}\";")).unwrap_or_default();
+                    eprintln!("[{}]{heard} first token after {:.0} ms", span(reply.start_s, reply.end_s), reply.latency_ms);
+                }
+            }
+            Event::Failed { start_s, end_s, error } => {
+                self.answering = false;
+                self.clear_meter();
+                eprintln!("[{}] skipped: {error:#}", span(start_s, end_s));
+            }
+        }
+    }
+
+    fn draw_meter(&mut self, level_db: f32, speaking: bool) {
+        if !self.meter || self.answering || self.meter_drawn.is_some_and(|t| t.elapsed() < METER_PERIOD) {
+            return;
+        }
+        const WIDTH: usize = 24;
+        let filled = (((level_db + 60.0) / 60.0).clamp(0.0, 1.0) * WIDTH as f32) as usize;
+        let state = match (speaking, self.ptt) {
+            (true, _) => "hearing you… ",
+            (false, true) => "Enter to talk",
+            (false, false) => "listening…   ",
+        };
+        eprint!("\r\x1b[2K{state} [{}{}] {level_db:>4.0} dB", "#".repeat(filled), " ".repeat(WIDTH - filled));
+        self.meter_drawn = Some(Instant::now());
+    }
+
+    fn clear_meter(&mut self) {
+        if self.meter_drawn.take().is_some() {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+fn span(start_s: f64, end_s: f64) -> String {
+    format!("{start_s:.2}–{end_s:.2} s")
+}

@@ -1,0 +1,324 @@
+//! Live listening: an audio source (microphone or WAV file) -> 16 kHz -> endpointing (voice
+//! activity or push-to-talk) -> utterances -> answers. Answers come from a thread of their own, fed
+//! by a channel, so inference never holds up capture.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use serde::Serialize;
+
+use crate::assistant::{Assistant, Mode};
+use crate::audio::{read_wav, Resampler16k, Speech, Vad, VadConfig, SAMPLE_RATE};
+use crate::generation::SamplingOptions;
+
+/// Mono audio at its native rate, chunk by chunk.
+pub trait AudioSource {
+    fn sample_rate(&self) -> u32;
+    /// Whether audio arrives in real time: then latency counts from the end of speech.
+    fn is_realtime(&self) -> bool;
+    /// The next chunk and the instant its last sample was captured; `None` at the end.
+    fn next_chunk(&mut self) -> Result<Option<(Vec<f32>, Instant)>>;
+    /// Samples lost so far because the pipeline fell behind.
+    fn dropped_samples(&self) -> u64 {
+        0
+    }
+}
+
+/// How fast a recording is played into the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// As a microphone would deliver it.
+    RealTime,
+    AsFastAsPossible,
+}
+
+/// A WAV file fed in 10 ms chunks.
+pub struct WavSource {
+    samples: Vec<f32>,
+    sample_rate: u32,
+    position: usize,
+    pace: Pace,
+    /// When the first chunk was due, at real-time pace.
+    started: Option<Instant>,
+}
+
+impl WavSource {
+    pub fn open(path: &Path, pace: Pace) -> Result<Self> {
+        let audio = read_wav(path)?;
+        Ok(Self { samples: audio.samples, sample_rate: audio.sample_rate, position: 0, pace, started: None })
+    }
+}
+
+impl AudioSource for WavSource {
+    fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    fn is_realtime(&self) -> bool {
+        self.pace == Pace::RealTime
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<(Vec<f32>, Instant)>> {
+        let start = self.position;
+        let end = (start + (self.sample_rate as usize / 100).max(1)).min(self.samples.len());
+        if start == end {
+            return Ok(None);
+        }
+        self.position = end;
+        let now = Instant::now();
+        let mut arrived = now;
+        if self.pace == Pace::RealTime {
+            let started = *self.started.get_or_insert(now);
+            arrived = started + Duration::from_secs_f64(end as f64 / f64::from(self.sample_rate));
+            thread::sleep(arrived.saturating_duration_since(now));
+        }
+        Ok(Some((self.samples[start..end].to_vec(), arrived)))
+    }
+}
+
+#[cfg(feature = "mic")]
+impl AudioSource for crate::audio::capture::Microphone {
+    fn sample_rate(&self) -> u32 {
+        self.sample_rate()
+    }
+
+    fn is_realtime(&self) -> bool {
+        true
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<(Vec<f32>, Instant)>> {
+        self.read().map(Some)
+    }
+
+    fn dropped_samples(&self) -> u64 {
+        self.dropped_samples()
+    }
+}
+
+/// How utterances are cut from the stream.
+#[derive(Debug, Clone)]
+pub enum Endpointing {
+    /// Voice activity detection.
+    Voice(VadConfig),
+    /// An utterance lasts while `talking` is set (e.g. Enter to start, Enter to stop), cut at
+    /// `max_utterance_s` like spoken ones.
+    PushToTalk { talking: Arc<AtomicBool>, max_utterance_s: f32 },
+}
+
+impl Endpointing {
+    /// Fails with a one-line message when a setting is out of range.
+    pub fn check(&self) -> Result<()> {
+        match self {
+            Self::Voice(config) => config.check(),
+            Self::PushToTalk { max_utterance_s, .. } => {
+                ensure!(*max_utterance_s > 0.0, "the maximum utterance length must be above 0 s, got {max_utterance_s}");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    pub mode: Mode,
+    pub sampling: SamplingOptions,
+    pub endpointing: Endpointing,
+}
+
+/// One answered utterance; times are seconds from the start of the stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reply {
+    pub start_s: f64,
+    pub end_s: f64,
+    /// Known in cascade mode.
+    pub transcript: Option<String>,
+    pub answer: String,
+    /// From the end of speech to the first answer token; for sources that are not real-time,
+    /// from when inference took the utterance.
+    pub latency_ms: f64,
+}
+
+/// What [`listen`] reports as it goes; delivered from the capture and the inference thread.
+pub enum Event<'a> {
+    /// The level of the latest audio (dBFS), and whether an utterance is under way.
+    Level { level_db: f32, speaking: bool },
+    /// Samples lost so far because capture outran the pipeline.
+    Dropped(u64),
+    /// Inference took an utterance.
+    Answering { start_s: f64, end_s: f64 },
+    /// Answer text as it streams.
+    AnswerText(&'a str),
+    Answered(&'a Reply),
+    /// An utterance could not be answered (e.g. nothing intelligible in it).
+    Failed { start_s: f64, end_s: f64, error: &'a anyhow::Error },
+}
+
+/// An utterance on its way to inference.
+struct Queued {
+    speech: Speech,
+    /// When its speech ended, for real-time sources.
+    ended_at: Option<Instant>,
+}
+
+/// Listens to `source` until it ends (or fails), answering every utterance. Returns once every
+/// utterance heard has been answered; a source error (a lost device) is returned after that.
+pub fn listen(
+    assistant: &Assistant,
+    source: &mut dyn AudioSource,
+    options: &ListenOptions,
+    on_event: impl FnMut(Event<'_>) + Send,
+) -> Result<()> {
+    let mut segmenter = Segmenter::new(&options.endpointing)?;
+    let mut resampler = Resampler16k::new(source.sample_rate())?;
+    let handler = Mutex::new(on_event);
+    let emit = |event: Event<'_>| (handler.lock().unwrap_or_else(PoisonError::into_inner))(event);
+    let (queue, utterances) = channel();
+    thread::scope(|scope| {
+        let answering = scope.spawn(|| answer_all(assistant, options, utterances, &emit));
+        let captured = capture(source, &mut segmenter, &mut resampler, queue, &emit);
+        if let Err(panic) = answering.join() {
+            std::panic::resume_unwind(panic);
+        }
+        captured
+    })
+}
+
+fn capture(
+    source: &mut dyn AudioSource,
+    segmenter: &mut Segmenter,
+    resampler: &mut Resampler16k,
+    queue: Sender<Queued>,
+    emit: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<()> {
+    let (rate, realtime) = (f64::from(source.sample_rate()), source.is_realtime());
+    let (mut samples_in, mut dropped) = (0usize, 0);
+    // Sending fails only if the inference thread died; its join reports why.
+    let send = |speeches: Vec<Speech>, stream_s: f64, arrived: Instant| {
+        for speech in speeches {
+            let behind = Duration::from_secs_f64((stream_s - speech.end_s).max(0.0));
+            let ended_at = if realtime { arrived.checked_sub(behind) } else { None };
+            let _ = queue.send(Queued { speech, ended_at });
+        }
+    };
+    while let Some((chunk, arrived)) = source.next_chunk()? {
+        samples_in += chunk.len();
+        let audio = resampler.process(&chunk);
+        let done = segmenter.push(&audio);
+        if !audio.is_empty() {
+            emit(Event::Level { level_db: level_db(&audio), speaking: segmenter.in_speech() });
+        }
+        send(done, samples_in as f64 / rate, arrived);
+        if source.dropped_samples() > dropped {
+            dropped = source.dropped_samples();
+            emit(Event::Dropped(dropped));
+        }
+    }
+    let mut done = segmenter.push(&resampler.flush());
+    done.extend(segmenter.finish());
+    send(done, samples_in as f64 / rate, Instant::now());
+    Ok(())
+}
+
+fn answer_all(assistant: &Assistant, options: &ListenOptions, utterances: Receiver<Queued>, emit: &(dyn Fn(Event<'_>) + Sync)) {
+    // Before anyone speaks: otherwise the first reply pays for building the prompt prefix.
+    if let Err(e) = assistant.warm_up() {
+        emit(Event::Failed { start_s: 0.0, end_s: 0.0, error: &e });
+    }
+    for Queued { speech, ended_at } in utterances {
+        let taken = Instant::now();
+        let (start_s, end_s) = (speech.start_s, speech.end_s);
+        emit(Event::Answering { start_s, end_s });
+        let answered = assistant.ask_audio(&speech.samples, options.mode, &options.sampling, &mut |text| emit(Event::AnswerText(text)));
+        match answered {
+            Ok(answer) => {
+                let waited_ms = ended_at.map_or(0.0, |t| taken.duration_since(t).as_secs_f64() * 1e3);
+                let reply = Reply {
+                    start_s,
+                    end_s,
+                    transcript: answer.transcript,
+                    answer: answer.answer,
+                    latency_ms: waited_ms + answer.timings_ms.first_token,
+                };
+                emit(Event::Answered(&reply));
+            }
+            Err(error) => emit(Event::Failed { start_s, end_s, error: &error }),
+        }
+    }
+}
+
+/// Energy of a stretch of audio in dBFS.
+fn level_db(samples: &[f32]) -> f32 {
+    let power = samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32;
+    (10.0 * power.max(1e-10).log10()).max(-100.0)
+}
+
+/// Cuts the 16 kHz stream into utterances.
+enum Segmenter {
+    Voice(Box<Vad>),
+    PushToTalk {
+        talking: Arc<AtomicBool>,
+        max_samples: usize,
+        /// Samples seen so far.
+        position: usize,
+        recording: Option<Speech>,
+    },
+}
+
+impl Segmenter {
+    fn new(endpointing: &Endpointing) -> Result<Self> {
+        endpointing.check()?;
+        Ok(match endpointing {
+            Endpointing::Voice(config) => Self::Voice(Box::new(Vad::new(config.clone())?)),
+            Endpointing::PushToTalk { talking, max_utterance_s } => {
+                let max_samples = (max_utterance_s * SAMPLE_RATE as f32) as usize;
+                Self::PushToTalk { talking: Arc::clone(talking), max_samples: max_samples.max(1), position: 0, recording: None }
+            }
+        })
+    }
+
+    fn in_speech(&self) -> bool {
+        match self {
+            Self::Voice(vad) => vad.in_speech(),
+            Self::PushToTalk { recording, .. } => recording.is_some(),
+        }
+    }
+
+    fn push(&mut self, samples: &[f32]) -> Vec<Speech> {
+        match self {
+            Self::Voice(vad) => vad.push(samples),
+            Self::PushToTalk { talking, max_samples, position, recording } => {
+                let seconds = |samples: usize| samples as f64 / f64::from(SAMPLE_RATE);
+                let mut done = Vec::new();
+                if !talking.load(Ordering::Relaxed) {
+                    done.extend(recording.take().map(|r| Speech { end_s: seconds(*position), ..r }));
+                    *position += samples.len();
+                    return done;
+                }
+                for &sample in samples {
+                    let r = recording.get_or_insert_with(|| Speech { start_s: seconds(*position), end_s: 0.0, samples: Vec::new() });
+                    r.samples.push(sample);
+                    *position += 1;
+                    if r.samples.len() >= *max_samples {
+                        done.extend(recording.take().map(|r| Speech { end_s: seconds(*position), ..r }));
+                    }
+                }
+                done
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Option<Speech> {
+        match self {
+            Self::Voice(vad) => vad.finish(),
+            Self::PushToTalk { position, recording, .. } => {
+                let end_s = *position as f64 / f64::from(SAMPLE_RATE);
+                recording.take().map(|r| Speech { end_s, ..r })
+            }
+        }
+    }
+}

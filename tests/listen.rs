@@ -1,0 +1,234 @@
+//! `kioku listen` on recordings synthesised in a temp dir with espeak-ng and sox: utterances found
+//! and answered in order, silence and steady noise ignored, long speech split, and the one-line
+//! error when there is no microphone.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// (espeak-ng voice, question, a word its transcript must contain)
+const QUESTIONS: [(&str, &str, &str); 3] = [
+    ("en-us", "What is the capital of France?", "france"),
+    ("en-gb", "How many days are in a week?", "week"),
+    ("en-us+f3", "What colour is the sky?", "sky"),
+];
+
+fn tool(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs (`make demo` installs espeak-ng and sox): {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+fn speak(dir: &Path, name: &str, voice: &str, text: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.wav"));
+    tool("espeak-ng", &["-v", voice, "-s", "140", "-w", path_str(&path), text]);
+    path
+}
+
+/// `seconds` of digital silence at espeak-ng's rate.
+fn silence(dir: &Path, seconds: f64) -> PathBuf {
+    let path = dir.join(format!("silence-{seconds}.wav"));
+    tool("sox", &["-n", "-r", "22050", "-c", "1", "-b", "16", path_str(&path), "trim", "0", &seconds.to_string()]);
+    path
+}
+
+/// Joins the parts into a 44.1 kHz stereo recording, like a sound card's, and returns where each
+/// part starts and ends (s).
+fn record(out: &Path, parts: &[PathBuf]) -> Vec<(f64, f64)> {
+    let mut args: Vec<&str> = parts.iter().map(|p| path_str(p)).collect();
+    args.extend(["-r", "44100", "-c", "2", "-b", "16", path_str(out)]);
+    tool("sox", &args);
+    let mut at = 0.0;
+    parts
+        .iter()
+        .map(|part| {
+            let audio = kioku::audio::read_wav(part).unwrap();
+            let start = at;
+            at += audio.samples.len() as f64 / f64::from(audio.sample_rate);
+            (start, at)
+        })
+        .collect()
+}
+
+fn listen_json(wav: &Path, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["listen", "--input", path_str(wav), "--fast", "--json"];
+    args.extend(extra);
+    let out = kioku(&args);
+    assert!(out.status.success(), "kioku {args:?} failed: {}", stderr(&out));
+    stdout(&out).lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect()
+}
+
+fn seconds(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {v}"))
+}
+
+#[test]
+fn three_questions_are_heard_and_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gap, edge) = (silence(dir.path(), 1.5), silence(dir.path(), 1.0));
+    let mut parts = vec![edge.clone()];
+    for (i, (voice, question, _)) in QUESTIONS.iter().enumerate() {
+        parts.push(speak(dir.path(), &format!("q{i}"), voice, question));
+        parts.push(if i + 1 < QUESTIONS.len() { gap.clone() } else { edge.clone() });
+    }
+    let rec = dir.path().join("rec.wav");
+    let spans = record(&rec, &parts);
+    let replies = listen_json(&rec, &["--max-tokens", "32"]);
+    assert_eq!(replies.len(), 3, "{replies:#?}");
+    let mut previous_end = 0.0;
+    for (i, ((_, question, word), reply)) in QUESTIONS.iter().zip(&replies).enumerate() {
+        let transcript = reply["transcript"].as_str().unwrap_or_default();
+        assert!(transcript.to_lowercase().contains(word) && wer(question, transcript) <= 0.5, "{question} heard as {transcript:?}");
+        assert!(!reply["answer"].as_str().unwrap_or_default().is_empty(), "no answer: {reply}");
+        assert!(seconds(reply, "latency_ms") > 0.0);
+        // The question is part 2i+1; speech must be found inside it, after the previous one.
+        let (part_start, part_end) = spans[2 * i + 1];
+        let (start, end) = (seconds(reply, "start_s"), seconds(reply, "end_s"));
+        assert!(start > previous_end && start >= part_start - 0.05 && start < end && end <= part_end + 0.05, "{reply} vs part {part_start:.2}-{part_end:.2} s");
+        assert!(end - start >= 0.5 * (part_end - part_start), "most of the question is heard: {reply}");
+        previous_end = end;
+    }
+}
+
+#[test]
+fn silence_alone_is_not_an_utterance() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec.wav");
+    record(&rec, &[silence(dir.path(), 5.0)]);
+    assert_eq!(listen_json(&rec, &[]), Vec::<Value>::new());
+}
+
+#[test]
+fn steady_noise_is_not_an_utterance() {
+    let dir = tempfile::tempdir().unwrap();
+    for noise in ["whitenoise", "brownnoise", "pinknoise"] {
+        let rec = dir.path().join(format!("{noise}.wav"));
+        // Quiet first, so the noise floor has to catch up with the noise.
+        let quiet = silence(dir.path(), 1.0);
+        let noisy = dir.path().join(format!("{noise}-only.wav"));
+        tool("sox", &["-R", "-n", "-r", "22050", "-c", "1", "-b", "16", path_str(&noisy), "synth", "6", noise, "vol", "-30dB"]);
+        record(&rec, &[quiet, noisy]);
+        assert_eq!(listen_json(&rec, &[]), Vec::<Value>::new(), "{noise}");
+    }
+}
+
+#[test]
+fn speech_longer_than_the_maximum_utterance_is_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "Tell me a story about a brave little fox who lived at the edge of a quiet forest and dreamed of seeing the sea one day.";
+    let rec = dir.path().join("rec.wav");
+    let edge = silence(dir.path(), 1.0);
+    let spans = record(&rec, &[edge.clone(), speak(dir.path(), "long", "en-us", text), edge]);
+    let replies = listen_json(&rec, &["--max-utterance", "2", "--max-tokens", "4"]);
+    assert!(replies.len() >= 3, "{:.1} s of speech in at least three pieces: {replies:#?}", spans[1].1 - spans[1].0);
+    for pair in replies.windows(2) {
+        assert!(seconds(&pair[0], "end_s") <= seconds(&pair[1], "start_s"), "pieces follow each other: {replies:#?}");
+    }
+    assert!(replies.iter().all(|r| seconds(r, "end_s") - seconds(r, "start_s") <= 2.0 + 1e-9), "{replies:#?}");
+}
+
+#[test]
+fn without_a_microphone_listen_fails_at_once_with_one_line() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kioku"))
+        .arg("listen")
+        .env_remove("KIOKU_MODEL")
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            let err = stderr(&out);
+            assert!(!out.status.success());
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
+            assert!(err.contains("no microphone") && err.contains("--input FILE.wav"), "{err}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!("skipped: this machine has a working microphone, so `kioku listen` kept listening");
+}
+
+#[test]
+fn bad_listen_input_fails_with_one_line() {
+    let out = kioku(&["listen", "--input", "no/such/file.wav"]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot open no/such/file.wav"), "{}", stderr(&out));
+
+    let wav = example_wav();
+    let out = kioku(&["listen", "--input", path_str(&wav), "--fast", "--max-utterance", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("maximum utterance length"), "{}", stderr(&out));
+}
+
+#[cfg(feature = "mic")]
+#[test]
+fn devices_are_listed_or_their_absence_is_said() {
+    let out = kioku(&["devices"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).is_empty() || stderr(&out).contains("no input devices"), "{}", stderr(&out));
+}
+
+/// Plays chunks as if live, then fails the way a microphone that is unplugged does.
+struct UnpluggedAfter {
+    chunks: std::vec::IntoIter<Vec<f32>>,
+    sample_rate: u32,
+}
+
+impl kioku::listen::AudioSource for UnpluggedAfter {
+    fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    fn is_realtime(&self) -> bool {
+        true
+    }
+
+    fn next_chunk(&mut self) -> anyhow::Result<Option<(Vec<f32>, Instant)>> {
+        match self.chunks.next() {
+            Some(chunk) => Ok(Some((chunk, Instant::now()))),
+            None => anyhow::bail!("lost the input device `test`: unplugged"),
+        }
+    }
+}
+
+#[test]
+fn a_lost_device_ends_listening_after_answering_what_was_heard() {
+    use kioku::listen::{listen, Endpointing, Event, ListenOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let heard = dir.path().join("heard.wav");
+    record(&heard, &[silence(dir.path(), 0.5), speak(dir.path(), "q", "en-us", QUESTIONS[0].1), silence(dir.path(), 1.5)]);
+    let audio = kioku::audio::read_wav(&heard).unwrap();
+    let mut source = UnpluggedAfter { chunks: audio.samples.chunks(441).map(<[f32]>::to_vec).collect::<Vec<_>>().into_iter(), sample_rate: audio.sample_rate };
+    let options = ListenOptions {
+        mode: kioku::assistant::Mode::Cascade,
+        sampling: kioku::generation::SamplingOptions { max_tokens: 16, ..Default::default() },
+        endpointing: Endpointing::Voice(Default::default()),
+    };
+    let mut replies = Vec::new();
+    let result = listen(&assistant(), &mut source, &options, |event| {
+        if let Event::Answered(reply) = event {
+            replies.push(reply.clone());
+        }
+    });
+    assert_eq!(result.unwrap_err().to_string(), "lost the input device `test`: unplugged");
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0].answer.contains("Paris"), "{replies:?}");
+    assert!(replies[0].latency_ms > 0.0);
+}
