@@ -127,7 +127,7 @@ fn main() {
     row("mel", pick(|t| t.mel), None, "ms");
     row("encoder (kioku: real length; ref: 30 s padded)", pick(|t| t.encoder), Some(ref_encoder), "ms");
     row("ASR decode (greedy transcript)", pick(|t| t.asr_decode), Some(ref_asr), "ms");
-    row("LLM prefill (chat prompt)", pick(|t| t.prefill), Some(ref_prefill), "ms");
+    row("LLM prefill (kioku: the question after the cached prefix; ref: whole chat prompt)", pick(|t| t.prefill), Some(ref_prefill), "ms");
     row("end of audio → first answer token", pick(|t| t.first_token), None, "ms");
     println!("| decode | {ours_tps:.1} tok/s | {ref_tps:.1} tok/s | {:.2}× (kioku / ref) |", ours_tps / ref_tps);
     println!("| peak RSS (kioku only, before the reference loads) | {:.0} MB | — | — |", ours_rss.unwrap_or(f64::NAN));

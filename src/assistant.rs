@@ -236,9 +236,10 @@ impl Assistant {
     }
 
     /// Does the one-off work of the first question ahead of time (the cached
-    /// prompt prefix), so a long-running listener answers its first question
+    /// prompt prefix, the projected silence context), so a long-running listener answers its first question
     /// as fast as the later ones.
     pub fn warm_up(&self) -> Result<()> {
+        self.asr_decoder.warm_up()?;
         self.prompt_prefix().map(|_| ())
     }
 

@@ -9,6 +9,7 @@ use crate::model::ops::{self, Path};
 use crate::model::weights::Weights;
 use anyhow::{bail, Result};
 use candle_core::{Module, Tensor, D};
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone)]
 struct DecoderLayer {
@@ -46,6 +47,7 @@ pub struct AsrDecoder {
     /// Encoder output for 30 s of silence (max_source_positions, d_model); see
     /// [`AsrDecoder::transcribe`].
     silence_context: Tensor,
+    silence_kv: OnceLock<Vec<(Tensor, Tensor)>>,
     config: WhisperConfig,
 }
 
@@ -83,6 +85,7 @@ impl AsrDecoder {
             layers,
             layer_norm: norm("layer_norm")?,
             silence_context: w.take(SILENCE_CONTEXT, (cfg.max_source_positions, d))?,
+            silence_kv: OnceLock::new(),
             config: cfg.clone(),
         })
     }
@@ -141,7 +144,7 @@ impl AsrDecoder {
         // a budget of 10/s plus slack only ever stops a decoder stuck in a loop.
         let seconds = encoder_out.dim(1)? as f64 * 0.02;
         let budget = 16 + (10.0 * seconds) as usize;
-        let mut state = self.start(&self.with_silence_context(encoder_out)?)?;
+        let mut state = self.start_extended(encoder_out)?;
         let device = encoder_out.device();
         let prompt = special.prompt();
         let suppress = self.suppress_mask(special, false)?.to_device(device)?;
@@ -176,15 +179,40 @@ impl AsrDecoder {
         Ok(text)
     }
 
-    fn with_silence_context(&self, encoder_out: &Tensor) -> Result<Tensor> {
+    /// Cross-attention keys/values of the silence context, projected once.
+    fn silence_kv(&self) -> Result<&[(Tensor, Tensor)]> {
+        if let Some(kv) = self.silence_kv.get() {
+            return Ok(kv);
+        }
+        let context = self.silence_context.unsqueeze(0)?;
+        let kv = self.layers.iter().map(|l| l.encoder_attn.project_kv(&context)).collect::<candle_core::Result<_>>()?;
+        Ok(self.silence_kv.get_or_init(|| kv))
+    }
+
+    /// Projects the silence context ahead of the first transcription.
+    pub fn warm_up(&self) -> Result<()> {
+        self.silence_kv().map(|_| ())
+    }
+
+    /// Like [`AsrDecoder::start`] for one clip's encoding (batch 1), extended
+    /// with the silence context's keys/values up to the full 30 s.
+    fn start_extended(&self, encoder_out: &Tensor) -> Result<DecoderState> {
         let frames = encoder_out.dim(1)?;
         let total = self.config.max_source_positions;
         if frames >= total {
-            return Ok(encoder_out.clone());
+            return self.start(encoder_out);
         }
-        let tail = self.silence_context.narrow(0, frames, total - frames)?.unsqueeze(0)?;
-        let tail = tail.broadcast_as((encoder_out.dim(0)?, total - frames, encoder_out.dim(2)?))?.to_dtype(encoder_out.dtype())?;
-        Ok(Tensor::cat(&[encoder_out, &tail], 1)?)
+        let cross_kv = self
+            .layers
+            .iter()
+            .zip(self.silence_kv()?)
+            .map(|(layer, (sk, sv))| {
+                let (k, v) = layer.encoder_attn.project_kv(encoder_out)?;
+                let tail = |t: &Tensor| t.narrow(2, frames, total - frames)?.to_dtype(k.dtype());
+                Ok((Tensor::cat(&[&k, &tail(sk)?], 2)?, Tensor::cat(&[&v, &tail(sv)?], 2)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(DecoderState { cross_kv, self_kv: vec![None; self.layers.len()], position: 0 })
     }
 
     /// Additive logit mask: -inf on suppressed tokens and on every control or
