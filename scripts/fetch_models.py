@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("KIOKU_CACHE", Path.home() / ".cache" / "kioku"))
+SOURCES = Path(os.environ.get("KIOKU_SOURCES", ROOT / "models" / "sources.json"))
 
 
 def sha256(path):
@@ -86,7 +87,7 @@ def fetch(src):
 
 
 def main(names):
-    sources = {s["name"]: s for s in json.loads((ROOT / "models" / "sources.json").read_text())}
+    sources = {s["name"]: s for s in json.loads(SOURCES.read_text())}
     for name in names:
         if name not in sources:
             sys.exit(f"error: unknown source {name}; known: {', '.join(sources)}")
