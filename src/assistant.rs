@@ -137,18 +137,6 @@ impl Assistant {
         self.projector.is_some()
     }
 
-    pub fn load_ms(&self) -> f64 {
-        self.load_ms
-    }
-
-    pub fn encoder(&self) -> &WhisperEncoder {
-        &self.encoder
-    }
-
-    pub fn llm(&self) -> &Llama {
-        &self.llm
-    }
-
     pub fn llm_tokenizer(&self) -> &Tokenizer {
         &self.llm_tokenizer
     }
