@@ -64,10 +64,6 @@ impl MelExtractor {
         }
     }
 
-    pub fn n_mels(&self) -> usize {
-        self.n_mels
-    }
-
     /// One frame per full hop: `samples.len() / 160` frames (torch.stft with center=True gives
     /// one more, which Whisper drops).
     pub fn compute(&self, samples: &[f32]) -> Mel {

@@ -22,10 +22,6 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { kernel: Kernel::Dense(weight), bias }
-    }
-
     /// Loads `{name}.weight` (out, in) and, when `bias` is set, `{name}.bias`.
     /// A weight stored quantized stays quantized on CPU unless the weights are
     /// [`Weights::dense_only`]; other devices get it dense.
@@ -43,19 +39,7 @@ impl Linear {
     /// projection: HF drops it, CTranslate2 stores zeros).
     pub fn load_optional_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = w.take("weight", (out_dim, in_dim))?;
-        Ok(Self::new(weight, w.take_optional("bias", out_dim)?))
-    }
-
-    /// The dense weight, or `None` once quantized.
-    pub fn weight(&self) -> Option<&Tensor> {
-        match &self.kernel {
-            Kernel::Dense(w) => Some(w),
-            Kernel::Quantized(_) => None,
-        }
-    }
-
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.bias.as_ref()
+        Ok(Self { kernel: Kernel::Dense(weight), bias: w.take_optional("bias", out_dim)? })
     }
 }
 

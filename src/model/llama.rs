@@ -98,10 +98,6 @@ pub struct LlamaCache {
 }
 
 impl LlamaCache {
-    pub fn position(&self) -> usize {
-        self.position
-    }
-
     /// An independent copy. Appending writes into the cache's storage in
     /// place, so a shallow clone would let two conversations clobber each other.
     pub fn duplicate(&self) -> Result<Self> {

@@ -29,16 +29,8 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn new(weight: Tensor, eps: f32) -> Self {
-        Self { weight, eps }
-    }
-
     pub fn load(w: &Weights, dim: usize, eps: f32) -> Result<Self> {
-        Ok(Self::new(w.take("weight", dim)?, eps))
-    }
-
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+        Ok(Self { weight: w.take("weight", dim)?, eps })
     }
 
     pub fn forward(&self, xs: &Tensor, path: Path) -> candle_core::Result<Tensor> {

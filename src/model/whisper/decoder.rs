@@ -29,12 +29,6 @@ pub struct DecoderState {
     position: usize,
 }
 
-impl DecoderState {
-    pub fn position(&self) -> usize {
-        self.position
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct AsrDecoder {
     embed_tokens: Tensor,
