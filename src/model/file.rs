@@ -9,6 +9,7 @@ use super::weights::{Stored, Weights};
 use super::whisper::WhisperConfig;
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::Load;
+use safetensors::tensor::TensorView;
 use super::q8::Q8Matrix;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -139,6 +140,9 @@ pub fn ggml_type(name: &str) -> Result<GgmlDType> {
 /// A model file opened by memory map; nothing is copied until [`MappedModel::weights`].
 pub struct MappedModel {
     mmap: memmap2::Mmap,
+    /// Where tensor data begins (after the length prefix and the JSON header).
+    data_start: usize,
+    layout: safetensors::tensor::Metadata,
     pub header: ModelHeader,
     /// Tensors stored as GGML blocks, by name.
     quantized: HashMap<String, GgmlDType>,
@@ -160,7 +164,9 @@ impl MappedModel {
         // SAFETY: the file is only read; kioku replaces model files by rename,
         // never by writing in place, so the mapped bytes do not change under us.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(describe)?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap)
+        // Also checks every tensor's offsets against the file length, so a
+        // truncated file is reported now rather than when a tensor is read.
+        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&mmap)
             .map_err(|e| anyhow::anyhow!("not a safetensors file, or truncated or corrupt ({e})"))
             .with_context(describe)?;
         let metadata = meta.metadata().clone().unwrap_or_default();
@@ -176,18 +182,25 @@ impl MappedModel {
             None => HashMap::new(),
         };
         let quantized = quantized.into_iter().map(|(k, v)| Ok((k, ggml_type(&v)?))).collect::<Result<_>>().with_context(describe)?;
-        // Header offsets are validated against the real file length here, so a
-        // truncated file is reported now rather than when a tensor is read.
-        safetensors::SafeTensors::deserialize(&mmap)
-            .map_err(|e| anyhow::anyhow!("the file is truncated or corrupt ({e})"))
-            .with_context(describe)?;
-        Ok(Self { mmap, header, quantized })
+        Ok(Self { mmap, data_start: 8 + header_len, layout: meta, header, quantized })
+    }
+
+    /// Every stored tensor, from the header parsed once in [`MappedModel::open`].
+    fn views(&self) -> Result<Vec<(String, TensorView<'_>)>> {
+        let data = &self.mmap[self.data_start..];
+        self.layout
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let (start, end) = info.data_offsets;
+                Ok((name, TensorView::new(info.dtype, info.shape.clone(), &data[start..end])?))
+            })
+            .collect()
     }
 
     pub fn tensor_infos(&self) -> Result<Vec<TensorInfo>> {
-        let st = safetensors::SafeTensors::deserialize(&self.mmap)?;
-        let mut infos: Vec<TensorInfo> = st
-            .tensors()
+        let mut infos: Vec<TensorInfo> = self
+            .views()?
             .into_iter()
             .map(|(name, view)| match self.quantized.get(&name) {
                 Some(q) => TensorInfo { shape: self.logical_shape(view.shape(), *q), dtype: ggml_name(*q).unwrap_or("?").to_uppercase(), name },
@@ -224,9 +237,8 @@ impl MappedModel {
     /// Copies every tensor onto `device` as stored (dense ones are cast to
     /// `dtype` when claimed); drop `self` afterwards to release the mapping.
     pub fn weights(&self, device: &Device, dtype: DType) -> Result<Weights> {
-        let st = safetensors::SafeTensors::deserialize(&self.mmap)?;
-        let tensors = st
-            .tensors()
+        let tensors = self
+            .views()?
             .into_iter()
             .map(|(name, view)| {
                 let read = || -> Result<Stored> {
