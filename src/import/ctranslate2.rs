@@ -63,14 +63,8 @@ fn parse_model_bin(data: &[u8]) -> Result<HashMap<String, Variable>> {
         let bytes = r.take(nbytes)?.to_vec();
         vars.insert(name, Variable { dims, dtype, bytes });
     }
-    let aliases = r.u32()?;
-    for _ in 0..aliases {
-        let (alias, target) = (r.string()?, r.string()?);
-        if let Some(v) = vars.get(&target) {
-            let copy = Variable { dims: v.dims.clone(), dtype: v.dtype, bytes: v.bytes.clone() };
-            vars.insert(alias, copy);
-        }
-    }
+    // Aliases follow (e.g. the output projection = the token embeddings);
+    // kioku ties those itself, so they are not read.
     Ok(vars)
 }
 
