@@ -4,7 +4,7 @@
 use super::weights::{Stored, Weights};
 use anyhow::Result;
 use super::q8::Q8Matrix;
-use candle_core::{Module, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Storage, Tensor, D};
 use std::sync::Arc;
 
 /// How the weight is held: dense (trainable, any device and dtype) or as
@@ -35,6 +35,11 @@ impl Linear {
         Ok(Self { kernel, bias })
     }
 
+    /// A bias-free layer over an existing dense weight (out, in), such as tied embeddings.
+    pub fn from_dense(weight: Tensor) -> Self {
+        Self { kernel: Kernel::Dense(weight), bias: None }
+    }
+
     /// Loads a bias that some checkpoints store and others omit (Whisper's key
     /// projection: HF drops it, CTranslate2 stores zeros).
     pub fn load_optional_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
@@ -46,18 +51,54 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let ys = match &self.kernel {
-            // (..., in) x (in, out): broadcast the transposed weight over batch dims.
-            Kernel::Dense(w) => match xs.dims() {
-                [b1, b2, _, _] => xs.matmul(&w.broadcast_left((*b1, *b2))?.t()?)?,
-                [b, _, _] => xs.matmul(&w.broadcast_left(*b)?.t()?)?,
-                _ => xs.matmul(&w.t()?)?,
-            },
+            // One 2-D matmul over all leading dims: no broadcast copies of the weight.
+            Kernel::Dense(w) => {
+                let mut out_dims = xs.dims().to_vec();
+                let rows = xs.reshape(((), xs.dim(D::Minus1)?))?;
+                let ys = if xs.track_op() && !w.is_variable() && xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
+                    rows.contiguous()?.apply_op1(FrozenMatmul { weight: w.clone() })?
+                } else {
+                    rows.matmul(&w.t()?)?
+                };
+                *out_dims.last_mut().expect("a linear layer's input has a feature dimension") = w.dim(0)?;
+                ys.reshape(out_dims)?
+            }
             Kernel::Quantized(q) => q.forward(&xs.to_dtype(candle_core::DType::F32)?)?.to_dtype(xs.dtype())?,
         };
         match &self.bias {
             Some(bias) => ys.broadcast_add(bias),
             None => Ok(ys),
         }
+    }
+}
+
+/// `x·Wᵀ` for a weight that does not train (a frozen base under a trained
+/// projector or LoRA). candle's matmul backward also computes the weight's
+/// gradient, a third of a backward pass's work, only to drop it; this op
+/// returns the input's gradient alone. CPU f32 only; elsewhere plain matmul.
+struct FrozenMatmul {
+    weight: Tensor,
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("frozen-matmul needs contiguous f32 input");
+        };
+        let ys = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?.matmul(&self.weight.t()?)?;
+        let (ys_storage, ys_layout) = ys.storage_and_layout();
+        match &*ys_storage {
+            Storage::Cpu(cpu) => Ok((cpu.clone(), ys_layout.shape().clone())),
+            _ => candle_core::bail!("frozen-matmul ran off the CPU"),
+        }
+    }
+
+    fn bwd(&self, _xs: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.weight)?))
     }
 }
 

@@ -116,16 +116,56 @@ impl LlamaCache {
     }
 }
 
+/// Keys and values of a prompt prefix that every training example shares,
+/// computed once without gradient: examples then run only their own tokens.
+pub struct FrozenPrefix {
+    layers: Vec<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl LlamaCache {
+    /// The cached keys and values as a prefix for [`Llama::forward_after_prefix`].
+    pub fn to_frozen_prefix(&self) -> Result<FrozenPrefix> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| match (layer.k()?, layer.v()?) {
+                (Some(k), Some(v)) => Ok((k.detach(), v.detach())),
+                _ => bail!("the cache is empty"),
+            })
+            .collect::<Result<_>>()?;
+        Ok(FrozenPrefix { layers, len: self.position })
+    }
+}
+
+/// What every layer's attention sees before the new positions.
+enum Pasts<'a> {
+    Nothing,
+    Cache(&'a mut [KvCache]),
+    Frozen(&'a [(Tensor, Tensor)]),
+}
+
+/// What one layer's attention sees before the new positions.
+enum Past<'a> {
+    Nothing,
+    Cache(&'a mut KvCache),
+    Frozen(&'a (Tensor, Tensor)),
+}
+
 impl Attention {
-    fn forward(&self, xs: &Tensor, rope: (&Tensor, &Tensor), mask: Option<&Tensor>, cache: Option<&mut KvCache>, path: Path) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, rope: (&Tensor, &Tensor), mask: Option<&Tensor>, past: Past, path: Path) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let split = |x: Tensor, heads| x.reshape((b, t, heads, self.head_dim))?.transpose(1, 2);
         let q = ops::rope(&split(self.q_proj.forward(xs)?, self.heads)?, rope.0, rope.1, path)?;
         let k = ops::rope(&split(self.k_proj.forward(xs)?, self.kv_heads)?, rope.0, rope.1, path)?;
         let v = split(self.v_proj.forward(xs)?, self.kv_heads)?;
-        let (k, v) = match cache {
-            Some(cache) => cache.append(&k.contiguous()?, &v.contiguous()?)?,
-            None => (k, v),
+        let (k, v) = match past {
+            Past::Cache(cache) => cache.append(&k.contiguous()?, &v.contiguous()?)?,
+            Past::Frozen((past_k, past_v)) => {
+                let widen = |p: &Tensor| p.broadcast_as((b, p.dim(1)?, p.dim(2)?, p.dim(3)?));
+                (Tensor::cat(&[&widen(past_k)?, &k], 2)?, Tensor::cat(&[&widen(past_v)?, &v], 2)?)
+            }
+            Past::Nothing => (k, v),
         };
         // Grouped-query attention without copying K/V per query head: the
         // query heads sharing a K/V head become extra rows of one matmul.
@@ -149,8 +189,8 @@ pub struct Llama {
     embed_tokens: Tensor,
     layers: Vec<Block>,
     norm: RmsNorm,
-    /// `None` when the output projection uses `embed_tokens` directly (tied).
-    lm_head: Option<Linear>,
+    /// The output projection; with tied weights it shares `embed_tokens`.
+    lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
     config: LlamaConfig,
@@ -189,6 +229,7 @@ impl Llama {
             })
             .collect::<Result<_>>()?;
         let (embed_tokens, lm_head) = load_embeddings_and_head(w, "embed_tokens", "lm_head", cfg.vocab_size, h, cfg.tie_word_embeddings)?;
+        let lm_head = lm_head.unwrap_or_else(|| Linear::from_dense(embed_tokens.clone()));
         let (cos, sin) = rotary_tables(cfg, w.dtype(), w.device())?;
         Ok(Self {
             embed_tokens,
@@ -219,9 +260,25 @@ impl Llama {
     /// Runs the decoder stack on input embeddings placed after the cached
     /// positions; returns the final normalised hidden states (batch, seq, hidden).
     /// Without a cache the sequence starts at position 0 (the training path).
-    pub fn forward_embeds(&self, embeds: &Tensor, mut cache: Option<&mut LlamaCache>, path: Path) -> Result<Tensor> {
+    pub fn forward_embeds(&self, embeds: &Tensor, cache: Option<&mut LlamaCache>, path: Path) -> Result<Tensor> {
+        match cache {
+            Some(cache) => {
+                let hidden = self.run_layers(embeds, cache.position, path, Pasts::Cache(&mut cache.layers))?;
+                cache.position += embeds.dim(1)?;
+                Ok(hidden)
+            }
+            None => self.run_layers(embeds, 0, path, Pasts::Nothing),
+        }
+    }
+
+    /// Like [`Llama::forward_embeds`] without a cache, but after a shared,
+    /// gradient-free prefix (broadcast over the batch).
+    pub fn forward_after_prefix(&self, embeds: &Tensor, prefix: &FrozenPrefix, path: Path) -> Result<Tensor> {
+        self.run_layers(embeds, prefix.len, path, Pasts::Frozen(&prefix.layers))
+    }
+
+    fn run_layers(&self, embeds: &Tensor, past: usize, path: Path, mut pasts: Pasts) -> Result<Tensor> {
         let (_, t, _) = embeds.dims3()?;
-        let past = cache.as_ref().map_or(0, |c| c.position);
         if past + t > MAX_CONTEXT.min(self.config.max_position_embeddings) {
             bail!("the conversation exceeds the model's context of {} tokens", MAX_CONTEXT.min(self.config.max_position_embeddings));
         }
@@ -230,23 +287,21 @@ impl Llama {
         let mut xs = embeds.clone();
         for (i, block) in self.layers.iter().enumerate() {
             let h = block.input_layernorm.forward(&xs, path)?;
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            xs = (xs + block.self_attn.forward(&h, (&rope.0, &rope.1), mask.as_ref(), layer_cache, path)?)?;
+            let layer_past = match &mut pasts {
+                Pasts::Nothing => Past::Nothing,
+                Pasts::Cache(layers) => Past::Cache(&mut layers[i]),
+                Pasts::Frozen(layers) => Past::Frozen(&layers[i]),
+            };
+            xs = (xs + block.self_attn.forward(&h, (&rope.0, &rope.1), mask.as_ref(), layer_past, path)?)?;
             let h = block.post_attention_layernorm.forward(&xs, path)?;
             xs = (&xs + block.mlp.forward(&h)?)?;
-        }
-        if let Some(cache) = cache {
-            cache.position += t;
         }
         Ok(self.norm.forward(&xs, path)?)
     }
 
     /// Hidden states (batch, seq, hidden) -> logits (batch, seq, vocab).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(match &self.lm_head {
-            Some(head) => head.forward(hidden)?,
-            None => hidden.broadcast_matmul(&self.embed_tokens.t()?)?,
-        })
+        Ok(self.lm_head.forward(hidden)?)
     }
 
     /// Logits of the last position only, as f32 (1-D, vocab): what generation needs.
