@@ -50,11 +50,18 @@ pub struct Answer {
     pub tokens_per_s: f64,
 }
 
-/// What the user said: text (typed, or a transcript) or projected audio.
+/// What the user said: text (typed, or a transcript) or projected audio,
+/// optionally followed by a typed instruction about that audio.
 enum UserTurn<'a> {
     Text(&'a str),
-    Audio(Tensor),
+    Audio { audio: Tensor, instruction: Option<&'a str> },
 }
+
+/// The instruction that asks for a verbatim transcript (alignment training and evaluation).
+pub const REPEAT_INSTRUCTION: &str = "Repeat exactly what I said.";
+
+/// Separates spoken content from a typed instruction in the user turn (both modes).
+const INSTRUCTION_SEPARATOR: &str = "\n\n";
 
 struct PromptPrefix {
     ids: Vec<u32>,
@@ -141,6 +148,23 @@ impl Assistant {
         &self.llm_tokenizer
     }
 
+    /// The encoder output of a whole clip (1, frames, width): windows joined in time.
+    pub fn encode_audio(&self, samples: &[f32]) -> Result<Tensor> {
+        Ok(Tensor::cat(&self.encode(samples, &mut Timings::default())?, 1)?)
+    }
+
+    /// Token ids of the prompt before and after the projected audio of an
+    /// end-to-end turn; training builds its prompts with these so that they
+    /// match inference exactly.
+    pub fn audio_turn_ids(&self, instruction: Option<&str>) -> Result<(Vec<u32>, Vec<u32>)> {
+        let (before, after) = &self.turn_template;
+        let after = match instruction {
+            Some(instruction) => format!("{INSTRUCTION_SEPARATOR}{instruction}{after}"),
+            None => after.clone(),
+        };
+        Ok((self.token_ids(before)?, self.token_ids(&after)?))
+    }
+
     /// Encoder outputs of consecutive windows of 16 kHz audio, each at most
     /// 30 s including [`TRAILING_SILENCE`].
     fn encode(&self, samples: &[f32], timings: &mut Timings) -> Result<Vec<Tensor>> {
@@ -201,6 +225,19 @@ impl Assistant {
         sampling: &SamplingOptions,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
+        self.ask_audio_with(samples, mode, None, sampling, on_text)
+    }
+
+    /// Answers spoken audio followed by a typed `instruction` about it (for
+    /// example [`REPEAT_INSTRUCTION`]).
+    pub fn ask_audio_with(
+        &self,
+        samples: &[f32],
+        mode: Mode,
+        instruction: Option<&str>,
+        sampling: &SamplingOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
         let start = Instant::now();
         let mut timings = Timings::default();
         let encoded = self.encode(samples, &mut timings)?;
@@ -210,7 +247,11 @@ impl Assistant {
                 if transcript.is_empty() {
                     bail!("no speech was recognised in the audio");
                 }
-                let answer = self.generate(UserTurn::Text(&transcript), sampling, start, &mut timings, on_text)?;
+                let turn = match instruction {
+                    Some(instruction) => format!("{transcript}{INSTRUCTION_SEPARATOR}{instruction}"),
+                    None => transcript.clone(),
+                };
+                let answer = self.generate(UserTurn::Text(&turn), sampling, start, &mut timings, on_text)?;
                 Ok(Answer { transcript: Some(transcript), ..answer })
             }
             Mode::E2e => {
@@ -218,7 +259,7 @@ impl Assistant {
                     bail!("this model has no projector, so it cannot answer end-to-end; use --mode cascade or a model packed with --projector");
                 };
                 let audio = Tensor::cat(&encoded.iter().map(|e| projector.forward(e, OpsPath::Fast)).collect::<Result<Vec<_>>>()?, 1)?;
-                self.generate(UserTurn::Audio(audio), sampling, start, &mut timings, on_text)
+                self.generate(UserTurn::Audio { audio, instruction }, sampling, start, &mut timings, on_text)
             }
         }
     }
@@ -258,8 +299,9 @@ impl Assistant {
                 }
                 self.llm.embed(&Tensor::new(&ids[prefix.ids.len()..], &self.device)?.unsqueeze(0)?)?
             }
-            UserTurn::Audio(audio) => {
-                let after = self.llm.embed(&Tensor::new(self.token_ids(after)?.as_slice(), &self.device)?.unsqueeze(0)?)?;
+            UserTurn::Audio { audio, instruction } => {
+                let (_, after) = self.audio_turn_ids(instruction)?;
+                let after = self.llm.embed(&Tensor::new(after.as_slice(), &self.device)?.unsqueeze(0)?)?;
                 Tensor::cat(&[&audio.to_dtype(after.dtype())?, &after], 1)?
             }
         };

@@ -7,6 +7,7 @@
 //! together by [`assistant`]; [`model::file`] is the single-file model format and
 //! [`import`] builds it from the pinned upstream checkpoints.
 
+pub mod align;
 pub mod assistant;
 pub mod atomic;
 pub mod audio;
@@ -16,3 +17,4 @@ pub mod generation;
 pub mod import;
 pub mod listen;
 pub mod model;
+pub mod train;

@@ -6,6 +6,7 @@ mod devices;
 mod info;
 mod listen;
 mod pack;
+mod train_projector;
 mod transcribe;
 
 use anyhow::Result;
@@ -35,6 +36,8 @@ enum Command {
     Devices,
     /// Synthesize the spoken corpus (espeak-ng + sox): train / dev / test WAVs and a manifest.
     Corpus(corpus::CorpusArgs),
+    /// Train the speech-to-LLM projector on a corpus (encoder and LLM frozen).
+    TrainProjector(train_projector::TrainProjectorArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -64,5 +67,6 @@ pub fn run() -> Result<()> {
         Command::Listen(args) => listen::run(&args),
         Command::Devices => devices::run(),
         Command::Corpus(args) => corpus::run(&args),
+        Command::TrainProjector(args) => train_projector::run(&args),
     }
 }

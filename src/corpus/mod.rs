@@ -247,3 +247,15 @@ pub(crate) fn stable_hash(parts: &[&str]) -> u64 {
     }
     mix64(h)
 }
+
+/// Reads `DIR/manifest.jsonl` as written by [`generate`].
+pub fn read_manifest(dir: &Path) -> Result<Vec<ManifestEntry>> {
+    let path = dir.join("manifest.jsonl");
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {} (create the corpus with `kioku corpus --out {}`)", path.display(), dir.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| serde_json::from_str(line).with_context(|| format!("{} line {} is not a manifest entry", path.display(), i + 1)))
+        .collect()
+}
