@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// Item `i`: every third one text, the others speech of a length that varies with `i`.
 fn item(i: usize) -> ReplayItem {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         return ReplayItem::text(&format!("t{i}"), "test", &format!("question {i}?"), &format!("answer {i}."));
     }
     let audio: Vec<f32> = (0..200 + (i * 37) % 800).map(|n| ((n + i) as f32 * 0.05).sin() * 0.5).collect();
@@ -242,7 +242,7 @@ fn seeding_from_a_corpus_manifest_takes_that_splits_clips() {
 
     let mut buffer = ReplayBuffer::new(&dir.path().join("replay.kbuf"), ReplayLimits::default(), 0);
     let summary = buffer.seed_from_corpus(&manifest_path, Split::Train, Some(2)).unwrap();
-    assert_eq!((summary.offered, summary.kept), (2, 2));
+    assert_eq!((summary.offered, summary.held), (2, 2));
     assert_eq!(ids(&buffer), ["question-0", "question-2"]);
     let clip = buffer.items().next().unwrap();
     assert_eq!((clip.source.as_str(), clip.speaker()), ("corpus:train", Some("en+m0-s160-p50")));

@@ -6,6 +6,7 @@ mod devices;
 mod info;
 mod listen;
 mod pack;
+mod replay;
 mod transcribe;
 
 use anyhow::Result;
@@ -35,6 +36,8 @@ enum Command {
     Devices,
     /// Synthesize the spoken corpus (espeak-ng + sox): train / dev / test WAVs and a manifest.
     Corpus(corpus::CorpusArgs),
+    /// Inspect or fill an experience-replay buffer (past items mixed into adaptation).
+    Replay(replay::ReplayArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -64,5 +67,6 @@ pub fn run() -> Result<()> {
         Command::Listen(args) => listen::run(&args),
         Command::Devices => devices::run(),
         Command::Corpus(args) => corpus::run(&args),
+        Command::Replay(args) => replay::run(&args),
     }
 }

@@ -40,6 +40,11 @@ pub struct ReplayLimits {
     pub max_bytes: u64,
 }
 
+impl ReplayLimits {
+    /// No cap: for looking at a buffer without evicting anything.
+    pub const NONE: ReplayLimits = ReplayLimits { max_items: usize::MAX, max_bytes: u64::MAX };
+}
+
 impl Default for ReplayLimits {
     /// 512 items or 64 MB (about 33 minutes of speech), whichever binds first.
     fn default() -> Self {
@@ -190,15 +195,13 @@ impl ReplayBuffer {
             items: self.len(),
             bytes: self.bytes,
             seen: self.seen,
-            max_items: self.limits.max_items,
-            max_bytes: self.limits.max_bytes,
             speech_seconds: 0.0,
-            by_kind: ReplayKind::ALL.iter().map(|k| (k.as_str(), 0)).collect(),
+            by_kind: ReplayKind::ALL.iter().map(|k| (k.as_str().to_string(), 0)).collect(),
             by_speaker: BTreeMap::new(),
             by_source: BTreeMap::new(),
         };
         for item in self.items() {
-            *stats.by_kind.entry(item.kind().as_str()).or_default() += 1;
+            *stats.by_kind.entry(item.kind().as_str().to_string()).or_default() += 1;
             *stats.by_source.entry(item.source.clone()).or_default() += 1;
             if let ReplayContent::Speech { audio, speaker, .. } = &item.content {
                 *stats.by_speaker.entry(speaker.clone()).or_default() += 1;
@@ -225,16 +228,14 @@ impl ReplayBuffer {
     }
 }
 
-/// What `kioku replay info` shows.
+/// What a buffer holds, as `kioku replay info` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplayStats {
     pub items: usize,
     pub bytes: u64,
     pub seen: u64,
-    pub max_items: usize,
-    pub max_bytes: u64,
     pub speech_seconds: f64,
-    pub by_kind: BTreeMap<&'static str, usize>,
+    pub by_kind: BTreeMap<String, usize>,
     pub by_speaker: BTreeMap<String, usize>,
     pub by_source: BTreeMap<String, usize>,
 }

@@ -1,17 +1,19 @@
 //! Filling a buffer from the synthetic corpus: the train split's voices are the
 //! speakers the model already knows, so their clips are what replay must keep alive.
 
-use super::{Offer, ReplayBuffer, ReplayItem};
+use super::{ReplayBuffer, ReplayItem};
 use crate::assistant::load_audio_16k;
 use crate::corpus::{ManifestEntry, Split};
 use anyhow::{Context, Result};
+use std::collections::HashSet;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeedSummary {
     /// Clips offered to the reservoir (already held ones not counted).
     pub offered: usize,
-    pub kept: usize,
+    /// Of those, how many the buffer holds once all were offered.
+    pub held: usize,
 }
 
 impl ReplayBuffer {
@@ -22,9 +24,9 @@ impl ReplayBuffer {
         let text = std::fs::read_to_string(manifest).with_context(|| format!("cannot read corpus manifest {}", manifest.display()))?;
         let dir = manifest.parent().unwrap_or(Path::new("."));
         let source = format!("corpus:{}", split.as_str());
-        let mut summary = SeedSummary::default();
+        let mut offered = HashSet::new();
         for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            if max_items.is_some_and(|max| summary.offered >= max) {
+            if max_items.is_some_and(|max| offered.len() >= max) {
                 break;
             }
             let entry: ManifestEntry = serde_json::from_str(line)
@@ -34,12 +36,10 @@ impl ReplayBuffer {
             }
             let audio = load_audio_16k(&dir.join(&entry.path))
                 .with_context(|| format!("clip {} of {}", entry.id, manifest.display()))?;
-            summary.offered += 1;
-            let outcome = self.offer(ReplayItem::speech(&entry.id, &source, &audio, &entry.text, &entry.voice));
-            if outcome == Offer::Kept {
-                summary.kept += 1;
-            }
+            self.offer(ReplayItem::speech(&entry.id, &source, &audio, &entry.text, &entry.voice));
+            offered.insert(entry.id);
         }
-        Ok(summary)
+        let held = self.items().filter(|i| offered.contains(&i.id)).count();
+        Ok(SeedSummary { offered: offered.len(), held })
     }
 }
