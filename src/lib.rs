@@ -5,8 +5,10 @@
 //! The path of a question: [`audio`] (WAV / microphone -> 16 kHz -> log-mel) ->
 //! [`model::whisper`] (encoder, ASR decoder) -> [`model::llama`] (answer), glued
 //! together by [`assistant`]; [`model::file`] is the single-file model format and
-//! [`import`] builds it from the pinned upstream checkpoints.
+//! [`import`] builds it from the pinned upstream checkpoints. [`adapt`] holds what
+//! speaker adaptation needs to keep old skills, starting with the replay buffer.
 
+pub mod adapt;
 pub mod align;
 pub mod assistant;
 pub mod atomic;

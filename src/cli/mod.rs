@@ -7,6 +7,7 @@ mod info;
 mod listen;
 mod pack;
 mod train_projector;
+mod replay;
 mod transcribe;
 
 use anyhow::Result;
@@ -38,6 +39,8 @@ enum Command {
     Corpus(corpus::CorpusArgs),
     /// Train the speech-to-LLM projector on a corpus (encoder and LLM frozen).
     TrainProjector(train_projector::TrainProjectorArgs),
+    /// Inspect or fill an experience-replay buffer (past items mixed into adaptation).
+    Replay(replay::ReplayArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -68,5 +71,6 @@ pub fn run() -> Result<()> {
         Command::Devices => devices::run(),
         Command::Corpus(args) => corpus::run(&args),
         Command::TrainProjector(args) => train_projector::run(&args),
+        Command::Replay(args) => replay::run(&args),
     }
 }

@@ -1,0 +1,83 @@
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use kioku::adapt::replay::{ReplayBuffer, ReplayLimits};
+use kioku::corpus::Split;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[command(subcommand)]
+    command: ReplayCommand,
+}
+
+#[derive(Subcommand)]
+enum ReplayCommand {
+    /// Show what a replay buffer holds: items by kind, speaker and source, size, offers seen.
+    Info {
+        /// Replay buffer file.
+        path: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offer a corpus split's clips to a replay buffer (created if missing) and save it.
+    Seed {
+        /// Replay buffer file.
+        path: PathBuf,
+        /// The corpus manifest (`kioku corpus --out DIR` writes DIR/manifest.jsonl).
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Which split's clips: train, dev or test.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Offer at most this many clips (default: the whole split).
+        #[arg(long)]
+        clips: Option<usize>,
+        /// Most items the buffer holds.
+        #[arg(long, default_value_t = ReplayLimits::default().max_items)]
+        max_items: usize,
+        /// Most megabytes (10^6 bytes) the buffer holds.
+        #[arg(long, default_value_t = ReplayLimits::default().max_bytes / 1_000_000)]
+        max_mb: u64,
+    },
+}
+
+pub fn run(args: &ReplayArgs) -> Result<()> {
+    match &args.command {
+        ReplayCommand::Info { path, json } => info(&ReplayBuffer::open(path, ReplayLimits::NONE)?, *json),
+        ReplayCommand::Seed { path, corpus, split, clips, max_items, max_mb } => {
+            let Some(split) = Split::ALL.into_iter().find(|s| s.as_str() == split) else {
+                bail!("unknown split {split:?}: use train, dev or test");
+            };
+            let limits = ReplayLimits { max_items: *max_items, max_bytes: max_mb.saturating_mul(1_000_000) };
+            let mut buffer = ReplayBuffer::open(path, limits)?;
+            let summary = buffer.seed_from_corpus(corpus, split, *clips)?;
+            buffer.save()?;
+            eprintln!("offered {} clips; the buffer holds {} of them", summary.offered, summary.held);
+            info(&buffer, false)
+        }
+    }
+}
+
+fn info(buffer: &ReplayBuffer, json: bool) -> Result<()> {
+    let stats = buffer.stats();
+    if json {
+        println!("{}", serde_json::to_string(&stats)?);
+        return Ok(());
+    }
+    println!(
+        "{}  {} items, {:.1} MB, {:.1} min of speech, {} offered over its life",
+        buffer.path().display(),
+        stats.items,
+        stats.bytes as f64 / 1e6,
+        stats.speech_seconds / 60.0,
+        stats.seen
+    );
+    for (title, counts) in [("kind", &stats.by_kind), ("speaker", &stats.by_speaker), ("source", &stats.by_source)] {
+        println!("by {title}:");
+        for (name, count) in counts {
+            println!("  {count:6}  {name}");
+        }
+    }
+    Ok(())
+}
