@@ -1,6 +1,7 @@
-//! The one linear layer every model uses, so that LoRA adapters can later be
-//! attached to any projection without touching model code.
+//! The one linear layer every model uses, so that LoRA adapters attach to any
+//! projection without touching model code.
 
+use super::lora::LoraLayer;
 use super::weights::{Stored, Weights};
 use anyhow::Result;
 use super::q8::Q8Matrix;
@@ -19,6 +20,8 @@ enum Kernel {
 pub struct Linear {
     kernel: Kernel,
     bias: Option<Tensor>,
+    /// LoRA terms added to the output (see [`super::lora`]).
+    adapters: Vec<LoraLayer>,
 }
 
 impl Linear {
@@ -32,32 +35,40 @@ impl Linear {
             Stored::Dense(t) => Kernel::Dense(t),
         };
         let bias = if bias { Some(w.take("bias", out_dim)?) } else { None };
-        Ok(Self { kernel, bias })
+        Ok(Self { kernel, bias, adapters: w.lora_layers(in_dim, out_dim)? })
     }
 
     /// Loads a bias that some checkpoints store and others omit (Whisper's key
     /// projection: HF drops it, CTranslate2 stores zeros).
     pub fn load_optional_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = w.take("weight", (out_dim, in_dim))?;
-        Ok(Self { kernel: Kernel::Dense(weight), bias: w.take_optional("bias", out_dim)? })
+        Ok(Self { kernel: Kernel::Dense(weight), bias: w.take_optional("bias", out_dim)?, adapters: w.lora_layers(in_dim, out_dim)? })
     }
 }
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = match &self.kernel {
-            // (..., in) x (in, out): broadcast the transposed weight over batch dims.
-            Kernel::Dense(w) => match xs.dims() {
-                [b1, b2, _, _] => xs.matmul(&w.broadcast_left((*b1, *b2))?.t()?)?,
-                [b, _, _] => xs.matmul(&w.broadcast_left(*b)?.t()?)?,
-                _ => xs.matmul(&w.t()?)?,
-            },
+        let mut ys = match &self.kernel {
+            Kernel::Dense(w) => matmul_t(xs, w)?,
             Kernel::Quantized(q) => q.forward(&xs.to_dtype(candle_core::DType::F32)?)?.to_dtype(xs.dtype())?,
         };
-        match &self.bias {
-            Some(bias) => ys.broadcast_add(bias),
-            None => Ok(ys),
+        if let Some(bias) = &self.bias {
+            ys = ys.broadcast_add(bias)?;
         }
+        for adapter in &self.adapters {
+            ys = (ys + adapter.forward(xs)?)?;
+        }
+        Ok(ys)
+    }
+}
+
+/// `xs` (..., in) times the transpose of `w` (out, in): the weight is
+/// broadcast over the batch dims, which backpropagates on every device.
+pub(crate) fn matmul_t(xs: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    match xs.dims() {
+        [b1, b2, _, _] => xs.matmul(&w.broadcast_left((*b1, *b2))?.t()?),
+        [b, _, _] => xs.matmul(&w.broadcast_left(*b)?.t()?),
+        _ => xs.matmul(&w.t()?),
     }
 }
 
