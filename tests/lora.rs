@@ -275,6 +275,10 @@ fn adapters_that_do_not_fit_are_refused_with_a_clear_error() {
     let e = error_of(load_encoder(&path));
     assert!(e.contains("`encoder.layers.9.fc1`, which is not a linear layer"), "{e}");
 
+    let quantized = training_set(&["llm-attn"], 0.0);
+    let e = error_of(Llama::load(&weights(&quantized, false).pp("llm"), &header.llm));
+    assert!(e.contains("`llm.layers.0.self_attn.q_proj` is quantized; training adapters needs dense weights"), "{e}");
+
     let typo = training_set(&["llm-atn"], 0.0);
     WhisperEncoder::load(&weights(&typo, false).pp("encoder"), &header.whisper).unwrap();
     let e = error_of(typo.ensure_all_attached());

@@ -3,7 +3,7 @@
 
 use super::lora::LoraLayer;
 use super::weights::{Stored, Weights};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use super::q8::Q8Matrix;
 use candle_core::{Module, Tensor};
 use std::sync::Arc;
@@ -35,7 +35,12 @@ impl Linear {
             Stored::Dense(t) => Kernel::Dense(t),
         };
         let bias = if bias { Some(w.take("bias", out_dim)?) } else { None };
-        Ok(Self { kernel, bias, adapters: w.lora_layers(in_dim, out_dim)? })
+        let adapters = w.lora_layers(in_dim, out_dim)?;
+        if matches!(kernel, Kernel::Quantized(_)) && adapters.iter().any(LoraLayer::is_trainable) {
+            // No gradient flows back through the q8 kernel to earlier layers.
+            bail!("`{}` is quantized; training adapters needs dense weights (Weights::with_dense_only)", w.module_name());
+        }
+        Ok(Self { kernel, bias, adapters })
     }
 
     /// Loads a bias that some checkpoints store and others omit (Whisper's key

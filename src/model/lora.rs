@@ -147,9 +147,15 @@ pub(crate) struct LoraLayer {
     /// `s·α/r`
     factor: f64,
     dropout: Option<Dropout>,
+    /// Its factors are variables of a training run.
+    trainable: bool,
 }
 
 impl LoraLayer {
+    pub(crate) fn is_trainable(&self) -> bool {
+        self.trainable
+    }
+
     /// The adapter's term `factor·B·(A·x)`, in the dtype of `xs`.
     pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let input = match &self.dropout {
@@ -270,6 +276,7 @@ impl LoraSet {
                 b: pair.b.to_device(device)?.to_dtype(dtype)?,
                 factor: applied.scale * applied.adapter.config.scaling(),
                 dropout: None,
+                trainable: false,
             });
         }
         if let Some(training) = self.training.as_ref().filter(|t| t.targets.matches(module)) {
@@ -284,6 +291,7 @@ impl LoraSet {
                     active: training.dropout_active.clone(),
                     rng: training.dropout_rng.clone(),
                 }),
+                trainable: true,
             });
         }
         Ok(layers)

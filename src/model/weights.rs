@@ -60,10 +60,15 @@ impl Weights {
         self
     }
 
+    /// The module these weights belong to: the prefix, e.g. `llm.layers.3.self_attn.q_proj`.
+    pub fn module_name(&self) -> &str {
+        &self.prefix
+    }
+
     /// The adapters of the linear layer (out, in) at this prefix.
     pub(crate) fn lora_layers(&self, in_dim: usize, out_dim: usize) -> Result<Vec<LoraLayer>> {
         match &self.lora {
-            Some(set) => set.attach(&self.prefix, in_dim, out_dim, &self.device, self.dtype),
+            Some(set) => set.attach(self.module_name(), in_dim, out_dim, &self.device, self.dtype),
             None => Ok(Vec::new()),
         }
     }
