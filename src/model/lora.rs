@@ -354,6 +354,37 @@ mod tests {
         assert!(TargetModules::new(&["llm.(unclosed"]).is_err());
     }
 
+    /// Outputs of a one-module model whose adapter was created with `seed`:
+    /// two with dropout on, then one with it off; and the adapter's A.
+    fn seeded_outputs(seed: u64) -> (Vec<Vec<f32>>, Tensor) {
+        use crate::model::{linear::Linear, weights::Weights};
+        use candle_core::Module;
+        let dev = Device::Cpu;
+        let config = LoraConfig { rank: 2, alpha: 4.0, dropout: 0.5 };
+        let set = Arc::new(LoraSet::default().train(config, TargetModules::new(&["m"]).unwrap(), seed).unwrap());
+        let tensors = [("m.weight".to_string(), Tensor::ones((3, 8), DType::F32, &dev).unwrap())].into();
+        let linear = Linear::load(&Weights::new(tensors, DType::F32, &dev).with_lora(set.clone()).pp("m"), 8, 3, false).unwrap();
+        let vars = &set.vars()["m"];
+        vars.b.set(&Tensor::ones((3, 2), DType::F32, &dev).unwrap()).unwrap();
+        let xs = Tensor::arange(0f32, 8.0, &dev).unwrap().unsqueeze(0).unwrap();
+        let mut outputs: Vec<Vec<f32>> = (0..2).map(|_| linear.forward(&xs).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        set.set_dropout_active(false);
+        outputs.push(linear.forward(&xs).unwrap().flatten_all().unwrap().to_vec1().unwrap());
+        (outputs, vars.a.as_tensor().clone())
+    }
+
+    #[test]
+    fn seed_fixes_initialisation_and_dropout() {
+        let (outputs, a) = seeded_outputs(3);
+        let (again, a_again) = seeded_outputs(3);
+        assert_eq!(outputs, again);
+        assert_ne!(outputs[0], outputs[1], "each forward draws a new dropout mask");
+        assert_eq!(a.to_vec2::<f32>().unwrap(), a_again.to_vec2::<f32>().unwrap());
+        let bound = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(bound > 0.0 && bound <= 1.0 / 8f32.sqrt(), "A is kaiming-uniform within 1/sqrt(in): {bound}");
+        assert_ne!(seeded_outputs(4).0, outputs);
+    }
+
     #[test]
     fn bake_adds_the_scaled_product() {
         let dev = Device::Cpu;
