@@ -8,13 +8,14 @@ use crate::generation::{ChatTemplate, Sampler, SamplingOptions, TokenStream};
 use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::llama::{Llama, LlamaCache};
 use crate::model::ops::Path as OpsPath;
+use crate::model::peft::{self, AdapterSpec};
 use crate::model::projector::Projector;
 use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
@@ -104,11 +105,17 @@ fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
 impl Assistant {
     /// Memory-maps `path`, builds every component on `device`, drops the mapping.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::load_with_adapters(path, device, &[])
+    }
+
+    /// Like [`Assistant::load`], with LoRA adapters applied at their scales.
+    pub fn load_with_adapters(path: &Path, device: &Device, adapters: &[AdapterSpec]) -> Result<Self> {
         let start = Instant::now();
         let dtype = crate::device::default_dtype(device);
         let mapped = MappedModel::open(path)?;
-        let weights = mapped.weights(device, dtype)?;
         let header = mapped.header.clone();
+        let lora = Arc::new(peft::load_all(adapters, &header)?);
+        let weights = mapped.weights(device, dtype)?.with_lora(lora.clone());
         drop(mapped);
         let describe = || format!("model {} does not match its own configuration", path.display());
         let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
@@ -117,6 +124,7 @@ impl Assistant {
         let projector =
             header.projector.as_ref().map(|cfg| Projector::load(&weights.pp(PROJECTOR), cfg)).transpose().with_context(describe)?;
         weights.ensure_all_claimed().with_context(describe)?;
+        lora.ensure_all_attached()?;
         let whisper_tokenizer = tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
         let whisper_special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
         Ok(Self {

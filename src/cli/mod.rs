@@ -12,6 +12,7 @@ mod transcribe;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use kioku::model::peft::AdapterSpec;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -52,12 +53,16 @@ pub struct ModelArgs {
     /// Where to run: auto picks CUDA or Metal when built in and present, else CPU.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// LoRA adapter directory (PEFT layout) to apply, optionally at a scale
+    /// (default 1; below 1 keeps more of the base model). Repeat to stack adapters.
+    #[arg(long = "adapter", value_name = "DIR[:SCALE]")]
+    pub adapters: Vec<AdapterSpec>,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> Result<kioku::assistant::Assistant> {
         let device = kioku::device::parse_device(&self.device)?;
-        kioku::assistant::Assistant::load(&self.model, &device)
+        kioku::assistant::Assistant::load_with_adapters(&self.model, &device, &self.adapters)
     }
 }
 

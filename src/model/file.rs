@@ -54,6 +54,22 @@ pub struct ModelHeader {
 }
 
 impl ModelHeader {
+    /// sha256 (hex) of what fixes the base weights: each component's config and
+    /// provenance. Storage choices (dtype, q8 blocks) are left out, so an
+    /// adapter fits every packing of the same checkpoints, as a llama.cpp LoRA
+    /// trained in f16 applies to a quantized model.
+    pub fn base_identity(&self) -> Result<String> {
+        use sha2::Digest;
+        let fixed = serde_json::json!({
+            "whisper": self.whisper,
+            "llm": self.llm,
+            "projector": self.projector,
+            "provenance": self.provenance,
+        });
+        let digest = sha2::Sha256::digest(serde_json::to_vec(&fixed)?);
+        Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     fn to_metadata(&self) -> Result<HashMap<String, String>> {
         let mut m = HashMap::from([
             (FORMAT_KEY.to_string(), FORMAT_VERSION.to_string()),

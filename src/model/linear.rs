@@ -1,8 +1,9 @@
-//! The one linear layer every model uses, so that LoRA adapters can later be
-//! attached to any projection without touching model code.
+//! The one linear layer every model uses, so that LoRA adapters attach to any
+//! projection without touching model code.
 
+use super::lora::LoraLayer;
 use super::weights::{Stored, Weights};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use super::q8::Q8Matrix;
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Storage, Tensor, D};
 use std::sync::Arc;
@@ -19,6 +20,8 @@ enum Kernel {
 pub struct Linear {
     kernel: Kernel,
     bias: Option<Tensor>,
+    /// LoRA terms added to the output (see [`super::lora`]).
+    adapters: Vec<LoraLayer>,
 }
 
 impl Linear {
@@ -32,44 +35,56 @@ impl Linear {
             Stored::Dense(t) => Kernel::Dense(t),
         };
         let bias = if bias { Some(w.take("bias", out_dim)?) } else { None };
-        Ok(Self { kernel, bias })
+        let adapters = w.lora_layers(in_dim, out_dim)?;
+        if matches!(kernel, Kernel::Quantized(_)) && adapters.iter().any(LoraLayer::is_trainable) {
+            // No gradient flows back through the q8 kernel to earlier layers.
+            bail!("`{}` is quantized; training adapters needs dense weights (Weights::with_dense_only)", w.module_name());
+        }
+        Ok(Self { kernel, bias, adapters })
     }
 
     /// A bias-free layer over an existing dense weight (out, in), such as tied embeddings.
     pub fn from_dense(weight: Tensor) -> Self {
-        Self { kernel: Kernel::Dense(weight), bias: None }
+        Self { kernel: Kernel::Dense(weight), bias: None, adapters: Vec::new() }
     }
 
     /// Loads a bias that some checkpoints store and others omit (Whisper's key
     /// projection: HF drops it, CTranslate2 stores zeros).
     pub fn load_optional_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = w.take("weight", (out_dim, in_dim))?;
-        Ok(Self { kernel: Kernel::Dense(weight), bias: w.take_optional("bias", out_dim)? })
+        Ok(Self { kernel: Kernel::Dense(weight), bias: w.take_optional("bias", out_dim)?, adapters: w.lora_layers(in_dim, out_dim)? })
     }
 }
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = match &self.kernel {
-            // One 2-D matmul over all leading dims: no broadcast copies of the weight.
-            Kernel::Dense(w) => {
-                let mut out_dims = xs.dims().to_vec();
-                let rows = xs.reshape(((), xs.dim(D::Minus1)?))?;
-                let ys = if xs.track_op() && !w.is_variable() && xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
-                    rows.contiguous()?.apply_op1(FrozenMatmul { weight: w.clone() })?
-                } else {
-                    rows.matmul(&w.t()?)?
-                };
-                *out_dims.last_mut().expect("a linear layer's input has a feature dimension") = w.dim(0)?;
-                ys.reshape(out_dims)?
-            }
+        let mut ys = match &self.kernel {
+            Kernel::Dense(w) => matmul_t(xs, w)?,
             Kernel::Quantized(q) => q.forward(&xs.to_dtype(candle_core::DType::F32)?)?.to_dtype(xs.dtype())?,
         };
-        match &self.bias {
-            Some(bias) => ys.broadcast_add(bias),
-            None => Ok(ys),
+        if let Some(bias) = &self.bias {
+            ys = ys.broadcast_add(bias)?;
         }
+        for adapter in &self.adapters {
+            ys = (ys + adapter.forward(xs)?)?;
+        }
+        Ok(ys)
     }
+}
+
+/// `xs` (..., in) times the transpose of `w` (out, in), as one 2-D matmul
+/// over all leading dims (no broadcast copies of the weight). A constant
+/// weight under a trained input takes [`FrozenMatmul`] on the CPU.
+pub(crate) fn matmul_t(xs: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let mut out_dims = xs.dims().to_vec();
+    let rows = xs.reshape(((), xs.dim(D::Minus1)?))?;
+    let ys = if xs.track_op() && !w.is_variable() && xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
+        rows.contiguous()?.apply_op1(FrozenMatmul { weight: w.clone() })?
+    } else {
+        rows.matmul(&w.t()?)?
+    };
+    *out_dims.last_mut().expect("a linear layer's input has a feature dimension") = w.dim(0)?;
+    ys.reshape(out_dims)
 }
 
 /// `x·Wᵀ` for a weight that does not train (a frozen base under a trained

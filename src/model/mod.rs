@@ -4,8 +4,10 @@
 pub mod file;
 pub mod linear;
 pub mod llama;
+pub mod lora;
 pub mod norm;
 pub mod ops;
+pub mod peft;
 pub mod projector;
 pub mod q8;
 pub mod weights;

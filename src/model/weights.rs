@@ -3,11 +3,13 @@
 //! name instead of a matmul error deep inside a forward pass.
 
 use anyhow::{bail, Context, Result};
+use super::lora::{LoraLayer, LoraSet};
 use super::q8::Q8Matrix;
 use candle_core::{DType, Device, Shape, Tensor};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// A stored tensor: dense, or 8-bit blocks packed for fast CPU decoding.
 pub enum Stored {
@@ -22,6 +24,7 @@ pub struct Weights {
     dtype: DType,
     device: Device,
     dense_only: bool,
+    lora: Option<Arc<LoraSet>>,
 }
 
 impl Weights {
@@ -31,7 +34,7 @@ impl Weights {
     }
 
     pub fn from_stored(tensors: HashMap<String, Stored>, dtype: DType, device: &Device) -> Self {
-        Self { tensors: Rc::new(RefCell::new(tensors)), prefix: String::new(), dtype, device: device.clone(), dense_only: false }
+        Self { tensors: Rc::new(RefCell::new(tensors)), prefix: String::new(), dtype, device: device.clone(), dense_only: false, lora: None }
     }
 
     /// A view whose names are relative to `prefix` (joined with a dot).
@@ -49,6 +52,25 @@ impl Weights {
     pub fn with_dense_only(mut self, dense_only: bool) -> Self {
         self.dense_only = dense_only;
         self
+    }
+
+    /// Linear layers loaded from these weights take their adapters from `lora`.
+    pub fn with_lora(mut self, lora: Arc<LoraSet>) -> Self {
+        self.lora = Some(lora);
+        self
+    }
+
+    /// The module these weights belong to: the prefix, e.g. `llm.layers.3.self_attn.q_proj`.
+    pub fn module_name(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The adapters of the linear layer (out, in) at this prefix.
+    pub(crate) fn lora_layers(&self, in_dim: usize, out_dim: usize) -> Result<Vec<LoraLayer>> {
+        match &self.lora {
+            Some(set) => set.attach(self.module_name(), in_dim, out_dim, &self.device, self.dtype),
+            None => Ok(Vec::new()),
+        }
     }
 
     pub fn device(&self) -> &Device {

@@ -1,0 +1,200 @@
+//! Adapter directories in the PEFT layout, so the wider ecosystem can read
+//! them: `adapter_config.json` and `adapter_model.safetensors`, whose keys are
+//! `base_model.model.<module>.lora_A.weight` (r, in) and `….lora_B.weight`
+//! (out, r). The config also records which base model the adapter was trained
+//! on, so applying it to another one fails up front.
+
+use super::file::ModelHeader;
+use super::lora::{Adapter, LoraConfig, LoraPair, LoraSet};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "adapter_config.json";
+pub const TENSORS_FILE: &str = "adapter_model.safetensors";
+const KEY_PREFIX: &str = "base_model.model.";
+
+/// `--adapter DIR[:SCALE]`: an adapter directory and the scale `s` to apply it at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterSpec {
+    pub path: PathBuf,
+    pub scale: f64,
+}
+
+impl std::str::FromStr for AdapterSpec {
+    type Err = std::convert::Infallible;
+
+    /// Paths may contain ':', so only a suffix that parses as a finite number
+    /// is a scale, and never when the whole text names an existing path.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let scaled = text.rsplit_once(':').and_then(|(path, scale)| Some((path, scale.parse::<f64>().ok().filter(|s| s.is_finite())?)));
+        Ok(match scaled {
+            Some((path, scale)) if !Path::new(text).exists() => Self { path: path.into(), scale },
+            _ => Self { path: text.into(), scale: 1.0 },
+        })
+    }
+}
+
+/// `adapter_config.json`: PEFT's fields, plus kioku's own.
+#[derive(Debug, Serialize, Deserialize)]
+struct AdapterConfig {
+    peft_type: String,
+    r: usize,
+    lora_alpha: f64,
+    lora_dropout: f32,
+    target_modules: Vec<String>,
+    bias: String,
+    task_type: Option<String>,
+    base_model_name_or_path: Option<String>,
+    #[serde(default)]
+    fan_in_fan_out: bool,
+    #[serde(default)]
+    use_rslora: bool,
+    #[serde(default)]
+    use_dora: bool,
+    kioku: Option<KiokuFields>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct KiokuFields {
+    /// [`ModelHeader::base_identity`] of the model the adapter was trained on.
+    base_model_sha256: String,
+}
+
+/// Writes `adapter` into the directory `dir` (created if need be). Each file
+/// is replaced atomically, tensors first and config last: a kill in between
+/// leaves the new tensors beside the previous config, which still loads when
+/// rank and alpha did not change (every save of one training run) and is
+/// otherwise refused with a shape error, never applied wrongly.
+pub fn save(adapter: &Adapter, dir: &Path, base: &ModelHeader, base_name: &str) -> Result<()> {
+    let describe = || format!("cannot save adapter {}", dir.display());
+    let mut tensors = Vec::new();
+    for (module, pair) in &adapter.modules {
+        for (factor, t) in [("lora_A", &pair.a), ("lora_B", &pair.b)] {
+            let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?;
+            tensors.push((format!("{KEY_PREFIX}{module}.{factor}.weight"), t));
+        }
+    }
+    let config = AdapterConfig {
+        peft_type: "LORA".into(),
+        r: adapter.config.rank,
+        lora_alpha: adapter.config.alpha,
+        lora_dropout: adapter.config.dropout,
+        target_modules: adapter.modules.keys().cloned().collect(),
+        bias: "none".into(),
+        task_type: None,
+        base_model_name_or_path: Some(base_name.to_string()),
+        fan_in_fan_out: false,
+        use_rslora: false,
+        use_dora: false,
+        kioku: Some(KiokuFields { base_model_sha256: base.base_identity()? }),
+    };
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    crate::atomic::replace_with(&dir.join(TENSORS_FILE), |tmp| {
+        safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata), tmp)?;
+        Ok(())
+    })
+    .with_context(describe)?;
+    crate::atomic::write_bytes(&dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(&config)?).with_context(describe)
+}
+
+/// Reads the adapter in `dir`, checking that it was made for `base` and that
+/// its tensors agree with its config. Whether each module exists in the model
+/// with the right shape is checked as the model loads (see [`LoraSet`]).
+pub fn load(dir: &Path, base: &ModelHeader) -> Result<Adapter> {
+    read(dir, base).with_context(|| format!("cannot load adapter {}", dir.display()))
+}
+
+fn read(dir: &Path, base: &ModelHeader) -> Result<Adapter> {
+    let config_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path).with_context(|| format!("{} not found or unreadable", config_path.display()))?;
+    let config: AdapterConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a valid adapter config", config_path.display()))?;
+    if config.peft_type != "LORA" {
+        bail!("peft_type is `{}`; kioku applies LORA adapters only", config.peft_type);
+    }
+    if config.bias != "none" || config.use_rslora || config.use_dora || config.fan_in_fan_out {
+        bail!("only plain LoRA is supported (bias \"none\", no rsLoRA, DoRA or fan_in_fan_out)");
+    }
+    let Some(kioku) = &config.kioku else {
+        bail!("{CONFIG_FILE} has no `kioku.base_model_sha256`, so it was not made for a kioku model");
+    };
+    let identity = base.base_identity()?;
+    if kioku.base_model_sha256 != identity {
+        bail!(
+            "it was trained on a different base model ({}, identity {}…) than this one (identity {}…)",
+            config.base_model_name_or_path.as_deref().unwrap_or("unnamed"),
+            &kioku.base_model_sha256[..kioku.base_model_sha256.len().min(12)],
+            &identity[..12]
+        );
+    }
+    let rank = config.r;
+    if rank == 0 {
+        bail!("rank r must be at least 1");
+    }
+    let tensors_path = dir.join(TENSORS_FILE);
+    let tensors = candle_core::safetensors::load(&tensors_path, &Device::Cpu)
+        .with_context(|| format!("{} not found, unreadable or not safetensors", tensors_path.display()))?;
+    let mut factors: BTreeMap<String, (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
+    for (key, t) in tensors {
+        let module_factor = key.strip_prefix(KEY_PREFIX).and_then(|k| k.strip_suffix(".weight"));
+        let (module, is_a) = match module_factor.and_then(|k| k.rsplit_once('.')) {
+            Some((module, "lora_A")) => (module, true),
+            Some((module, "lora_B")) => (module, false),
+            _ => bail!("unexpected tensor `{key}` (expected `{KEY_PREFIX}<module>.lora_A.weight` or `.lora_B.weight`)"),
+        };
+        let entry = factors.entry(module.to_string()).or_default();
+        let t = t.to_dtype(DType::F32)?;
+        if is_a { entry.0 = Some(t) } else { entry.1 = Some(t) }
+    }
+    if factors.is_empty() {
+        bail!("{TENSORS_FILE} holds no LoRA tensors");
+    }
+    let modules = factors
+        .into_iter()
+        .map(|(module, pair)| {
+            let (Some(a), Some(b)) = pair else { bail!("`{module}` needs both lora_A and lora_B") };
+            if a.dims().len() != 2 || b.dims().len() != 2 || a.dim(0)? != rank || b.dim(1)? != rank {
+                bail!("`{module}`: lora_A {:?} and lora_B {:?} do not have the config's rank r={rank}", a.dims(), b.dims());
+            }
+            Ok((module, LoraPair { a, b }))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Adapter { config: LoraConfig { rank, alpha: config.lora_alpha, dropout: config.lora_dropout }, modules })
+}
+
+/// The set applying every adapter in `specs` to a model with header `base`.
+pub fn load_all(specs: &[AdapterSpec], base: &ModelHeader) -> Result<LoraSet> {
+    specs.iter().try_fold(LoraSet::default(), |set, spec| {
+        Ok(set.apply(load(&spec.path, base)?, spec.scale, spec.path.display().to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AdapterSpec;
+
+    fn spec(text: &str) -> AdapterSpec {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn scale_is_the_numeric_suffix_after_the_last_colon() {
+        assert_eq!(spec("adapters/alice"), AdapterSpec { path: "adapters/alice".into(), scale: 1.0 });
+        assert_eq!(spec("adapters/alice:0.5"), AdapterSpec { path: "adapters/alice".into(), scale: 0.5 });
+        assert_eq!(spec("a:b/alice:-1e-1"), AdapterSpec { path: "a:b/alice".into(), scale: -0.1 });
+        assert_eq!(spec("a:b/alice"), AdapterSpec { path: "a:b/alice".into(), scale: 1.0 });
+        assert_eq!(spec("alice:nan"), AdapterSpec { path: "alice:nan".into(), scale: 1.0 });
+    }
+
+    #[test]
+    fn an_existing_path_with_a_numeric_suffix_is_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("v:2");
+        std::fs::create_dir(&odd).unwrap();
+        let text = odd.to_str().unwrap();
+        assert_eq!(spec(text), AdapterSpec { path: odd.clone(), scale: 1.0 });
+        assert_eq!(spec(&format!("{text}:0.25")), AdapterSpec { path: odd, scale: 0.25 });
+    }
+}
