@@ -15,6 +15,7 @@ pub mod atomic;
 pub mod audio;
 pub mod corpus;
 pub mod device;
+pub mod eval;
 pub mod generation;
 pub mod import;
 pub mod listen;

@@ -54,38 +54,7 @@ pub fn assistant() -> kioku::assistant::Assistant {
     kioku::assistant::Assistant::load(&model_path(), &candle_core::Device::Cpu).expect("default model loads (run `make model`)")
 }
 
-/// Word error rate of `hyp` against `reference`, after lower-casing and
-/// stripping punctuation (Levenshtein distance over words / reference words).
-pub fn wer(reference: &str, hyp: &str) -> f64 {
-    let norm = |s: &str| -> Vec<String> {
-        s.to_lowercase()
-            .chars()
-            .map(|c| if c.is_alphanumeric() || c == '\'' || c.is_whitespace() { c } else { ' ' })
-            .collect::<String>()
-            .split_whitespace()
-            .map(|w| number_word(w).unwrap_or(w).to_string())
-            .collect()
-    };
-    let (r, h) = (norm(reference), norm(hyp));
-    let mut prev: Vec<usize> = (0..=h.len()).collect();
-    for i in 1..=r.len() {
-        let mut cur = vec![i; h.len() + 1];
-        for j in 1..=h.len() {
-            cur[j] = (prev[j - 1] + usize::from(r[i - 1] != h[j - 1])).min(prev[j] + 1).min(cur[j - 1] + 1);
-        }
-        prev = cur;
-    }
-    prev[h.len()] as f64 / r.len().max(1) as f64
-}
-
-/// Whisper writes small numbers as digits; the reference transcripts spell them.
-fn number_word(w: &str) -> Option<&'static str> {
-    const WORDS: [&str; 21] = [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
-    ];
-    w.parse::<usize>().ok().and_then(|n| WORDS.get(n).copied())
-}
+pub use kioku::eval::metrics::wer;
 
 /// candle-transformers' Whisper on the same (imported) weights, as reference.
 pub fn reference_whisper(imported: &kioku::import::ImportedWhisper) -> candle_transformers::models::whisper::model::Whisper {

@@ -1,0 +1,3 @@
+//! Measuring the assistant: word error rates and answer agreement.
+
+pub mod metrics;
