@@ -4,29 +4,14 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-const DATA: &str = "/usr/share/pocketsphinx/test/data";
-
-/// (wav, reference transcript) pairs from a pocketsphinx transcription file,
-/// whose lines look like `<s> words </s> (file_id)`.
-fn clips(dir: &str, transcription: &str) -> Vec<(PathBuf, String)> {
-    let dir = Path::new(DATA).join(dir);
-    let text = std::fs::read_to_string(dir.join(transcription)).expect("pocketsphinx-testdata is installed (make deps)");
-    text.lines()
-        .filter_map(|line| {
-            let (words, id) = line.rsplit_once('(')?;
-            let words = words.replace("<s>", "").replace("</s>", "");
-            Some((dir.join(format!("{}.wav", id.trim_end_matches(')').trim())), words.trim().to_string()))
-        })
-        .collect()
-}
+const DATA: &str = kioku::eval::real_speech::POCKETSPHINX_DATA;
 
 #[test]
 fn real_speech_word_error_rate_is_low() {
     let assistant = assistant();
-    let mut clips = clips("librivox", "transcription");
-    clips.extend(clips_cards());
+    let clips = kioku::eval::real_speech::pocketsphinx_clips().expect("pocketsphinx-testdata is installed (make deps)");
     assert_eq!(clips.len(), 10);
     let (mut errors, mut words) = (0.0, 0usize);
     for (wav, reference) in &clips {
@@ -41,10 +26,6 @@ fn real_speech_word_error_rate_is_low() {
     let total = errors / words as f64;
     eprintln!("overall WER on {} clips ({words} words): {total:.3}", clips.len());
     assert!(total < 0.12, "WER {total:.3} is above the 0.12 bound");
-}
-
-fn clips_cards() -> Vec<(PathBuf, String)> {
-    clips("cards", "cards.transcription")
 }
 
 #[test]
@@ -65,8 +46,7 @@ fn long_clip_is_transcribed_in_windows() {
     let assistant = assistant();
     let mut samples = Vec::new();
     let mut reference = String::new();
-    let all = clips("librivox", "transcription").into_iter().chain(clips_cards());
-    for (wav, text) in all {
+    for (wav, text) in kioku::eval::real_speech::pocketsphinx_clips().unwrap() {
         samples.extend(kioku::assistant::load_audio_16k(&wav).unwrap());
         samples.extend(std::iter::repeat_n(0.0, 8000));
         reference.push_str(&text);

@@ -3,6 +3,7 @@
 mod ask;
 mod corpus;
 mod devices;
+mod eval_align;
 mod info;
 mod listen;
 mod pack;
@@ -38,6 +39,8 @@ enum Command {
     Devices,
     /// Synthesize the spoken corpus (espeak-ng + sox): train / dev / test WAVs and a manifest.
     Corpus(corpus::CorpusArgs),
+    /// Measure end-to-end speech understanding: repeat WER, agreement with text mode, gold answers.
+    EvalAlign(eval_align::EvalAlignArgs),
     /// Train the speech-to-LLM projector on a corpus (encoder and LLM frozen).
     TrainProjector(train_projector::TrainProjectorArgs),
     /// Inspect or fill an experience-replay buffer (past items mixed into adaptation).
@@ -75,6 +78,7 @@ pub fn run() -> Result<()> {
         Command::Listen(args) => listen::run(&args),
         Command::Devices => devices::run(),
         Command::Corpus(args) => corpus::run(&args),
+        Command::EvalAlign(args) => eval_align::run(&args),
         Command::TrainProjector(args) => train_projector::run(&args),
         Command::Replay(args) => replay::run(&args),
     }
