@@ -17,7 +17,7 @@ pub struct EvalAlignArgs {
     #[arg(long)]
     corpus: PathBuf,
     #[arg(long, value_enum, default_value = "test")]
-    split: SplitArg,
+    split: Split,
     /// Evaluate a seeded random subset of this many clips (default: the whole split).
     #[arg(long)]
     limit: Option<usize>,
@@ -34,19 +34,8 @@ pub struct EvalAlignArgs {
     out: PathBuf,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum SplitArg {
-    Train,
-    Dev,
-    Test,
-}
-
 pub fn run(args: &EvalAlignArgs) -> Result<()> {
-    let split = match args.split {
-        SplitArg::Train => Split::Train,
-        SplitArg::Dev => Split::Dev,
-        SplitArg::Test => Split::Test,
-    };
+    let split = args.split;
     let mut entries: Vec<_> = read_manifest(&args.corpus)?.into_iter().filter(|e| e.split == split).collect();
     ensure!(!entries.is_empty(), "the corpus {} has no {} clips", args.corpus.display(), split.as_str());
     if let Some(limit) = args.limit {
