@@ -232,7 +232,7 @@ impl ProjectorTrainer {
 
     /// The full training state (projector, optimizer moments, step, config).
     pub fn checkpoint(&self) -> Result<Checkpoint> {
-        let mut checkpoint = Checkpoint { tensors: self.optimizer.state_tensors(), ..Default::default() };
+        let mut checkpoint = Checkpoint { tensors: self.optimizer.state_tensors()?, ..Default::default() };
         checkpoint.set("steps_taken", &self.optimizer.steps_taken())?;
         checkpoint.set("config", &self.config)?;
         Ok(checkpoint)

@@ -108,14 +108,15 @@ impl AdamW {
     }
 
     /// Everything a checkpoint needs: the variables and both moments, by name.
-    pub fn state_tensors(&self) -> BTreeMap<String, Tensor> {
+    pub fn state_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
         for (name, var) in &self.vars {
-            out.insert(format!("var.{name}"), var.as_tensor().clone());
+            // A copy: later steps update the variable's storage in place.
+            out.insert(format!("var.{name}"), var.as_tensor().copy()?);
             out.insert(format!("m.{name}"), self.first_moment[name].clone());
             out.insert(format!("v.{name}"), self.second_moment[name].clone());
         }
-        out
+        Ok(out)
     }
 
     /// Restores the state written by [`AdamW::state_tensors`] after `steps_taken` steps.

@@ -1,0 +1,106 @@
+//! Projector training and the end-to-end path, on the real model and real audio.
+
+mod common;
+
+use candle_core::Device;
+use common::*;
+use kioku::align::features::{prepare, PrepareProgress};
+use kioku::align::trainer::{ProjectorTrainer, TrainConfig};
+use kioku::corpus::{Kind, ManifestEntry, Split};
+use kioku::eval::align::{evaluate, Question, SpokenClip};
+use kioku::eval::real_speech::pocketsphinx_clips;
+
+struct Quiet;
+
+impl PrepareProgress for Quiet {
+    fn start(&self, _: &str, _: usize) {}
+    fn advance(&self) {}
+}
+
+/// Manifest entries for recorded clips (absolute paths, so any corpus dir works).
+fn entries() -> Vec<ManifestEntry> {
+    let mut clips = vec![(example_wav(), "What is the capital of France?".to_string())];
+    clips.extend(pocketsphinx_clips().unwrap().into_iter().skip(5).take(3));
+    clips
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, text))| ManifestEntry {
+            id: format!("clip-{i}"),
+            split: Split::Train,
+            path: path.display().to_string(),
+            text,
+            kind: Kind::Question,
+            reference_answer: None,
+            voice: "recorded".into(),
+            augmentation: "clean".into(),
+            duration_s: 0.0,
+        })
+        .collect()
+}
+
+#[test]
+fn short_training_lowers_the_loss_and_resumes_exactly() {
+    let assistant = assistant();
+    let cache = tempfile::tempdir().unwrap();
+    let items = prepare(&assistant, std::path::Path::new("/"), &entries(), Split::Train, cache.path(), 12, &Quiet).unwrap();
+    assert!(items.iter().all(|i| !i.text_answer.answer.is_empty()));
+    // A second prepare reuses the cache (same answers, nothing recomputed).
+    let again = prepare(&assistant, std::path::Path::new("/"), &entries(), Split::Train, cache.path(), 12, &Quiet).unwrap();
+    assert_eq!(again[0].text_answer.answer, items[0].text_answer.answer);
+
+    let config = TrainConfig { steps: 6, batch_size: 4, peak_lr: 3e-3, warmup_steps: 2, hidden_dim: 256, ..TrainConfig::default() };
+    let mut trainer = ProjectorTrainer::new(&model_path(), &assistant, config.clone(), &Device::Cpu).unwrap();
+    let before = trainer.evaluate(&items).unwrap();
+    for _ in 0..3 {
+        trainer.step(&items).unwrap();
+    }
+    let checkpoint = trainer.checkpoint().unwrap();
+    for _ in 3..6 {
+        trainer.step(&items).unwrap();
+    }
+    let after = trainer.evaluate(&items).unwrap();
+    eprintln!("loss on the training clips: {before:.3} -> {after:.3}");
+    assert!(after < 0.8 * before, "training did not lower the loss: {before:.3} -> {after:.3}");
+
+    // Resuming from the step-3 checkpoint reproduces the uninterrupted run.
+    let mut resumed = ProjectorTrainer::new(&model_path(), &assistant, config, &Device::Cpu).unwrap();
+    let path = cache.path().join("checkpoint.safetensors");
+    checkpoint.save(&path).unwrap();
+    resumed.resume(&kioku::train::Checkpoint::load(&path).unwrap()).unwrap();
+    for _ in 3..6 {
+        resumed.step(&items).unwrap();
+    }
+    let resumed_loss = resumed.evaluate(&items).unwrap();
+    assert!((resumed_loss - after).abs() < 1e-4, "resumed run diverged: {resumed_loss} vs {after}");
+}
+
+/// The default model (`make model` packs the shipped projector) answers the
+/// spoken example end-to-end, without Whisper's decoder.
+#[test]
+fn e2e_answers_the_example_question() {
+    let out = kioku(&["ask", "--mode", "e2e", "--json", "--max-tokens", "24", example_wav().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert!(answer["transcript"].is_null(), "e2e must not transcribe: {answer}");
+    assert!(answer["answer"].as_str().unwrap().contains("Paris"), "{answer}");
+}
+
+#[test]
+fn eval_align_reports_every_mode() {
+    let assistant = assistant();
+    let mut clips: Vec<SpokenClip> =
+        pocketsphinx_clips().unwrap().into_iter().take(2).map(|(path, text)| SpokenClip { path, text, question: None }).collect();
+    clips.push(SpokenClip {
+        path: example_wav(),
+        text: "What is the capital of France?".into(),
+        question: Some(Question { reference_answer: Some("Paris".into()) }),
+    });
+    let report = evaluate(&assistant, "smoke", &clips, 16, &|| ()).unwrap();
+    assert_eq!((report.clips, report.questions, report.with_reference), (3, 1, 1));
+    let modes: Vec<&str> = report.modes.iter().map(|m| m.mode).collect();
+    assert_eq!(modes, ["text", "cascade", "e2e"]);
+    let cascade = &report.modes[1];
+    assert!(cascade.repeat_wer.unwrap() < 0.3, "Whisper's WER on clean clips: {:?}", cascade.repeat_wer);
+    assert_eq!(cascade.gold_accuracy, Some(1.0), "cascade answers Paris: {:?}", report.items[2].answers);
+    assert!(report.markdown().contains("| e2e |"));
+}
