@@ -39,6 +39,8 @@ pub struct TrainConfig {
     pub repeat_fraction: f64,
     /// Longest target, in tokens (longer answers and transcripts are cut).
     pub max_target_tokens: usize,
+    /// Start from this trained projector instead of a random one (a further stage).
+    pub init: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -52,6 +54,7 @@ impl Default for TrainConfig {
             hidden_dim: 1024,
             repeat_fraction: 0.4,
             max_target_tokens: 20,
+            init: None,
         }
     }
 }
@@ -97,6 +100,17 @@ impl ProjectorTrainer {
             output_dim: header.llm.hidden_size,
         };
         let vars = initial_projector(&projector_config, &llm, config.seed, device)?;
+        if let Some(path) = &config.init {
+            let (trained_config, tensors) = crate::import::read_projector(path)?;
+            ensure!(
+                trained_config == projector_config,
+                "projector {} is {trained_config:?}, but this run trains {projector_config:?} (check --hidden-dim)",
+                path.display()
+            );
+            for (name, var) in &vars {
+                var.set(&tensors.get(name).with_context(|| format!("projector {} has no {name}", path.display()))?.to_device(device)?)?;
+            }
+        }
         let projector = projector_from_vars(&vars, &projector_config, device)?;
         let (prefix_ids, answer_suffix) = assistant.audio_turn_ids(None)?;
         let (repeat_prefix, repeat_suffix) = assistant.audio_turn_ids(Some(REPEAT_INSTRUCTION))?;

@@ -56,6 +56,10 @@ pub struct TrainProjectorArgs {
     /// Longest text-mode answer generated as a target, in tokens (targets are cut at 20).
     #[arg(long, default_value_t = 20)]
     max_answer_tokens: usize,
+    /// Continue from a trained projector (e.g. the shipped one) as a new stage
+    /// with its own schedule, instead of a random initialisation.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 25)]
     checkpoint_every: usize,
@@ -106,6 +110,7 @@ pub fn run(args: &TrainProjectorArgs) -> Result<()> {
         seed: args.seed,
         hidden_dim: args.hidden_dim,
         repeat_fraction: args.repeat_fraction,
+        init: args.init.clone(),
         ..TrainConfig::default()
     };
     let mut trainer = ProjectorTrainer::new(&args.model.model, &assistant, config, &device)?;
