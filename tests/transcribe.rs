@@ -4,29 +4,19 @@
 mod common;
 
 use common::*;
+use kioku::eval::pocketsphinx;
 use std::path::{Path, PathBuf};
 
-const DATA: &str = "/usr/share/pocketsphinx/test/data";
-
-/// (wav, reference transcript) pairs from a pocketsphinx transcription file,
-/// whose lines look like `<s> words </s> (file_id)`.
-fn clips(dir: &str, transcription: &str) -> Vec<(PathBuf, String)> {
-    let dir = Path::new(DATA).join(dir);
-    let text = std::fs::read_to_string(dir.join(transcription)).expect("pocketsphinx-testdata is installed (make deps)");
-    text.lines()
-        .filter_map(|line| {
-            let (words, id) = line.rsplit_once('(')?;
-            let words = words.replace("<s>", "").replace("</s>", "");
-            Some((dir.join(format!("{}.wav", id.trim_end_matches(')').trim())), words.trim().to_string()))
-        })
-        .collect()
+/// (wav, reference transcript) pairs: LibriVox read speech, then spoken card names.
+fn clips() -> Vec<(PathBuf, String)> {
+    let clips = pocketsphinx::real_speech().expect("pocketsphinx-testdata is installed (make deps)");
+    clips.into_iter().map(|c| (c.path, c.text)).collect()
 }
 
 #[test]
 fn real_speech_word_error_rate_is_low() {
     let assistant = assistant();
-    let mut clips = clips("librivox", "transcription");
-    clips.extend(clips_cards());
+    let clips = clips();
     assert_eq!(clips.len(), 10);
     let (mut errors, mut words) = (0.0, 0usize);
     for (wav, reference) in &clips {
@@ -43,13 +33,9 @@ fn real_speech_word_error_rate_is_low() {
     assert!(total < 0.12, "WER {total:.3} is above the 0.12 bound");
 }
 
-fn clips_cards() -> Vec<(PathBuf, String)> {
-    clips("cards", "cards.transcription")
-}
-
 #[test]
 fn transcribe_json_gives_file_and_text_per_line() {
-    let wav = Path::new(DATA).join("librivox/sense_and_sensibility_01_austen_64kb-0930.wav");
+    let wav = Path::new(pocketsphinx::DATA_DIR).join("librivox/sense_and_sensibility_01_austen_64kb-0930.wav");
     let out = kioku(&["transcribe", "--json", wav.to_str().unwrap(), example_wav().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -65,8 +51,7 @@ fn long_clip_is_transcribed_in_windows() {
     let assistant = assistant();
     let mut samples = Vec::new();
     let mut reference = String::new();
-    let all = clips("librivox", "transcription").into_iter().chain(clips_cards());
-    for (wav, text) in all {
+    for (wav, text) in clips() {
         samples.extend(kioku::assistant::load_audio_16k(&wav).unwrap());
         samples.extend(std::iter::repeat_n(0.0, 8000));
         reference.push_str(&text);
