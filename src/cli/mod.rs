@@ -3,6 +3,7 @@
 mod ask;
 mod corpus;
 mod devices;
+mod eval;
 mod info;
 mod listen;
 mod pack;
@@ -42,6 +43,8 @@ enum Command {
     TrainProjector(train_projector::TrainProjectorArgs),
     /// Inspect or fill an experience-replay buffer (past items mixed into adaptation).
     Replay(replay::ReplayArgs),
+    /// The forgetting report: WER on a new speaker, earlier speakers and real speech, and text QA, for the base model and each arm.
+    Eval(eval::EvalArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -77,5 +80,6 @@ pub fn run() -> Result<()> {
         Command::Corpus(args) => corpus::run(&args),
         Command::TrainProjector(args) => train_projector::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Eval(args) => eval::run(&args),
     }
 }
