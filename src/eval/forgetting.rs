@@ -277,3 +277,23 @@ fn metrics_of(items: &ArmItems) -> BTreeMap<Metric, f64> {
     .filter_map(|(m, v)| Some((m, v?)))
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arms_parse_model_and_scaled_adapters() {
+        let base = Path::new("base.safetensors");
+        let arm = Arm::parse("replay+γ=+runs/a:0.5+runs/b", base).unwrap();
+        assert_eq!((arm.name.as_str(), arm.model.as_path()), ("replay+γ", base));
+        let adapters: Vec<(&Path, f64)> = arm.adapters.iter().map(|a| (a.path.as_path(), a.scale)).collect();
+        assert_eq!(adapters, [(Path::new("runs/a"), 0.5), (Path::new("runs/b"), 1.0)]);
+        let merged = Arm::parse("merged=merged.safetensors", base).unwrap();
+        assert_eq!((merged.model.as_path(), merged.adapters.len()), (Path::new("merged.safetensors"), 0));
+        for bad in ["no-equals", "=m.safetensors", "x=", "x=m++a", "x=m+"] {
+            let e = Arm::parse(bad, base).unwrap_err().to_string();
+            assert!(e.contains("expected NAME=MODEL[+ADAPTER[:SCALE]]"), "{bad}: {e}");
+        }
+    }
+}
