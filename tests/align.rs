@@ -8,7 +8,7 @@ use kioku::align::features::{prepare, PrepareProgress};
 use kioku::align::trainer::{ProjectorTrainer, TrainConfig};
 use kioku::corpus::{Kind, ManifestEntry, Split};
 use kioku::eval::align::{evaluate, Question, SpokenClip};
-use kioku::eval::real_speech::pocketsphinx_clips;
+use kioku::eval::pocketsphinx;
 
 struct Quiet;
 
@@ -20,7 +20,7 @@ impl PrepareProgress for Quiet {
 /// Manifest entries for recorded clips (absolute paths, so any corpus dir works).
 fn entries() -> Vec<ManifestEntry> {
     let mut clips = vec![(example_wav(), "What is the capital of France?".to_string())];
-    clips.extend(pocketsphinx_clips().unwrap().into_iter().skip(5).take(3));
+    clips.extend(pocketsphinx::real_speech().unwrap().into_iter().skip(5).take(3).map(|c| (c.path, c.text)));
     clips
         .into_iter()
         .enumerate()
@@ -89,7 +89,7 @@ fn e2e_answers_the_example_question() {
 fn eval_align_reports_every_mode() {
     let assistant = assistant();
     let mut clips: Vec<SpokenClip> =
-        pocketsphinx_clips().unwrap().into_iter().take(2).map(|(path, text)| SpokenClip { path, text, question: None }).collect();
+        pocketsphinx::real_speech().unwrap().into_iter().take(2).map(|c| SpokenClip { path: c.path, text: c.text, question: None }).collect();
     clips.push(SpokenClip {
         path: example_wav(),
         text: "What is the capital of France?".into(),

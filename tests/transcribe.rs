@@ -4,14 +4,19 @@
 mod common;
 
 use common::*;
-use std::path::Path;
+use kioku::eval::pocketsphinx;
+use std::path::{Path, PathBuf};
 
-const DATA: &str = kioku::eval::real_speech::POCKETSPHINX_DATA;
+/// (wav, reference transcript) pairs: LibriVox read speech, then spoken card names.
+fn clips() -> Vec<(PathBuf, String)> {
+    let clips = pocketsphinx::real_speech().expect("pocketsphinx-testdata is installed (make deps)");
+    clips.into_iter().map(|c| (c.path, c.text)).collect()
+}
 
 #[test]
 fn real_speech_word_error_rate_is_low() {
     let assistant = assistant();
-    let clips = kioku::eval::real_speech::pocketsphinx_clips().expect("pocketsphinx-testdata is installed (make deps)");
+    let clips = clips();
     assert_eq!(clips.len(), 10);
     let (mut errors, mut words) = (0.0, 0usize);
     for (wav, reference) in &clips {
@@ -30,7 +35,7 @@ fn real_speech_word_error_rate_is_low() {
 
 #[test]
 fn transcribe_json_gives_file_and_text_per_line() {
-    let wav = Path::new(DATA).join("librivox/sense_and_sensibility_01_austen_64kb-0930.wav");
+    let wav = Path::new(pocketsphinx::DATA_DIR).join("librivox/sense_and_sensibility_01_austen_64kb-0930.wav");
     let out = kioku(&["transcribe", "--json", wav.to_str().unwrap(), example_wav().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -46,7 +51,7 @@ fn long_clip_is_transcribed_in_windows() {
     let assistant = assistant();
     let mut samples = Vec::new();
     let mut reference = String::new();
-    for (wav, text) in kioku::eval::real_speech::pocketsphinx_clips().unwrap() {
+    for (wav, text) in clips() {
         samples.extend(kioku::assistant::load_audio_16k(&wav).unwrap());
         samples.extend(std::iter::repeat_n(0.0, 8000));
         reference.push_str(&text);

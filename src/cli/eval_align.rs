@@ -4,7 +4,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kioku::corpus::{read_manifest, Split};
 use kioku::eval::align::{evaluate, AlignReport, SpokenClip};
-use kioku::eval::real_speech::pocketsphinx_clips;
+use kioku::eval::pocketsphinx;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::PathBuf;
@@ -44,7 +44,7 @@ pub fn run(args: &EvalAlignArgs) -> Result<()> {
     }
     let corpus_clips: Vec<SpokenClip> = entries.iter().map(|e| SpokenClip::from_manifest(&args.corpus, e)).collect();
     let real_clips: Vec<SpokenClip> = if args.real_speech {
-        pocketsphinx_clips()?.into_iter().map(|(path, text)| SpokenClip { path, text, question: None }).collect()
+        pocketsphinx::real_speech()?.into_iter().map(|c| SpokenClip { path: c.path, text: c.text, question: None }).collect()
     } else {
         Vec::new()
     };

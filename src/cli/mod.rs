@@ -4,6 +4,7 @@ mod ask;
 mod corpus;
 mod devices;
 mod eval_align;
+mod eval;
 mod info;
 mod listen;
 mod pack;
@@ -45,6 +46,8 @@ enum Command {
     TrainProjector(train_projector::TrainProjectorArgs),
     /// Inspect or fill an experience-replay buffer (past items mixed into adaptation).
     Replay(replay::ReplayArgs),
+    /// The forgetting report: WER on a new speaker, earlier speakers and real speech, and text QA, for the base model and each arm.
+    Eval(eval::EvalArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -81,5 +84,6 @@ pub fn run() -> Result<()> {
         Command::EvalAlign(args) => eval_align::run(&args),
         Command::TrainProjector(args) => train_projector::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Eval(args) => eval::run(&args),
     }
 }

@@ -9,10 +9,12 @@
 
 mod synth;
 mod text;
+mod transcribed;
 mod voices;
 
 pub use synth::{check_tools, synthesize};
 pub use text::{utterance_bank, Kind, Utterance};
+pub use transcribed::{read_transcribed_dir, TranscribedClip, TRANSCRIPTS_FILE};
 pub use voices::{voices_of, Augmentation, Voice, AUGMENTATIONS, VOICES};
 
 use crate::atomic;
@@ -173,7 +175,7 @@ pub fn generate(out: &Path, clips: &[Clip], jobs: usize, on_clip: &(dyn Fn() + S
     atomic::write_bytes(&out.join("manifest.jsonl"), manifest.as_bytes())?;
     for split in Split::ALL {
         let tsv: String = entries.iter().filter(|e| e.split == split).map(|e| format!("{}\t{}\n", e.id, e.text)).collect();
-        atomic::write_bytes(&out.join(split.as_str()).join("transcripts.tsv"), tsv.as_bytes())?;
+        atomic::write_bytes(&out.join(split.as_str()).join(TRANSCRIPTS_FILE), tsv.as_bytes())?;
     }
     let removed = remove_stale(out, &entries)?;
     Ok(Summary { synthesized: entries.len() - reused, reused, removed, entries })

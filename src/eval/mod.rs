@@ -1,6 +1,11 @@
 //! Measuring the assistant: word error rates and answer agreement
-//! ([`metrics`]) and the end-to-end alignment report ([`align`]).
+//! ([`metrics`]), the end-to-end alignment report ([`align`]), and the
+//! forgetting report that compares adapted arms with the base model.
 
 pub mod align;
+pub mod forgetting;
 pub mod metrics;
-pub mod real_speech;
+pub mod plot;
+pub mod pocketsphinx;
+pub mod report;
+pub mod sets;

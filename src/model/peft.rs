@@ -17,7 +17,7 @@ pub const TENSORS_FILE: &str = "adapter_model.safetensors";
 const KEY_PREFIX: &str = "base_model.model.";
 
 /// `--adapter DIR[:SCALE]`: an adapter directory and the scale `s` to apply it at.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AdapterSpec {
     pub path: PathBuf,
     pub scale: f64,

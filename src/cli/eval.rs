@@ -1,0 +1,93 @@
+use super::ModelArgs;
+use anyhow::{bail, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use kioku::corpus::Split;
+use kioku::eval::forgetting::{evaluate, Arm, EvalOptions, Step};
+use kioku::eval::sets::EvalSets;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// The base model, and with --adapter the arm "adapted" (base + those adapters).
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Another arm: NAME=MODEL[+ADAPTER[:SCALE]]… (empty MODEL: the --model file). Repeatable.
+    #[arg(long = "arm", value_name = "NAME=MODEL[+ADAPTER[:SCALE]]")]
+    arms: Vec<String>,
+    /// The new speaker's held-out clips: WAV files and transcripts.tsv (`id<TAB>text`).
+    #[arg(long, value_name = "DIR")]
+    new_speaker: Option<PathBuf>,
+    /// At most this many new-speaker clips.
+    #[arg(long, default_value_t = 40)]
+    new_speaker_clips: usize,
+    /// Corpus directory (`kioku corpus --out DIR`): earlier speakers' clips, and spoken test questions.
+    #[arg(long, value_name = "DIR")]
+    corpus: Option<PathBuf>,
+    /// The corpus split whose voices count as earlier speakers.
+    #[arg(long, default_value = "dev")]
+    earlier_split: String,
+    /// Earlier-speaker clips sampled from that split.
+    #[arg(long, default_value_t = 40)]
+    earlier_clips: usize,
+    /// Real-speech clips from pocketsphinx-testdata (0 to 10).
+    #[arg(long, default_value_t = 10)]
+    real_clips: usize,
+    /// Test-split questions asked as text (and spoken, end-to-end, when the model has a projector and --corpus is given).
+    #[arg(long, default_value_t = 40)]
+    questions: usize,
+    /// Longest answer, in tokens.
+    #[arg(long, default_value_t = 48)]
+    answer_tokens: usize,
+    /// Seed of every sample.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where report.md, report.json and report.svg go.
+    #[arg(long, default_value = "eval-report")]
+    out: PathBuf,
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let base = &args.model.model;
+    let mut arms = vec![Arm::new("base", base, Vec::new())];
+    if !args.model.adapters.is_empty() {
+        arms.push(Arm::new("adapted", base, args.model.adapters.clone()));
+    }
+    for text in &args.arms {
+        arms.push(Arm::parse(text, base)?);
+    }
+    let sets = sets(args)?;
+    let options = EvalOptions { device: kioku::device::parse_device(&args.model.device)?, answer_tokens: args.answer_tokens };
+    let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template("{msg:24} {bar:30} {pos}/{len}  {elapsed} elapsed, ETA {eta}")?);
+    let report = evaluate(&arms, &sets, &options, &mut |step| match step {
+        Step::Arm { index, name, items } => {
+            bar.reset();
+            bar.set_length(items as u64);
+            bar.set_message(format!("arm {}/{} {name}", index + 1, arms.len()));
+        }
+        Step::Item => bar.inc(1),
+    })?;
+    bar.finish_and_clear();
+    report.write(&args.out)?;
+    print!("{}", report.markdown());
+    eprintln!("wrote report.md, report.json and report.svg to {}", args.out.display());
+    Ok(())
+}
+
+fn sets(args: &EvalArgs) -> Result<EvalSets> {
+    let mut sets = EvalSets::default();
+    if let Some(dir) = &args.new_speaker {
+        sets = sets.with_new_speaker(dir, args.new_speaker_clips, args.seed)?;
+    }
+    if let Some(dir) = &args.corpus {
+        let Some(split) = Split::ALL.into_iter().find(|s| s.as_str() == args.earlier_split) else {
+            bail!("unknown --earlier-split {:?}: use train, dev or test", args.earlier_split);
+        };
+        sets = sets.with_earlier_speakers(dir, split, args.earlier_clips, args.seed)?;
+    }
+    sets = sets.with_real_speech(args.real_clips)?.with_questions(args.corpus.as_deref(), args.questions, args.seed)?;
+    if sets.items(false) == 0 {
+        bail!("nothing to evaluate: give --new-speaker or --corpus, or leave --real-clips / --questions above 0");
+    }
+    Ok(sets)
+}
