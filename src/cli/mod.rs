@@ -5,6 +5,7 @@ mod corpus;
 mod devices;
 mod info;
 mod listen;
+mod merge;
 mod pack;
 mod train_projector;
 mod replay;
@@ -42,6 +43,8 @@ enum Command {
     TrainProjector(train_projector::TrainProjectorArgs),
     /// Inspect or fill an experience-replay buffer (past items mixed into adaptation).
     Replay(replay::ReplayArgs),
+    /// Bake adapters into a new model file, or merge fine-tunes of one base (linear, TIES, DARE).
+    Merge(merge::MergeArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -77,5 +80,6 @@ pub fn run() -> Result<()> {
         Command::Corpus(args) => corpus::run(&args),
         Command::TrainProjector(args) => train_projector::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Merge(args) => merge::run(&args),
     }
 }
