@@ -41,7 +41,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     let report = json!({
         "file": args.model, "file_bytes": file_bytes, "format_version": kioku::model::file::FORMAT_VERSION,
         "components": components, "whisper": h.whisper, "llm": h.llm, "projector": h.projector,
-        "provenance": h.provenance,
+        "provenance": h.provenance, "merge": h.merge,
     });
     if args.json {
         println!("{report}");
@@ -67,6 +67,16 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         let sha = p.sha256.as_deref().map(|s| format!(" sha256:{}", &s[..s.len().min(16)])).unwrap_or_default();
         let licence = p.license.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
         println!("  {:<10} {}{version}{sha}{licence}", p.component, p.source);
+    }
+    if let Some(merge) = &h.merge {
+        let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+        // {"method": "ties", "density": 0.2} -> "ties density=0.2"
+        let parameters = merge["method"].as_object().into_iter().flatten().filter(|(k, _)| *k != "method").map(|(k, v)| format!(" {k}={v}"));
+        let method = format!("{}{}", text(&merge["method"]["method"]), parameters.collect::<String>());
+        println!("merged by `kioku merge` ({method}) from {}:", text(&merge["base"]["path"]));
+        for input in merge["inputs"].as_array().into_iter().flatten() {
+            println!("  {:<10} {}  weight {}", text(&input["kind"]), text(&input["path"]), input["weight"]);
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod eval_align;
 mod eval;
 mod info;
 mod listen;
+mod merge;
 mod pack;
 mod train_projector;
 mod replay;
@@ -48,6 +49,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// The forgetting report: WER on a new speaker, earlier speakers and real speech, and text QA, for the base model and each arm.
     Eval(eval::EvalArgs),
+    /// Bake adapters into a new model file, or merge fine-tunes of one base (linear, TIES, DARE).
+    Merge(merge::MergeArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -85,5 +88,6 @@ pub fn run() -> Result<()> {
         Command::TrainProjector(args) => train_projector::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Merge(args) => merge::run(&args),
     }
 }

@@ -150,6 +150,7 @@ pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
         chat_template: llm.chat_template,
         projector,
         provenance,
+        merge: None,
     };
     file::write(&opts.output, &header, &tensors, opts.dtype, |name| opts.quantize.filter(|_| is_decode_matrix(name)))?;
     Ok(header)

@@ -22,6 +22,8 @@ const FORMAT_KEY: &str = "kioku.format_version";
 /// JSON object naming the tensors stored as GGML blocks (`{"name": "q8_0"}`);
 /// each is a U8 tensor of shape (rows, bytes per row).
 const QUANTIZED_KEY: &str = "kioku.quantized";
+/// JSON record of how `kioku merge` made the file (see [`ModelHeader::merge`]).
+const MERGE_KEY: &str = "kioku.merge";
 
 /// Tensor name prefixes of the four components.
 pub const ENCODER: &str = "encoder";
@@ -51,21 +53,30 @@ pub struct ModelHeader {
     pub chat_template: String,
     pub projector: Option<ProjectorConfig>,
     pub provenance: Vec<Provenance>,
+    /// How `kioku merge` made this file from a base model (inputs, method,
+    /// parameters); None for a packed model.
+    pub merge: Option<serde_json::Value>,
 }
 
 impl ModelHeader {
     /// sha256 (hex) of what fixes the base weights: each component's config and
     /// provenance. Storage choices (dtype, q8 blocks) are left out, so an
     /// adapter fits every packing of the same checkpoints, as a llama.cpp LoRA
-    /// trained in f16 applies to a quantized model.
+    /// trained in f16 applies to a quantized model. A merge record changes the
+    /// weights, so it is part of the identity: an adapter trained on the base
+    /// is refused on a model merged from it, whose weights it never saw.
     pub fn base_identity(&self) -> Result<String> {
         use sha2::Digest;
-        let fixed = serde_json::json!({
+        let mut fixed = serde_json::json!({
             "whisper": self.whisper,
             "llm": self.llm,
             "projector": self.projector,
             "provenance": self.provenance,
         });
+        // Added only when present, so packed models keep the identity they always had.
+        if let Some(merge) = &self.merge {
+            fixed["merge"] = merge.clone();
+        }
         let digest = sha2::Sha256::digest(serde_json::to_vec(&fixed)?);
         Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
     }
@@ -83,6 +94,9 @@ impl ModelHeader {
         if let Some(p) = &self.projector {
             m.insert("projector.config".into(), serde_json::to_string(p)?);
         }
+        if let Some(merge) = &self.merge {
+            m.insert(MERGE_KEY.into(), serde_json::to_string(merge)?);
+        }
         Ok(m)
     }
 
@@ -99,8 +113,23 @@ impl ModelHeader {
             chat_template: get("llm.chat_template")?.clone(),
             projector: m.get("projector.config").map(|t| json("projector.config", t)).transpose()?,
             provenance: json("provenance", get("provenance")?)?,
+            merge: m.get(MERGE_KEY).map(|t| json(MERGE_KEY, t)).transpose()?,
         })
     }
+}
+
+/// A tensor as it goes into the file: dense in its own dtype, or GGML blocks
+/// as a U8 tensor of shape (rows, bytes per row).
+pub enum Encoded {
+    Dense(Tensor),
+    Blocks(GgmlDType, Tensor),
+}
+
+/// `t` (rows, cols) as `q` blocks, ready for [`Encoded::Blocks`].
+pub fn encode_blocks(t: &Tensor, q: GgmlDType) -> Result<Tensor> {
+    let blocks = QTensor::quantize(&t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?, q)?;
+    let rows = t.dim(0)?;
+    Ok(Tensor::from_vec(blocks.data()?.into_owned(), (rows, blocks.storage_size_in_bytes() / rows), &Device::Cpu)?)
 }
 
 /// Writes a model file atomically. Dense tensors are stored in `dtype` (f16
@@ -113,31 +142,40 @@ pub fn write(
     dtype: DType,
     quantize: impl Fn(&str) -> Option<GgmlDType>,
 ) -> Result<()> {
-    let mut quantized = BTreeMap::new();
-    let converted: Vec<(String, Tensor)> = tensors
+    let encoded = tensors
         .iter()
         .map(|(name, t)| {
             let t = t.to_device(&Device::Cpu)?;
-            let stored = match quantize(name) {
-                Some(q) => {
-                    let blocks = QTensor::quantize(&t.to_dtype(DType::F32)?, q)
-                        .with_context(|| format!("cannot quantize `{name}` to {q:?}"))?;
-                    let bytes = blocks.data()?.into_owned();
-                    quantized.insert(name.clone(), ggml_name(q)?.to_string());
-                    let rows = t.dim(0)?;
-                    Tensor::from_vec(bytes, (rows, blocks.storage_size_in_bytes() / rows), &Device::Cpu)?
-                }
-                None => t.to_dtype(dtype)?.contiguous()?,
+            let encoded = match quantize(name) {
+                Some(q) => Encoded::Blocks(q, encode_blocks(&t, q).with_context(|| format!("cannot quantize `{name}` to {q:?}"))?),
+                None => Encoded::Dense(t.to_dtype(dtype)?),
             };
-            Ok((name.clone(), stored))
+            Ok((name.clone(), encoded))
         })
         .collect::<Result<_>>()?;
+    write_encoded(path, header, encoded)
+}
+
+/// Writes tensors already in their stored form, atomically.
+pub fn write_encoded(path: &Path, header: &ModelHeader, tensors: Vec<(String, Encoded)>) -> Result<()> {
+    let mut quantized = BTreeMap::new();
+    let mut stored = Vec::with_capacity(tensors.len());
+    for (name, encoded) in tensors {
+        let t = match encoded {
+            Encoded::Dense(t) => t,
+            Encoded::Blocks(q, t) => {
+                quantized.insert(name.clone(), ggml_name(q)?.to_string());
+                t
+            }
+        };
+        stored.push((name, t.contiguous()?));
+    }
     let mut metadata = header.to_metadata()?;
     if !quantized.is_empty() {
         metadata.insert(QUANTIZED_KEY.into(), serde_json::to_string(&quantized)?);
     }
     crate::atomic::replace_with(path, |tmp| {
-        safetensors::serialize_to_file(converted.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata), tmp)?;
+        safetensors::serialize_to_file(stored.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata), tmp)?;
         Ok(())
     })
 }
@@ -201,15 +239,20 @@ impl MappedModel {
         Ok(Self { mmap, data_start: 8 + header_len, layout: meta, header, quantized })
     }
 
+    /// The names of every stored tensor, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.layout.tensors().into_keys().collect();
+        names.sort();
+        names
+    }
+
     /// Every stored tensor, from the header parsed once in [`MappedModel::open`].
     fn views(&self) -> Result<Vec<(String, TensorView<'_>)>> {
-        let data = &self.mmap[self.data_start..];
-        self.layout
-            .tensors()
+        self.names()
             .into_iter()
-            .map(|(name, info)| {
-                let (start, end) = info.data_offsets;
-                Ok((name, TensorView::new(info.dtype, info.shape.clone(), &data[start..end])?))
+            .map(|name| {
+                let view = self.view(&name)?;
+                Ok((name, view))
             })
             .collect()
     }
@@ -245,9 +288,73 @@ impl MappedModel {
         let _ = bytes;
     }
 
+    /// The matrix stored as `q` blocks in `view`.
+    fn blocks(&self, view: &TensorView<'_>, q: GgmlDType) -> Result<Q8Matrix> {
+        let shape = self.logical_shape(view.shape(), q);
+        Ok(Q8Matrix::from_ggml_q8_0(view.data(), shape[0], shape[1])?)
+    }
+
     /// (rows, bytes per row) of stored blocks -> (rows, columns) of the matrix.
     fn logical_shape(&self, stored: &[usize], q: GgmlDType) -> Vec<usize> {
         vec![stored[0], stored.get(1).copied().unwrap_or(0) / q.type_size() * q.block_size()]
+    }
+
+    /// The block format of `name` if it is stored as GGML blocks.
+    pub fn block_type(&self, name: &str) -> Option<GgmlDType> {
+        self.quantized.get(name).copied()
+    }
+
+    fn view(&self, name: &str) -> Result<TensorView<'_>> {
+        let info = self.layout.info(name).with_context(|| format!("the model file has no tensor `{name}`"))?;
+        let (start, end) = info.data_offsets;
+        Ok(TensorView::new(info.dtype, info.shape.clone(), &self.mmap[self.data_start + start..self.data_start + end])?)
+    }
+
+    /// The tensor `name` exactly as stored, on the CPU, ready to be written again.
+    pub fn encoded(&self, name: &str) -> Result<Encoded> {
+        let t = self.view(name)?.load(&Device::Cpu)?;
+        Ok(match self.block_type(name) {
+            Some(q) => Encoded::Blocks(q, t),
+            None => Encoded::Dense(t),
+        })
+    }
+
+    /// The shape of `name` as a matrix or vector (blocks counted as the values they hold).
+    pub fn dense_shape(&self, name: &str) -> Result<Vec<usize>> {
+        let view = self.view(name)?;
+        Ok(match self.block_type(name) {
+            Some(q) => self.logical_shape(view.shape(), q),
+            None => view.shape().to_vec(),
+        })
+    }
+
+    /// Whether `name` is stored byte for byte the same here and in `other`.
+    pub fn stored_equal(&self, other: &MappedModel, name: &str) -> Result<bool> {
+        let (mine, theirs) = (self.view(name)?, other.view(name)?);
+        Ok(self.block_type(name) == other.block_type(name)
+            && mine.dtype() == theirs.dtype()
+            && mine.shape() == theirs.shape()
+            && mine.data() == theirs.data())
+    }
+
+    /// `values` (f32, the shape of `name`) stored the way `name` is stored
+    /// here: as the same blocks, or dense in the same dtype.
+    pub fn encode_like(&self, name: &str, values: &Tensor) -> Result<Encoded> {
+        Ok(match self.block_type(name) {
+            Some(q) => Encoded::Blocks(q, encode_blocks(values, q)?),
+            None => Encoded::Dense(values.to_dtype(self.view(name)?.dtype().try_into()?)?),
+        })
+    }
+
+    /// The tensor `name` as a dense f32 tensor on the CPU (blocks dequantized),
+    /// with its logical shape.
+    pub fn dense_f32(&self, name: &str) -> Result<Tensor> {
+        let view = self.view(name)?;
+        let dense = match self.block_type(name) {
+            Some(q) => self.blocks(&view, q)?.dequantize(&Device::Cpu)?,
+            None => view.load(&Device::Cpu)?.to_dtype(DType::F32)?,
+        };
+        Ok(dense)
     }
 
     /// Copies every tensor onto `device` as stored (dense ones are cast to
@@ -259,10 +366,7 @@ impl MappedModel {
             .map(|(name, view)| {
                 let read = || -> Result<Stored> {
                     Ok(match self.quantized.get(&name) {
-                        Some(&q) => {
-                            let shape = self.logical_shape(view.shape(), q);
-                            Stored::Quantized(Q8Matrix::from_ggml_q8_0(view.data(), shape[0], shape[1])?)
-                        }
+                        Some(&q) => Stored::Quantized(self.blocks(&view, q)?),
                         None => Stored::Dense(view.load(device)?),
                     })
                 };
