@@ -92,7 +92,7 @@ pub struct Assistant {
 /// Half a second of silence appended to every window: with none, Whisper's
 /// decoder sometimes misses the end of short clips and repeats the last word
 /// ("5 5 5 5 …" on pocketsphinx's cards clip 004).
-const TRAILING_SILENCE: usize = 8_000;
+pub const TRAILING_SILENCE: usize = 8_000;
 
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3

@@ -1,8 +1,10 @@
 //! Argument parsing and dispatch; one file per command.
 
+mod adapt;
 mod ask;
 mod corpus;
 mod devices;
+mod enroll;
 mod info;
 mod listen;
 mod pack;
@@ -42,6 +44,10 @@ enum Command {
     TrainProjector(train_projector::TrainProjectorArgs),
     /// Inspect or fill an experience-replay buffer (past items mixed into adaptation).
     Replay(replay::ReplayArgs),
+    /// Teach the model a new speaker: LoRA adapters from WAVs + transcripts, with replay against forgetting.
+    Adapt(adapt::AdaptArgs),
+    /// Read prompt sentences aloud (microphone or --input-dir), then adapt to your voice.
+    Enroll(enroll::EnrollArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -77,5 +83,7 @@ pub fn run() -> Result<()> {
         Command::Corpus(args) => corpus::run(&args),
         Command::TrainProjector(args) => train_projector::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Adapt(args) => adapt::run(&args),
+        Command::Enroll(args) => enroll::run(&args),
     }
 }
