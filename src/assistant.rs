@@ -98,7 +98,7 @@ fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
+pub(crate) fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
     Tokenizer::from_bytes(json.as_bytes()).map_err(|e| anyhow::anyhow!("the {which} tokenizer in the model file is invalid: {e}"))
 }
 

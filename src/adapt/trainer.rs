@@ -9,7 +9,7 @@
 
 use super::data::Recording;
 use super::replay::{ReplayBuffer, ReplayContent, ReplayItem};
-use crate::assistant::TRAILING_SILENCE;
+use crate::assistant::{tokenizer_from_json, TRAILING_SILENCE};
 use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
 use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
@@ -185,10 +185,7 @@ impl SpeakerTrainer {
         let optimizer = AdamW::new(vars, AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() })?;
         let schedule =
             LrSchedule { peak: config.peak_lr, warmup_steps: config.warmup_steps, total_steps: config.steps, final_fraction: 0.1 };
-        let tokenizer = |json: &str, which: &str| {
-            Tokenizer::from_bytes(json.as_bytes()).map_err(|e| anyhow::anyhow!("the {which} tokenizer in the model file is invalid: {e}"))
-        };
-        let whisper_tokenizer = tokenizer(&header.whisper_tokenizer, "Whisper")?;
+        let whisper_tokenizer = tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
         let special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
         Ok(Self {
             encoder,
@@ -201,7 +198,7 @@ impl SpeakerTrainer {
             whisper_prompt: special.prompt(),
             end_of_text: special.end_of_text,
             whisper_tokenizer,
-            llm_tokenizer: tokenizer(&header.llm_tokenizer, "LLM")?,
+            llm_tokenizer: tokenizer_from_json(&header.llm_tokenizer, "LLM")?,
             chat: ChatTemplate::new(&header.chat_template)?,
             end_of_turn: *header.llm.eos_token_ids.first().context("the LLM has no end-of-turn token")?,
             mel: MelExtractor::new(header.whisper.n_mels),
