@@ -92,13 +92,13 @@ pub struct Assistant {
 /// Half a second of silence appended to every window: with none, Whisper's
 /// decoder sometimes misses the end of short clips and repeats the last word
 /// ("5 5 5 5 …" on pocketsphinx's cards clip 004).
-const TRAILING_SILENCE: usize = 8_000;
+pub const TRAILING_SILENCE: usize = 8_000;
 
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
+pub(crate) fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
     Tokenizer::from_bytes(json.as_bytes()).map_err(|e| anyhow::anyhow!("the {which} tokenizer in the model file is invalid: {e}"))
 }
 

@@ -1,10 +1,12 @@
 //! Argument parsing and dispatch; one file per command.
 
+mod adapt;
 mod ask;
 mod corpus;
 mod devices;
 mod eval_align;
 mod eval;
+mod enroll;
 mod info;
 mod listen;
 mod merge;
@@ -51,6 +53,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Bake adapters into a new model file, or merge fine-tunes of one base (linear, TIES, DARE).
     Merge(merge::MergeArgs),
+    /// Teach the model a new speaker: LoRA adapters from WAVs + transcripts, with replay against forgetting.
+    Adapt(adapt::AdaptArgs),
+    /// Read prompt sentences aloud (microphone or --input-dir), then adapt to your voice.
+    Enroll(enroll::EnrollArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -89,5 +95,7 @@ pub fn run() -> Result<()> {
         Command::Replay(args) => replay::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Merge(args) => merge::run(&args),
+        Command::Adapt(args) => adapt::run(&args),
+        Command::Enroll(args) => enroll::run(&args),
     }
 }

@@ -111,7 +111,8 @@ impl TargetModules {
         Ok(Self { patterns })
     }
 
-    fn matches(&self, module: &str) -> bool {
+    /// Whether `module` (a whole module name) is one of the targets.
+    pub fn matches(&self, module: &str) -> bool {
         self.patterns.iter().any(|(_, r)| r.is_match(module))
     }
 }

@@ -90,6 +90,36 @@ impl AsrDecoder {
         Ok(DecoderState { cross_kv, self_kv: vec![None; self.layers.len()], position: 0 })
     }
 
+    /// Cross-attention keys/values of the stored silence encoding, projected
+    /// afresh: with trainable adapters on the cross-attention they carry
+    /// gradients. Project once per batch and pass to [`AsrDecoder::start_padded`].
+    pub fn project_silence(&self) -> Result<Vec<(Tensor, Tensor)>> {
+        let context = self.silence_context.unsqueeze(0)?;
+        Ok(self.layers.iter().map(|l| l.encoder_attn.project_kv(&context)).collect::<candle_core::Result<_>>()?)
+    }
+
+    /// Like [`AsrDecoder::start`] for one clip's encoding (batch 1), extended
+    /// up to 30 s with `silence` (from [`AsrDecoder::project_silence`]), as
+    /// [`AsrDecoder::transcribe`] sees a clip.
+    pub fn start_padded(&self, encoder_out: &Tensor, silence: &[(Tensor, Tensor)]) -> Result<DecoderState> {
+        let frames = encoder_out.dim(1)?;
+        let total = self.config.max_source_positions;
+        if frames >= total {
+            return self.start(encoder_out);
+        }
+        let cross_kv = self
+            .layers
+            .iter()
+            .zip(silence)
+            .map(|(layer, (sk, sv))| {
+                let (k, v) = layer.encoder_attn.project_kv(encoder_out)?;
+                let tail = |t: &Tensor| t.narrow(2, frames, total - frames)?.to_dtype(k.dtype());
+                Ok((Tensor::cat(&[&k, &tail(sk)?], 2)?, Tensor::cat(&[&v, &tail(sv)?], 2)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(DecoderState { cross_kv, self_kv: vec![None; self.layers.len()], position: 0 })
+    }
+
     /// Feeds `tokens` (batch, seq) after those already in `state`; returns
     /// logits (batch, seq, vocab). Output projection is tied to the embeddings.
     pub fn forward(&self, tokens: &Tensor, state: &mut DecoderState, path: Path) -> Result<Tensor> {
@@ -138,7 +168,7 @@ impl AsrDecoder {
         // a budget of 10/s plus slack only ever stops a decoder stuck in a loop.
         let seconds = encoder_out.dim(1)? as f64 * 0.02;
         let budget = 16 + (10.0 * seconds) as usize;
-        let mut state = self.start_extended(encoder_out)?;
+        let mut state = self.start_padded(encoder_out, self.silence_kv()?)?;
         let device = encoder_out.device();
         let prompt = special.prompt();
         let suppress = self.suppress_mask(special, false)?.to_device(device)?;
@@ -178,35 +208,13 @@ impl AsrDecoder {
         if let Some(kv) = self.silence_kv.get() {
             return Ok(kv);
         }
-        let context = self.silence_context.unsqueeze(0)?;
-        let kv = self.layers.iter().map(|l| l.encoder_attn.project_kv(&context)).collect::<candle_core::Result<_>>()?;
+        let kv = self.project_silence()?;
         Ok(self.silence_kv.get_or_init(|| kv))
     }
 
     /// Projects the silence context ahead of the first transcription.
     pub fn warm_up(&self) -> Result<()> {
         self.silence_kv().map(|_| ())
-    }
-
-    /// Like [`AsrDecoder::start`] for one clip's encoding (batch 1), extended
-    /// with the silence context's keys/values up to the full 30 s.
-    fn start_extended(&self, encoder_out: &Tensor) -> Result<DecoderState> {
-        let frames = encoder_out.dim(1)?;
-        let total = self.config.max_source_positions;
-        if frames >= total {
-            return self.start(encoder_out);
-        }
-        let cross_kv = self
-            .layers
-            .iter()
-            .zip(self.silence_kv()?)
-            .map(|(layer, (sk, sv))| {
-                let (k, v) = layer.encoder_attn.project_kv(encoder_out)?;
-                let tail = |t: &Tensor| t.narrow(2, frames, total - frames)?.to_dtype(k.dtype());
-                Ok((Tensor::cat(&[&k, &tail(sk)?], 2)?, Tensor::cat(&[&v, &tail(sv)?], 2)?))
-            })
-            .collect::<Result<_>>()?;
-        Ok(DecoderState { cross_kv, self_kv: vec![None; self.layers.len()], position: 0 })
     }
 
     /// Additive logit mask: -inf on suppressed tokens and on every control or
