@@ -115,11 +115,13 @@ fn unknown_device() {
 
 #[test]
 fn e2e_without_projector_says_so() {
-    let model = kioku::model::file::MappedModel::open(&model_path()).unwrap();
-    if model.header.projector.is_some() {
-        return; // this model ships a projector; the error path cannot occur
-    }
-    assert_clear_failure(&["ask", "--mode", "e2e", example_wav().to_str().unwrap()], "has no projector");
+    // The default model ships a projector, so pack one without.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("no-projector.safetensors");
+    let (whisper, llm, model_arg) = (whisper_source(), gguf_source(), model.to_str().unwrap().to_string());
+    let out = kioku(&["pack", "--whisper", whisper.to_str().unwrap(), "--llm", llm.to_str().unwrap(), "-o", &model_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_clear_failure(&["ask", "--model", &model_arg, "--mode", "e2e", example_wav().to_str().unwrap()], "has no projector");
 }
 
 #[test]

@@ -11,10 +11,11 @@ use std::path::PathBuf;
 pub struct AskArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// cascade: transcribe then answer; e2e: audio straight into the LLM.
-    /// Default: e2e when the model has a projector, else cascade.
-    #[arg(long, value_enum)]
-    mode: Option<Mode>,
+    /// cascade: transcribe then answer; e2e: audio straight into the LLM
+    /// (needs a projector). Cascade stays the default until the projector
+    /// reaches its accuracy target (README, "Speech straight into the LLM").
+    #[arg(long, value_enum, default_value = "cascade")]
+    mode: Mode,
     /// Print one JSON object with transcript, answer and timings.
     #[arg(long)]
     json: bool,
@@ -58,8 +59,7 @@ pub fn run(args: &AskArgs) -> Result<()> {
     let answer = match (&args.text, &samples) {
         (Some(question), _) => assistant.ask_text(question, &sampling, &mut print)?,
         (None, Some(samples)) => {
-            let mode = args.mode.unwrap_or(if assistant.has_projector() { Mode::E2e } else { Mode::Cascade });
-            assistant.ask_audio(samples, mode, &sampling, &mut print)?
+            assistant.ask_audio(samples, args.mode, &sampling, &mut print)?
         }
         (None, None) => unreachable!("clap requires a file or --text"),
     };

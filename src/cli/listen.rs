@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 pub struct ListenArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// cascade: transcribe then answer; e2e: audio straight into the LLM.
-    /// Default: e2e when the model has a projector, else cascade.
-    #[arg(long, value_enum)]
-    mode: Option<Mode>,
+    /// cascade: transcribe then answer; e2e: audio straight into the LLM
+    /// (needs a projector). Cascade stays the default until the projector
+    /// reaches its accuracy target (README, "Speech straight into the LLM").
+    #[arg(long, value_enum, default_value = "cascade")]
+    mode: Mode,
     /// Listen to a WAV file, at real-time pace, instead of the microphone.
     #[arg(long, value_name = "FILE.wav")]
     input: Option<PathBuf>,
@@ -78,7 +79,7 @@ pub fn run(args: &ListenArgs) -> Result<()> {
     // Open the source before loading the model, so that a missing microphone is reported at once.
     let mut source = open_source(args)?;
     let assistant = args.model.load()?;
-    let mode = args.mode.unwrap_or(if assistant.has_projector() { Mode::E2e } else { Mode::Cascade });
+    let mode = args.mode;
     let sampling = SamplingOptions { max_tokens: args.max_tokens, ..SamplingOptions::default() };
     let mut terminal = Terminal::new(args.json, args.ptt);
     let result = listen(&assistant, source.as_mut(), &ListenOptions { mode, sampling, endpointing }, |event| terminal.show(event));
