@@ -182,9 +182,9 @@ fn bad_data_directories_are_refused_with_one_clear_line() {
     refused(&dir.path().join("missing"), "is not a directory");
     refused(dir.path(), "transcripts.tsv is missing");
     std::fs::write(dir.path().join("transcripts.tsv"), "").unwrap();
-    refused(dir.path(), "lists no recordings");
+    refused(dir.path(), "lists no clips");
     std::fs::write(dir.path().join("transcripts.tsv"), "a\thello\n").unwrap();
-    refused(dir.path(), "a.wav does not exist");
+    refused(dir.path(), "a.wav not found");
     std::fs::write(dir.path().join("a.wav"), "not audio").unwrap();
     refused(dir.path(), "is not a WAV file");
     assert!(!out_dir.exists());

@@ -2,7 +2,7 @@
 //! their recordings (`1.wav` … `N.wav`, by prompt number) turned into the
 //! layout adaptation reads ([`super::data`]).
 
-use super::data::TRANSCRIPTS;
+use crate::corpus::TRANSCRIPTS_FILE;
 use crate::corpus::utterance_bank;
 use anyhow::{bail, ensure, Result};
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ pub fn write_transcripts(dir: &Path, prompts: &[String]) -> Result<()> {
         bail!("{} lacks {} of the {} recordings: {}", dir.display(), missing.len(), prompts.len(), missing.join(", "));
     }
     let tsv: String = prompts.iter().enumerate().map(|(i, text)| format!("{}\t{text}\n", i + 1)).collect();
-    crate::atomic::write_bytes(&dir.join(TRANSCRIPTS), tsv.as_bytes())
+    crate::atomic::write_bytes(&dir.join(TRANSCRIPTS_FILE), tsv.as_bytes())
 }
 
 #[cfg(test)]

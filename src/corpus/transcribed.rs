@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub const TRANSCRIPTS_FILE: &str = "transcripts.tsv";
@@ -18,21 +19,27 @@ pub struct TranscribedClip {
 }
 
 /// The clips listed in `dir/transcripts.tsv`, in file order; every listed
-/// WAV must exist. Empty lines are skipped; an empty list is an error.
+/// WAV must exist and no id may appear twice. Empty lines are skipped; an
+/// empty list is an error. Checked up front, so a typo fails in a second,
+/// not minutes into training.
 pub fn read_transcribed_dir(dir: &Path) -> Result<Vec<TranscribedClip>> {
     if !dir.is_dir() {
         bail!("{} is not a directory (expected WAV files and {TRANSCRIPTS_FILE})", dir.display());
     }
     let tsv = dir.join(TRANSCRIPTS_FILE);
     let text = std::fs::read_to_string(&tsv)
-        .with_context(|| format!("cannot read {} (one `id<TAB>text` line per WAV file)", tsv.display()))?;
+        .with_context(|| format!("{} is missing or unreadable (one `id<TAB>text` line per WAV file)", tsv.display()))?;
     let mut clips = Vec::new();
+    let mut seen = HashSet::new();
     for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let where_ = || format!("{} line {}", tsv.display(), number + 1);
         let Some((id, said)) = line.split_once('\t').filter(|(id, said)| !id.trim().is_empty() && !said.trim().is_empty()) else {
             bail!("{}: expected `id<TAB>text`", where_());
         };
         let id = id.trim().trim_end_matches(".wav");
+        if !seen.insert(id.to_string()) {
+            bail!("{}: id `{id}` appears twice", where_());
+        }
         let path = dir.join(format!("{id}.wav"));
         if !path.is_file() {
             bail!("{}: {} not found", where_(), path.display());
