@@ -1,5 +1,8 @@
 //! The replay buffer: caps, uniform reservoir sampling, restarts, corruption, and
-//! seeding from a corpus manifest. Synthetic items only; no model needed.
+//! seeding from a corpus manifest. Synthetic items, and the real model only for
+//! the text items it answers.
+
+mod common;
 
 use kioku::adapt::replay::{Offer, ReplayBuffer, ReplayContent, ReplayItem, ReplayKind, ReplayLimits};
 use kioku::corpus::{Kind, ManifestEntry, Split};
@@ -253,6 +256,14 @@ fn seeding_from_a_corpus_manifest_takes_that_splits_clips() {
     let summary = buffer.seed_from_corpus(&manifest_path, Split::Train, None).unwrap();
     assert_eq!((summary.offered, buffer.len()), (1, 3));
     assert_eq!(buffer.stats().by_speaker.len(), 3);
+
+    // The model's own answers to the split's questions become text items.
+    let answers = buffer.seed_text_answers(&common::assistant(), &corpus, Split::Train, 2, 12, &|| ()).unwrap();
+    assert_eq!((answers.offered, buffer.len()), (2, 5));
+    let text = buffer.items().find(|i| i.kind() == ReplayKind::Text).unwrap();
+    let ReplayContent::Text { prompt, answer } = &text.content else { panic!("a text item") };
+    assert_eq!((text.source.as_str(), prompt.as_str()), ("base-answers:train", "What is 0 plus 0?"));
+    assert!(!answer.is_empty());
 
     std::fs::remove_file(corpus.join("train/question-3.wav")).unwrap();
     let mut fresh = ReplayBuffer::new(&dir.path().join("other.kbuf"), ReplayLimits::default(), 0);

@@ -33,6 +33,15 @@ enum ReplayCommand {
         /// Offer at most this many clips (default: the whole split).
         #[arg(long)]
         clips: Option<usize>,
+        /// Also offer the model's own answers to this many of the split's
+        /// questions and requests, as text items that protect the LLM.
+        #[arg(long, default_value_t = 0)]
+        text_items: usize,
+        /// Longest of those answers, in tokens.
+        #[arg(long, default_value_t = 48)]
+        answer_tokens: usize,
+        #[command(flatten)]
+        model: super::ModelArgs,
         /// Most items the buffer holds.
         #[arg(long, default_value_t = ReplayLimits::default().max_items)]
         max_items: usize,
@@ -45,15 +54,26 @@ enum ReplayCommand {
 pub fn run(args: &ReplayArgs) -> Result<()> {
     match &args.command {
         ReplayCommand::Info { path, json } => info(&ReplayBuffer::open(path, ReplayLimits::NONE)?, *json),
-        ReplayCommand::Seed { path, corpus, split, clips, max_items, max_mb } => {
+        ReplayCommand::Seed { path, corpus, split, clips, text_items, answer_tokens, model, max_items, max_mb } => {
             let Some(split) = Split::ALL.into_iter().find(|s| s.as_str() == split) else {
                 bail!("unknown split {split:?}: use train, dev or test");
             };
             let limits = ReplayLimits { max_items: *max_items, max_bytes: max_mb.saturating_mul(1_000_000) };
             let mut buffer = ReplayBuffer::open(path, limits)?;
             let summary = buffer.seed_from_corpus(corpus, split, *clips)?;
+            // Saved after each phase: the answers take minutes, the clips are kept meanwhile.
             buffer.save()?;
             eprintln!("offered {} clips; the buffer holds {} of them", summary.offered, summary.held);
+            if *text_items > 0 {
+                let assistant = model.load()?;
+                let corpus_dir = corpus.parent().unwrap_or(std::path::Path::new("."));
+                let bar = indicatif::ProgressBar::new(*text_items as u64)
+                    .with_style(indicatif::ProgressStyle::with_template("answering {bar:30} {pos}/{len}  ETA {eta}")?);
+                let answers = buffer.seed_text_answers(&assistant, corpus_dir, split, *text_items, *answer_tokens, &|| bar.inc(1))?;
+                bar.finish_and_clear();
+                eprintln!("offered {} of the model's answers; the buffer holds {} of them", answers.offered, answers.held);
+                buffer.save()?;
+            }
             info(&buffer, false)
         }
     }
