@@ -54,6 +54,7 @@ pub fn assistant() -> kioku::assistant::Assistant {
     kioku::assistant::Assistant::load(&model_path(), &candle_core::Device::Cpu).expect("default model loads (run `make model`)")
 }
 
+#[allow(unused_imports)] // each test binary uses a different subset
 pub use kioku::eval::metrics::wer;
 
 /// candle-transformers' Whisper on the same (imported) weights, as reference.
