@@ -148,7 +148,18 @@ fn saved_adapter_loads_back_with_the_same_tensors_and_outputs() {
     assert_eq!(config["lora_alpha"], 8.0);
     assert_eq!(config["bias"], "none");
     assert_eq!(config["base_model_name_or_path"], MODEL_NAME);
-    assert_eq!(config["kioku"]["base_model_sha256"], header.base_identity().unwrap());
+    // An encoder adapter is tied to the Whisper component only: a retrained
+    // projector or another LLM leaves it valid.
+    assert_eq!(config["kioku"]["base_components"], serde_json::json!(["whisper"]));
+    assert_eq!(config["kioku"]["base_model_sha256"], header.identity_of(&["whisper"]).unwrap());
+    let mut other_projector = header.clone();
+    other_projector.projector = None;
+    other_projector.provenance.retain(|p| p.component != "projector");
+    other_projector.llm.rms_norm_eps *= 2.0;
+    assert!(peft::load(&adapter_dir, &other_projector).is_ok());
+    let mut other_whisper = header.clone();
+    other_whisper.whisper.n_mels += 1;
+    assert!(format!("{:#}", peft::load(&adapter_dir, &other_whisper).unwrap_err()).contains("different base model"));
     assert_eq!(config["target_modules"].as_array().unwrap().len(), 16);
     let keys = candle_core::safetensors::load(adapter_dir.join(peft::TENSORS_FILE), &Device::Cpu).unwrap();
     assert!(keys.contains_key("base_model.model.encoder.layers.0.self_attn.q_proj.lora_A.weight"));

@@ -66,13 +66,28 @@ impl ModelHeader {
     /// weights, so it is part of the identity: an adapter trained on the base
     /// is refused on a model merged from it, whose weights it never saw.
     pub fn base_identity(&self) -> Result<String> {
+        self.identity_of(&["whisper", "llm", "projector"])
+    }
+
+    /// The identity of some components only ("whisper", "llm", "projector"):
+    /// an adapter is checked against the components it changes, so a speaker
+    /// adapter on Whisper stays valid when the projector is retrained.
+    pub fn identity_of(&self, components: &[&str]) -> Result<String> {
         use sha2::Digest;
-        let mut fixed = serde_json::json!({
-            "whisper": self.whisper,
-            "llm": self.llm,
-            "projector": self.projector,
-            "provenance": self.provenance,
-        });
+        let all = components.len() == 3;
+        let mut fixed = serde_json::json!({});
+        for component in components {
+            fixed[*component] = match *component {
+                "whisper" => serde_json::to_value(&self.whisper)?,
+                "llm" => serde_json::to_value(&self.llm)?,
+                "projector" => serde_json::to_value(&self.projector)?,
+                other => bail!("unknown model component `{other}`"),
+            };
+        }
+        // The full identity hashes every provenance entry, as it always has.
+        let provenance: Vec<&Provenance> =
+            self.provenance.iter().filter(|p| all || components.contains(&p.component.as_str())).collect();
+        fixed["provenance"] = serde_json::to_value(provenance)?;
         // Added only when present, so packed models keep the identity they always had.
         if let Some(merge) = &self.merge {
             fixed["merge"] = merge.clone();

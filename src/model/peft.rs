@@ -59,8 +59,33 @@ struct AdapterConfig {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct KiokuFields {
-    /// [`ModelHeader::base_identity`] of the model the adapter was trained on.
+    /// [`ModelHeader::identity_of`] the components the adapter changes, in the
+    /// model it was trained on (all of them when `base_components` is absent).
     base_model_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base_components: Option<Vec<String>>,
+}
+
+/// The model components ("whisper", "llm", "projector") that adapted modules belong to.
+fn components_of<'a>(modules: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut components: Vec<String> = modules
+        .map(|m| match m.split('.').next().unwrap_or("") {
+            "encoder" | "asr_decoder" => "whisper",
+            "projector" => "projector",
+            _ => "llm",
+        })
+        .map(String::from)
+        .collect();
+    components.sort();
+    components.dedup();
+    components
+}
+
+fn identity_for(base: &ModelHeader, components: Option<&[String]>) -> Result<String> {
+    match components {
+        Some(c) => base.identity_of(&c.iter().map(String::as_str).collect::<Vec<_>>()),
+        None => base.base_identity(),
+    }
 }
 
 /// Writes `adapter` into the directory `dir` (created if need be). Each file
@@ -89,7 +114,10 @@ pub fn save(adapter: &Adapter, dir: &Path, base: &ModelHeader, base_name: &str) 
         fan_in_fan_out: false,
         use_rslora: false,
         use_dora: false,
-        kioku: Some(KiokuFields { base_model_sha256: base.base_identity()? }),
+        kioku: Some({
+            let components = components_of(adapter.modules.keys());
+            KiokuFields { base_model_sha256: identity_for(base, Some(&components))?, base_components: Some(components) }
+        }),
     };
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     crate::atomic::replace_with(&dir.join(TENSORS_FILE), |tmp| {
@@ -120,7 +148,7 @@ fn read(dir: &Path, base: &ModelHeader) -> Result<Adapter> {
     let Some(kioku) = &config.kioku else {
         bail!("{CONFIG_FILE} has no `kioku.base_model_sha256`, so it was not made for a kioku model");
     };
-    let identity = base.base_identity()?;
+    let identity = identity_for(base, kioku.base_components.as_deref())?;
     if kioku.base_model_sha256 != identity {
         bail!(
             "it was trained on a different base model ({}, identity {}…) than this one (identity {}…)",
