@@ -94,15 +94,18 @@ fn encoder_outputs(
     path: &Path,
     progress: &dyn PrepareProgress,
 ) -> Result<HashMap<String, Tensor>> {
-    if path.exists() {
-        let cached = candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("cannot read cache {}", path.display()))?;
-        if entries.iter().all(|e| cached.contains_key(&e.id)) {
-            return Ok(cached);
-        }
+    // Clips already cached (a smaller earlier run) are kept; only the rest are encoded.
+    let mut outputs = if path.exists() {
+        candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("cannot read cache {}", path.display()))?
+    } else {
+        HashMap::new()
+    };
+    let missing: Vec<&ManifestEntry> = entries.iter().filter(|e| !outputs.contains_key(&e.id)).collect();
+    if missing.is_empty() {
+        return Ok(outputs);
     }
-    progress.start("encoding clips", entries.len());
-    let mut outputs = HashMap::new();
-    for e in entries {
+    progress.start("encoding clips", missing.len());
+    for e in missing {
         let samples = load_audio_16k(&corpus_dir.join(&e.path))?;
         let encoded = assistant.encode_audio(&samples).with_context(|| format!("cannot encode {}", e.path))?;
         // f16 halves the cache; the projector's input is normalised anyway.

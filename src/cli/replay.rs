@@ -1,4 +1,4 @@
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use kioku::adapt::replay::{ReplayBuffer, ReplayLimits};
 use kioku::corpus::Split;
@@ -27,9 +27,9 @@ enum ReplayCommand {
         /// The corpus manifest (`kioku corpus --out DIR` writes DIR/manifest.jsonl).
         #[arg(long)]
         corpus: PathBuf,
-        /// Which split's clips: train, dev or test.
-        #[arg(long, default_value = "train")]
-        split: String,
+        /// Which split's clips.
+        #[arg(long, value_enum, default_value = "train")]
+        split: Split,
         /// Offer at most this many clips (default: the whole split).
         #[arg(long)]
         clips: Option<usize>,
@@ -55,9 +55,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     match &args.command {
         ReplayCommand::Info { path, json } => info(&ReplayBuffer::open(path, ReplayLimits::NONE)?, *json),
         ReplayCommand::Seed { path, corpus, split, clips, text_items, answer_tokens, model, max_items, max_mb } => {
-            let Some(split) = Split::ALL.into_iter().find(|s| s.as_str() == split) else {
-                bail!("unknown split {split:?}: use train, dev or test");
-            };
+            let split = *split;
             let limits = ReplayLimits { max_items: *max_items, max_bytes: max_mb.saturating_mul(1_000_000) };
             let mut buffer = ReplayBuffer::open(path, limits)?;
             let summary = buffer.seed_from_corpus(corpus, split, *clips)?;

@@ -125,9 +125,8 @@ pub fn run(args: &TrainProjectorArgs) -> Result<()> {
         history = checkpoint.get("history")?;
         eprintln!("resuming from {} at step {}", checkpoint_path.display(), trainer.steps_taken());
     }
-    train_loop(&mut trainer, &train, &dev, &checkpoint_path, previous_seconds, &mut history, args.checkpoint_every)?;
+    let elapsed = train_loop(&mut trainer, &train, &dev, &checkpoint_path, previous_seconds, &mut history, args.checkpoint_every)?;
 
-    let elapsed: f64 = Checkpoint::load(&checkpoint_path)?.get("elapsed_s")?;
     let record = json!({
         "objective": "teacher-forced cross-entropy on the model's own text-mode answers (sequence-level distillation) and on verbatim transcripts after a repeat instruction",
         "config": trainer.config(),
@@ -149,13 +148,15 @@ fn train_loop(
     previous_seconds: f64,
     history: &mut Vec<serde_json::Value>,
     checkpoint_every: usize,
-) -> Result<()> {
+) -> Result<f64> {
     let total = trainer.config().steps;
     let bar = ProgressBar::new(total as u64)
         .with_style(ProgressStyle::with_template("step {pos}/{len} {bar:30} {msg}  {elapsed} elapsed, ETA {eta}")?);
     bar.set_position(trainer.steps_taken() as u64);
     bar.reset_eta();
     let started = Instant::now();
+    // Training seconds over all runs, as of the last checkpoint.
+    let mut elapsed = previous_seconds;
     let mut smoothed: Option<f32> = None;
     let log_path = checkpoint_path.with_file_name("log.jsonl");
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
@@ -174,11 +175,12 @@ fn train_loop(
             history.push(json!({"step": step, "train_loss_ema": ema, "dev_loss": dev_loss}));
             bar.println(format!("step {step}: train loss {ema:.3}, dev loss {dev_loss:.3}"));
             let mut checkpoint = trainer.checkpoint()?;
-            checkpoint.set("elapsed_s", &(previous_seconds + started.elapsed().as_secs_f64()))?;
+            elapsed = previous_seconds + started.elapsed().as_secs_f64();
+            checkpoint.set("elapsed_s", &elapsed)?;
             checkpoint.set("history", history)?;
             checkpoint.save(checkpoint_path)?;
         }
     }
     bar.finish_and_clear();
-    Ok(())
+    Ok(elapsed)
 }

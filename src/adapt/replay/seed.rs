@@ -5,7 +5,7 @@
 
 use super::{ReplayBuffer, ReplayItem};
 use crate::assistant::{load_audio_16k, Assistant};
-use crate::corpus::{Kind, ManifestEntry, Split};
+use crate::corpus::{Kind, Split};
 use crate::generation::SamplingOptions;
 use anyhow::{Context, Result};
 use std::collections::HashSet;
@@ -24,16 +24,13 @@ impl ReplayBuffer {
     /// [`crate::corpus::generate`]) as speech items, in manifest order, at most
     /// `max_items` of them; source `corpus:<split>`, speaker the clip's voice.
     pub fn seed_from_corpus(&mut self, manifest: &Path, split: Split, max_items: Option<usize>) -> Result<SeedSummary> {
-        let text = std::fs::read_to_string(manifest).with_context(|| format!("cannot read corpus manifest {}", manifest.display()))?;
         let dir = manifest.parent().unwrap_or(Path::new("."));
         let source = format!("corpus:{}", split.as_str());
         let mut offered = HashSet::new();
-        for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for entry in crate::corpus::read_manifest(dir)? {
             if max_items.is_some_and(|max| offered.len() >= max) {
                 break;
             }
-            let entry: ManifestEntry = serde_json::from_str(line)
-                .with_context(|| format!("{} line {}: not a corpus manifest entry", manifest.display(), number + 1))?;
             if entry.split != split || self.items().any(|i| i.id == entry.id) {
                 continue;
             }
