@@ -150,3 +150,14 @@ fn silence_is_not_answered() {
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["text"], "");
 }
+
+#[test]
+fn projector_training_and_alignment_reject_bad_input() {
+    assert_clear_failure(&["train-projector", "--corpus", "/nonexistent-corpus"], "/nonexistent-corpus/manifest.jsonl");
+    assert_clear_failure(&["train-projector", "--corpus", "/nonexistent-corpus", "--repeat-fraction", "2"], "--repeat-fraction");
+    assert_clear_failure(&["train-projector", "--corpus", "/nonexistent-corpus", "--steps", "0"], "--steps");
+    assert_clear_failure(&["eval-align", "--corpus", "/nonexistent-corpus"], "/nonexistent-corpus/manifest.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("manifest.jsonl"), "{not json\n").unwrap();
+    assert_clear_failure(&["eval-align", "--corpus", dir.path().to_str().unwrap()], "line 1 is not a manifest entry");
+}
