@@ -165,12 +165,8 @@ impl Assistant {
     /// end-to-end turn; training builds its prompts with these so that they
     /// match inference exactly.
     pub fn audio_turn_ids(&self, instruction: Option<&str>) -> Result<(Vec<u32>, Vec<u32>)> {
-        let (before, after) = &self.turn_template;
-        let after = match instruction {
-            Some(instruction) => format!("{INSTRUCTION_SEPARATOR}{instruction}{after}"),
-            None => after.clone(),
-        };
-        Ok((self.token_ids(before)?, self.token_ids(&after)?))
+        let (before, after) = audio_turn_texts(&self.turn_template, instruction);
+        Ok((self.token_ids(&before)?, self.token_ids(&after)?))
     }
 
     /// Encoder outputs of consecutive windows of 16 kHz audio, each at most
@@ -365,10 +361,21 @@ impl Assistant {
     }
 }
 
-fn split_turn_template(chat: &ChatTemplate) -> Result<(String, String)> {
+/// The rendered chat prompt before and after the user's message.
+pub(crate) fn split_turn_template(chat: &ChatTemplate) -> Result<(String, String)> {
     let rendered = chat.render(None, USER_PLACEHOLDER)?;
     let (before, after) = rendered.split_once(USER_PLACEHOLDER).context("the chat template drops the user's message")?;
     Ok((before.to_string(), after.to_string()))
+}
+
+/// The prompt text before and after the projected audio of an end-to-end
+/// turn, with `instruction` (if any) right after the audio.
+pub(crate) fn audio_turn_texts(turn_template: &(String, String), instruction: Option<&str>) -> (String, String) {
+    let (before, after) = turn_template;
+    match instruction {
+        Some(instruction) => (before.clone(), format!("{INSTRUCTION_SEPARATOR}{instruction}{after}")),
+        None => (before.clone(), after.clone()),
+    }
 }
 
 /// Reads a WAV file as 16 kHz mono samples, the input every model here expects.

@@ -11,7 +11,7 @@ use kioku::adapt::data::{load_recordings, Recording};
 use kioku::adapt::replay::{ReplayBuffer, ReplayItem, ReplayLimits};
 use kioku::adapt::trainer::{AdaptConfig, SpeakerTrainer};
 use kioku::assistant::Assistant;
-use kioku::corpus::{synthesize, utterance_bank, Voice, AUGMENTATIONS, VOICES};
+use kioku::corpus::{synthesize_transcribed_dir, utterance_bank, Voice, VOICES};
 use kioku::eval::metrics::WerTally;
 use kioku::model::peft::{self, AdapterSpec};
 use std::io::{BufRead, BufReader};
@@ -30,16 +30,8 @@ fn texts(skip: usize, n: usize) -> Vec<String> {
     utterance_bank().into_iter().skip(skip).step_by(7).filter(|u| u.text.split_whitespace().count() <= 8).take(n).map(|u| u.text).collect()
 }
 
-/// Writes `texts` spoken by `voice` into `dir` as `<i>.wav` plus transcripts.tsv.
 fn synthesize_dir(dir: &Path, voice: &Voice, texts: &[String]) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut tsv = String::new();
-    for (i, text) in texts.iter().enumerate() {
-        let audio = synthesize(text, voice, &AUGMENTATIONS[0], i as u64).unwrap();
-        kioku::audio::write_wav_16k(&dir.join(format!("{i:02}.wav")), &audio).unwrap();
-        tsv.push_str(&format!("{i:02}\t{text}\n"));
-    }
-    std::fs::write(dir.join("transcripts.tsv"), tsv).unwrap();
+    synthesize_transcribed_dir(dir, voice, texts).unwrap();
     dir.to_path_buf()
 }
 
@@ -75,6 +67,41 @@ fn a_short_adaptation_lowers_the_loss_and_the_wer_on_its_clips() {
     eprintln!("loss {loss_before:.3} -> {loss_after:.3}, WER {before:.3} -> {after:.3}");
     assert!(loss_after < 0.7 * loss_before, "loss {loss_before} -> {loss_after}");
     assert!(before > 0.0 && after < before, "WER {before} -> {after}");
+}
+
+/// With LoRA on the LLM, each new clip also trains the end-to-end repeat task
+/// (projected audio -> transcript), and replayed text trains the LLM's own
+/// answers. A step fails when any adapter tensor gets no gradient, so steps
+/// without replay prove the spoken path reaches every LLM adapter.
+#[test]
+fn adapting_the_llm_trains_it_on_the_spoken_clips_and_on_replayed_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = load_recordings(&synthesize_dir(&dir.path().join("speaker"), hard_voice(), &texts(6, 3))).unwrap();
+    let mut buffer = ReplayBuffer::new(&dir.path().join("replay.kbuf"), ReplayLimits::default(), 0);
+    buffer.offer(ReplayItem::text("t0", "base-answers:train", "What is the capital of Italy?", "The capital of Italy is Rome."));
+    buffer.offer(ReplayItem::text("t1", "base-answers:train", "Name a primary colour.", "Red is a primary colour."));
+    let targets = vec!["decoder".to_string(), "llm-attn".to_string()];
+    let config = AdaptConfig { targets, steps: 8, batch_size: 3, replay_ratio: 0.34, ..AdaptConfig::default() };
+    let mut trainer = SpeakerTrainer::new(&model_path(), config, &Device::Cpu).unwrap();
+    assert!(trainer.trains_llm());
+    let loss_before = trainer.speech_loss(&recordings).unwrap();
+    let mut replayed_text = 0;
+    for step in 0..8 {
+        // Even steps without the buffer: only the spoken task can reach the LLM adapters.
+        let replay = (step % 2 == 1).then_some(&buffer);
+        replayed_text += trainer.step(&recordings, replay).unwrap().replayed_text;
+    }
+    let loss_after = trainer.speech_loss(&recordings).unwrap();
+    eprintln!("ASR + spoken repeat loss {loss_before:.3} -> {loss_after:.3}; {replayed_text} text items replayed");
+    assert!(replayed_text >= 4, "{replayed_text} text items replayed");
+    assert!(loss_after < loss_before, "loss {loss_before} -> {loss_after}");
+    let adapter = trainer.adapter().unwrap();
+    let llm_modules: Vec<_> = adapter.modules.iter().filter(|(m, _)| m.starts_with("llm.")).collect();
+    assert!(!llm_modules.is_empty());
+    for (module, pair) in llm_modules {
+        let moved = pair.b.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(moved > 0.0, "{module} did not train");
+    }
 }
 
 /// Measures the budget of issue 4: 24 utterances of one hard test voice,

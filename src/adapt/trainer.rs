@@ -4,18 +4,23 @@
 //! items replayed from the buffer (design.md: the strongest remedy against
 //! forgetting): replayed speech trains the same ASR loss, replayed text
 //! (prompt + the base model's answer) trains the LLM's cross-entropy when LLM
-//! modules are among the targets. An optional L2 pull keeps the adapter
-//! tensors near their start.
+//! modules are among the targets. When the LLM trains and the model has a
+//! projector, each new-speaker clip also trains the end-to-end path: the LLM
+//! repeats the transcript from the projected audio, so the adapter learns the
+//! voice where spoken questions reach it (and text forgetting can appear,
+//! which replayed text answers hold back). An optional L2 pull keeps the
+//! adapter tensors near their start.
 
 use super::data::Recording;
 use super::replay::{ReplayBuffer, ReplayContent, ReplayItem};
-use crate::assistant::{tokenizer_from_json, TRAILING_SILENCE};
+use crate::assistant::{audio_turn_texts, split_turn_template, tokenizer_from_json, REPEAT_INSTRUCTION, TRAILING_SILENCE};
 use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
 use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::llama::Llama;
 use crate::model::lora::{Adapter, LoraConfig, LoraSet, TargetModules};
 use crate::model::ops::Path as OpsPath;
+use crate::model::projector::Projector;
 use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
 use crate::train::{AdamW, AdamWConfig, LrSchedule};
 use anyhow::{bail, ensure, Context, Result};
@@ -120,6 +125,8 @@ pub struct SpeakerTrainer {
     decoder: AsrDecoder,
     /// Loaded only when LLM modules are among the targets.
     llm: Option<Llama>,
+    /// The end-to-end repeat task, when the LLM trains and a projector exists.
+    spoken: Option<SpokenRepeat>,
     lora: Arc<LoraSet>,
     optimizer: AdamW,
     /// The adapter tensors at the start, for the L2 pull.
@@ -171,6 +178,10 @@ impl SpeakerTrainer {
         let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
         let decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &header.whisper).with_context(describe)?;
         let llm = trains_llm.then(|| Llama::load(&weights.pp(LLM), &header.llm)).transpose().with_context(describe)?;
+        let projector = match &header.projector {
+            Some(cfg) if trains_llm => Some(Projector::load(&weights.pp(PROJECTOR), cfg).with_context(describe)?),
+            _ => None,
+        };
         drop(weights);
         lora.ensure_all_attached()?;
         let frozen_silence = if cross_kv_trains { None } else { Some(decoder.project_silence()?) };
@@ -187,10 +198,14 @@ impl SpeakerTrainer {
             LrSchedule { peak: config.peak_lr, warmup_steps: config.warmup_steps, total_steps: config.steps, final_fraction: 0.1 };
         let whisper_tokenizer = tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
         let special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
+        let llm_tokenizer = tokenizer_from_json(&header.llm_tokenizer, "LLM")?;
+        let chat = ChatTemplate::new(&header.chat_template)?;
+        let spoken = projector.map(|projector| SpokenRepeat::new(projector, &chat, &llm_tokenizer)).transpose()?;
         Ok(Self {
             encoder,
             decoder,
             llm,
+            spoken,
             lora,
             optimizer,
             start,
@@ -198,8 +213,8 @@ impl SpeakerTrainer {
             whisper_prompt: special.prompt(),
             end_of_text: special.end_of_text,
             whisper_tokenizer,
-            llm_tokenizer: tokenizer_from_json(&header.llm_tokenizer, "LLM")?,
-            chat: ChatTemplate::new(&header.chat_template)?,
+            llm_tokenizer,
+            chat,
             end_of_turn: *header.llm.eos_token_ids.first().context("the LLM has no end-of-turn token")?,
             mel: MelExtractor::new(header.whisper.n_mels),
             header,
@@ -308,26 +323,30 @@ impl SpeakerTrainer {
         };
         let mut losses = Vec::with_capacity(examples.len());
         for example in examples {
-            losses.push(match example {
+            match example {
                 Example::Speech { key, audio, text } => {
-                    self.asr_loss(key, audio, text, &silence).with_context(|| format!("training item {key}"))?
+                    let context = || format!("training item {key}");
+                    let encoded = self.encoded(key, audio).with_context(context)?;
+                    losses.push(self.asr_loss(&encoded, text, &silence).with_context(context)?);
+                    if self.spoken.is_some() && key.starts_with(NEW_KEY) {
+                        losses.push(self.spoken_repeat_loss(&encoded, text).with_context(context)?);
+                    }
                 }
-                Example::Text { prompt, answer } => self.text_loss(prompt, answer)?,
-            });
+                Example::Text { prompt, answer } => losses.push(self.text_loss(prompt, answer)?),
+            }
         }
         Ok(Tensor::stack(&losses, 0)?.mean_all()?)
     }
 
     /// Teacher-forced cross-entropy of the transcript and end-of-text after
     /// Whisper's prompt, against the clip padded and extended as at inference.
-    fn asr_loss(&mut self, key: &str, audio: &[f32], text: &str, silence: &[(Tensor, Tensor)]) -> Result<Tensor> {
-        let encoded = self.encoded(key, audio)?;
+    fn asr_loss(&self, encoded: &Tensor, text: &str, silence: &[(Tensor, Tensor)]) -> Result<Tensor> {
         let text_ids = self.whisper_tokenizer.encode(format!(" {}", text.trim()), false).map_err(anyhow::Error::msg)?;
         let mut ids = self.whisper_prompt.clone();
         ids.extend(text_ids.get_ids());
         ids.push(self.end_of_text);
         let input = Tensor::new(&ids[..ids.len() - 1], &self.device)?.unsqueeze(0)?;
-        let mut state = self.decoder.start_padded(&encoded, silence)?;
+        let mut state = self.decoder.start_padded(encoded, silence)?;
         let logits = self.decoder.forward(&input, &mut state, OpsPath::Trainable)?.squeeze(0)?;
         // The last prompt position predicts the first text token.
         let first = self.whisper_prompt.len() - 1;
@@ -353,6 +372,25 @@ impl SpeakerTrainer {
         } else {
             Ok(cached)
         }
+    }
+
+    /// Teacher-forced cross-entropy of the transcript (then end of turn) as
+    /// the LLM's reply to the projected clip followed by [`REPEAT_INSTRUCTION`],
+    /// the prompt `kioku eval-align` and inference use.
+    fn spoken_repeat_loss(&self, encoded: &Tensor, text: &str) -> Result<Tensor> {
+        let (llm, spoken) = (self.llm.as_ref().context("the spoken task needs the LLM")?, self.spoken.as_ref().context("no projector")?);
+        let mut target = self.llm_tokenizer.encode(text.trim(), false).map_err(anyhow::Error::msg)?.get_ids().to_vec();
+        target.push(self.end_of_turn);
+        target.truncate(MAX_ANSWER_TOKENS);
+        let embed = |ids: &[u32]| llm.embed(&Tensor::new(ids, &self.device)?.unsqueeze(0)?);
+        let audio_embeds = spoken.projector.forward(encoded, OpsPath::Trainable)?;
+        let after: Vec<u32> = spoken.after.iter().chain(&target[..target.len() - 1]).copied().collect();
+        let input = Tensor::cat(&[embed(&spoken.before)?, audio_embeds, embed(&after)?], 1)?;
+        let hidden = llm.forward_embeds(&input, None, OpsPath::Trainable)?;
+        // The last prompt position predicts the first target token.
+        let first = input.dim(1)? - target.len();
+        let logits = llm.logits(&hidden.narrow(1, first, target.len())?)?.squeeze(0)?;
+        cross_entropy(&logits, &target, &self.device)
     }
 
     /// Teacher-forced cross-entropy of the base model's answer (its first
@@ -385,8 +423,26 @@ impl SpeakerTrainer {
     }
 }
 
+/// The projector (frozen) and the prompt around its output for the spoken repeat task.
+struct SpokenRepeat {
+    projector: Projector,
+    before: Vec<u32>,
+    after: Vec<u32>,
+}
+
+impl SpokenRepeat {
+    fn new(projector: Projector, chat: &ChatTemplate, tokenizer: &Tokenizer) -> Result<Self> {
+        let (before, after) = audio_turn_texts(&split_turn_template(chat)?, Some(REPEAT_INSTRUCTION));
+        let ids = |text: &str| -> Result<Vec<u32>> { Ok(tokenizer.encode(text, false).map_err(anyhow::Error::msg)?.get_ids().to_vec()) };
+        Ok(Self { projector, before: ids(&before)?, after: ids(&after)? })
+    }
+}
+
+/// Cache-key prefix of the new speaker's clips (replayed ones use `replay:`).
+const NEW_KEY: &str = "new:";
+
 fn new_example(recording: &Recording) -> Example<'_> {
-    Example::Speech { key: format!("new:{}", recording.id), audio: Cow::Borrowed(&recording.audio_16k), text: &recording.text }
+    Example::Speech { key: format!("{NEW_KEY}{}", recording.id), audio: Cow::Borrowed(&recording.audio_16k), text: &recording.text }
 }
 
 fn replayed_example(item: &ReplayItem) -> Example<'_> {

@@ -122,25 +122,8 @@ pub fn run_adaptation(args: &TrainingArgs, data: &Path, out: &Path) -> Result<()
         speaker: args.speaker.clone(),
     };
     let device = kioku::device::parse_device(&args.device)?;
-    let bar = ProgressBar::hidden();
-    let report = adapt(&request, &device, &mut |event| match event {
-        AdaptEvent::Note(text) => bar.println(text),
-        AdaptEvent::TrainingStarts { steps } => {
-            // A plain line too: scripts (and the kill test) wait for it.
-            eprintln!("training {steps} steps");
-            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            bar.set_length(steps as u64);
-            bar.set_style(
-                ProgressStyle::with_template("step {pos}/{len} {bar:30} {msg}  {elapsed} elapsed, ETA {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-        }
-        AdaptEvent::Step { step, outcome } => {
-            bar.set_position(step as u64);
-            bar.set_message(format!("loss {:.3}", outcome.loss));
-        }
-        AdaptEvent::Saving => bar.finish_and_clear(),
-    })?;
+    let mut progress = AdaptProgress::default();
+    let report = adapt(&request, &device, &mut |event| progress.show(event))?;
     eprintln!(
         "wrote {} after {}/{} steps in {:.0} s (loss {:.3} -> {:.3}){}",
         out.display(),
@@ -152,4 +135,38 @@ pub fn run_adaptation(args: &TrainingArgs, data: &Path, out: &Path) -> Result<()
         report.buffer_items.map_or(String::new(), |n| format!("; the replay buffer holds {n} items"))
     );
     Ok(())
+}
+
+/// Shows an adaptation as it happens: notes as lines, training as a progress
+/// bar with loss and ETA; also used by `kioku eval --study`.
+pub struct AdaptProgress {
+    bar: ProgressBar,
+}
+
+impl Default for AdaptProgress {
+    fn default() -> Self {
+        Self { bar: ProgressBar::hidden() }
+    }
+}
+
+impl AdaptProgress {
+    pub fn show(&mut self, event: AdaptEvent) {
+        match event {
+            // `println` on a bar drops the line when stderr is not a terminal.
+            AdaptEvent::Note(text) => self.bar.suspend(|| eprintln!("{text}")),
+            AdaptEvent::TrainingStarts { steps } => {
+                // A plain line too: scripts (and the kill test) wait for it.
+                eprintln!("training {steps} steps");
+                self.bar = ProgressBar::new(steps as u64).with_style(
+                    ProgressStyle::with_template("step {pos}/{len} {bar:30} {msg}  {elapsed} elapsed, ETA {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+            }
+            AdaptEvent::Step { step, outcome } => {
+                self.bar.set_position(step as u64);
+                self.bar.set_message(format!("loss {:.3}", outcome.loss));
+            }
+            AdaptEvent::Saving => self.bar.finish_and_clear(),
+        }
+    }
 }

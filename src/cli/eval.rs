@@ -1,11 +1,13 @@
 use super::ModelArgs;
-use anyhow::{bail, Result};
+use super::adapt::AdaptProgress;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kioku::corpus::Split;
 use kioku::eval::forgetting::{evaluate, Arm, EvalOptions, Step};
 use kioku::eval::sets::EvalSets;
-use std::path::PathBuf;
+use kioku::eval::study::{self, StudyOptions};
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -42,6 +44,21 @@ pub struct EvalArgs {
     /// Seed of every sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Run the forgetting study first: adapt one new synthetic speaker with every
+    /// remedy (naive, replay, LoRA-scale discount, linear merge with the base;
+    /// Whisper-only and with LoRA on the LLM) and report every result as an arm.
+    /// Needs --corpus; the speaker's held-out clips become --new-speaker.
+    #[arg(long, requires = "corpus")]
+    study: bool,
+    /// Work directory of --study: clips, buffers, adapters, merged models (reused when present).
+    #[arg(long, default_value = "study", value_name = "DIR")]
+    study_dir: PathBuf,
+    /// The new speaker of --study (a test-split voice name, e.g. en-us-nyc+m7-s170-p55).
+    #[arg(long, value_name = "VOICE")]
+    study_voice: Option<String>,
+    /// LoRA scales γ of the study's discount arms.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.75")]
+    study_discounts: Vec<f64>,
     /// Where report.md, report.json and report.svg go.
     #[arg(long, default_value = "eval-report")]
     out: PathBuf,
@@ -49,21 +66,35 @@ pub struct EvalArgs {
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     let base = &args.model.model;
+    let device = kioku::device::parse_device(&args.model.device)?;
+    let mut new_speaker = args.new_speaker.clone();
     let mut arms = vec![Arm::new("base", base, Vec::new())];
+    if args.study {
+        let corpus = args.corpus.as_deref().context("--study needs --corpus")?;
+        let mut options = StudyOptions::new(base, corpus, &args.study_dir);
+        options.voice = args.study_voice.clone().unwrap_or(options.voice);
+        options.discounts = args.study_discounts.clone();
+        let mut progress = AdaptProgress::default();
+        let study = study::prepare(&options, &device, &mut |event| progress.show(event))?;
+        arms = study.arms;
+        new_speaker = new_speaker.or(Some(study.held_out));
+    }
     if !args.model.adapters.is_empty() {
         arms.push(Arm::new("adapted", base, args.model.adapters.clone()));
     }
     for text in &args.arms {
         arms.push(Arm::parse(text, base)?);
     }
-    let sets = sets(args)?;
-    let options = EvalOptions { device: kioku::device::parse_device(&args.model.device)?, answer_tokens: args.answer_tokens };
+    let sets = sets(args, new_speaker.as_deref())?;
+    let options = EvalOptions { device, answer_tokens: args.answer_tokens };
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template("{msg:24} {bar:30} {pos}/{len}  {elapsed} elapsed, ETA {eta}")?);
     let report = evaluate(&arms, &sets, &options, &mut |step| match step {
         Step::Arm { index, name, items } => {
             bar.reset();
             bar.set_length(items as u64);
             bar.set_message(format!("arm {}/{} {name}", index + 1, arms.len()));
+            // Also a plain line, for logs where the bar is not drawn.
+            bar.suspend(|| eprintln!("evaluating arm {}/{} {name} on {items} items", index + 1, arms.len()));
         }
         Step::Item => bar.inc(1),
     })?;
@@ -74,9 +105,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn sets(args: &EvalArgs) -> Result<EvalSets> {
+fn sets(args: &EvalArgs, new_speaker: Option<&Path>) -> Result<EvalSets> {
     let mut sets = EvalSets::default();
-    if let Some(dir) = &args.new_speaker {
+    if let Some(dir) = new_speaker {
         sets = sets.with_new_speaker(dir, args.new_speaker_clips, args.seed)?;
     }
     if let Some(dir) = &args.corpus {

@@ -173,7 +173,8 @@ fn train_loop(
         if step % checkpoint_every == 0 || step == total {
             let dev_loss = if dev.is_empty() { f32::NAN } else { trainer.evaluate(dev)? };
             history.push(json!({"step": step, "train_loss_ema": ema, "dev_loss": dev_loss}));
-            bar.println(format!("step {step}: train loss {ema:.3}, dev loss {dev_loss:.3}"));
+            // `println` on a bar drops the line when stderr is not a terminal (a log file).
+            bar.suspend(|| eprintln!("step {step}: train loss {ema:.3}, dev loss {dev_loss:.3}"));
             let mut checkpoint = trainer.checkpoint()?;
             elapsed = previous_seconds + started.elapsed().as_secs_f64();
             checkpoint.set("elapsed_s", &elapsed)?;

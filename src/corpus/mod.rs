@@ -14,7 +14,7 @@ mod voices;
 
 pub use synth::{check_tools, synthesize};
 pub use text::{utterance_bank, Kind, Utterance};
-pub use transcribed::{read_transcribed_dir, TranscribedClip, TRANSCRIPTS_FILE};
+pub use transcribed::{read_transcribed_dir, synthesize_transcribed_dir, TranscribedClip, TRANSCRIPTS_FILE};
 pub use voices::{voices_of, Augmentation, Voice, AUGMENTATIONS, VOICES};
 
 use crate::atomic;
