@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use kioku::corpus::{synthesize, voices_of, Split, AUGMENTATIONS};
+use kioku::corpus::{synthesize_transcribed_dir, voices_of, Split};
 use kioku::model::file::MappedModel;
 use kioku::model::lora::{Adapter, LoraConfig, LoraPair};
 use kioku::model::peft;
@@ -17,15 +17,8 @@ const SENTENCES: [&str; 3] = ["Turn off the kitchen lights.", "What is the weath
 
 /// A voice the model was never adapted to, speaking [`SENTENCES`] into `dir`.
 fn new_speaker_dir(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let voice = voices_of(Split::Test)[0];
-    let mut tsv = String::new();
-    for (i, text) in SENTENCES.iter().enumerate() {
-        let samples = synthesize(text, voice, &AUGMENTATIONS[0], i as u64).expect("espeak-ng and sox are installed (make deps)");
-        kioku::audio::write_wav_16k(&dir.join(format!("clip{i}.wav")), &samples).unwrap();
-        tsv.push_str(&format!("clip{i}\t{text}\n"));
-    }
-    std::fs::write(dir.join("transcripts.tsv"), tsv).unwrap();
+    let texts: Vec<String> = SENTENCES.iter().map(|s| s.to_string()).collect();
+    synthesize_transcribed_dir(dir, voices_of(Split::Test)[0], &texts).expect("espeak-ng and sox are installed (make deps)");
 }
 
 /// An adapter with random A and B on an encoder and an LLM layer: at scale 1 it would change outputs.
