@@ -5,7 +5,14 @@
 use super::forgetting::Report;
 use std::fmt::Write;
 
-const COLORS: [&str; 8] = ["#8c8c8c", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"];
+const COLORS: [&str; 12] = [
+    "#8c8c8c", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78",
+];
+/// Grey for the reference arm only; the others cycle through the rest.
+fn color(arm: usize) -> &'static str {
+    if arm == 0 { COLORS[0] } else { COLORS[1 + (arm - 1) % (COLORS.len() - 1)] }
+}
+
 const BAR: f64 = 18.0;
 const GAP: f64 = 28.0;
 /// Wide enough for a metric's label under its group.
@@ -62,7 +69,7 @@ pub fn grouped_bars(report: &Report) -> String {
                 x0 + BAR * i as f64,
                 y(v),
                 PLOT_HEIGHT + TOP - y(v),
-                COLORS[i % COLORS.len()],
+                color(i),
                 escape(&arm.arm.name),
                 metric.label(),
             );
@@ -82,7 +89,7 @@ pub fn grouped_bars(report: &Report) -> String {
             svg,
             r#"<rect x="{LEFT}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
             row - 10.0,
-            COLORS[i % COLORS.len()],
+            color(i),
             LEFT + 18.0,
             row,
             escape(&arm.arm.name)
