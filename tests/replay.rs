@@ -270,3 +270,18 @@ fn seeding_from_a_corpus_manifest_takes_that_splits_clips() {
     let error = format!("{:#}", fresh.seed_from_corpus(&manifest_path, Split::Train, None).unwrap_err());
     assert!(error.contains("question-3"), "{error}");
 }
+
+#[test]
+fn without_a_corpus_a_buffer_is_seeded_with_synthesized_training_voices() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut buffer = ReplayBuffer::new(&dir.path().join("replay.kbuf"), ReplayLimits::default(), 0);
+    let summary = buffer.seed_synthesized(6, &|| {}).expect("espeak-ng and sox are installed (make deps)");
+    assert_eq!((summary.offered, summary.held), (6, 6));
+    let training_voices: HashSet<String> = kioku::corpus::voices_of(Split::Train).iter().map(|v| v.name()).collect();
+    let speakers: HashSet<&str> = buffer.items().map(|i| i.speaker().unwrap()).collect();
+    assert!(speakers.len() >= 3 && speakers.iter().all(|s| training_voices.contains(*s)), "{speakers:?}");
+    for item in buffer.items() {
+        let seconds = item.audio_16k().len() as f64 / 16_000.0;
+        assert!(item.source == "corpus:train" && (0.5..15.0).contains(&seconds), "{} {seconds}", item.id);
+    }
+}

@@ -23,6 +23,10 @@ pub enum ReplaySource {
     Buffer { path: PathBuf, seed_corpus: Option<PathBuf>, limits: ReplayLimits },
 }
 
+/// Earlier-voice clips a new buffer is seeded with when no corpus is given:
+/// the study's buffer held 200 (README, "The forgetting study").
+const SEED_CLIPS: usize = 200;
+
 /// The replay buffer a model uses by default: `replay.kbuf` beside it.
 pub fn default_replay_path(model: &Path) -> PathBuf {
     model.with_file_name("replay.kbuf")
@@ -154,6 +158,14 @@ fn open_buffer(source: &ReplaySource, on_event: &mut dyn FnMut(AdaptEvent)) -> R
                 summary.held,
                 summary.offered
             )));
+        }
+        None if !existed => {
+            on_event(AdaptEvent::Note(format!(
+                "no replay buffer at {} yet: synthesizing {SEED_CLIPS} clips of the voices the model was trained on to seed it (once; --seed-corpus DIR uses a corpus instead)",
+                path.display()
+            )));
+            let summary = buffer.seed_synthesized(SEED_CLIPS, &|| {})?;
+            on_event(AdaptEvent::Note(format!("the new buffer holds {} of {} clips (saved when training ends)", summary.held, summary.offered)));
         }
         _ if buffer.is_empty() => on_event(AdaptEvent::Note(format!(
             "replay buffer {} is empty (seed it with --seed-corpus DIR or `kioku replay seed`): nothing to replay this time",

@@ -5,9 +5,10 @@
 
 use super::{ReplayBuffer, ReplayItem};
 use crate::assistant::{load_audio_16k, Assistant};
-use crate::corpus::{Kind, Split};
+use crate::corpus::{Clip, Kind, Split};
 use crate::generation::SamplingOptions;
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -41,6 +42,28 @@ impl ReplayBuffer {
         }
         let held = self.items().filter(|i| offered.contains(&i.id)).count();
         Ok(SeedSummary { offered: offered.len(), held })
+    }
+
+    /// Offers the first `count` train-split clips of the corpus recipe
+    /// (`kioku corpus`, seed 0), synthesized here in memory with espeak-ng and
+    /// sox: the earlier voices a plain `kioku adapt` replays when neither a
+    /// buffer nor a corpus directory exists yet. `on_clip` runs after each.
+    pub fn seed_synthesized(&mut self, count: usize, on_clip: &(dyn Fn() + Sync)) -> Result<SeedSummary> {
+        crate::corpus::check_tools().context("seeding the replay buffer needs espeak-ng and sox (or pass --no-replay)")?;
+        let clips: Vec<Clip> = crate::corpus::plan(0, None)?.into_iter().filter(|c| c.split == Split::Train).take(count).collect();
+        let audio = clips
+            .par_iter()
+            .map(|c| {
+                let audio = crate::corpus::synthesize(&c.utterance.text, c.voice, c.augmentation, c.noise_seed);
+                on_clip();
+                audio
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (clip, audio) in clips.iter().zip(&audio) {
+            self.offer(ReplayItem::speech(&clip.id, "corpus:train", audio, &clip.utterance.text, &clip.voice.name()));
+        }
+        let held = self.items().filter(|i| clips.iter().any(|c| c.id == i.id)).count();
+        Ok(SeedSummary { offered: clips.len(), held })
     }
 
     /// Offers the base model's greedy answers (at most `max_tokens`) to the
