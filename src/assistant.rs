@@ -98,6 +98,11 @@ fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// Token ids of `text` without added special tokens (those written in it are matched whole).
+pub(crate) fn token_ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    Ok(tokenizer.encode(text, false).map_err(anyhow::Error::msg)?.get_ids().to_vec())
+}
+
 pub(crate) fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
     Tokenizer::from_bytes(json.as_bytes()).map_err(|e| anyhow::anyhow!("the {which} tokenizer in the model file is invalid: {e}"))
 }
@@ -314,7 +319,7 @@ impl Assistant {
 
     /// Token ids of rendered prompt text; special tokens in it are matched whole.
     fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.llm_tokenizer.encode(text, false).map_err(anyhow::Error::msg)?.get_ids().to_vec())
+        token_ids(&self.llm_tokenizer, text)
     }
 
     fn generate(

@@ -13,7 +13,7 @@
 
 use super::data::Recording;
 use super::replay::{ReplayBuffer, ReplayContent, ReplayItem};
-use crate::assistant::{audio_turn_texts, split_turn_template, tokenizer_from_json, REPEAT_INSTRUCTION, TRAILING_SILENCE};
+use crate::assistant::{audio_turn_texts, split_turn_template, token_ids, tokenizer_from_json, REPEAT_INSTRUCTION, TRAILING_SILENCE};
 use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
 use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
@@ -381,7 +381,7 @@ impl SpeakerTrainer {
     /// the prompt `kioku eval-align` and inference use.
     fn spoken_repeat_loss(&self, encoded: &Tensor, text: &str) -> Result<Tensor> {
         let (llm, spoken) = (self.llm.as_ref().context("the spoken task needs the LLM")?, self.spoken.as_ref().context("no projector")?);
-        let mut target = self.llm_tokenizer.encode(text.trim(), false).map_err(anyhow::Error::msg)?.get_ids().to_vec();
+        let mut target = token_ids(&self.llm_tokenizer, text.trim())?;
         target.push(self.end_of_turn);
         target.truncate(MAX_ANSWER_TOKENS);
         let embed = |ids: &[u32]| llm.embed(&Tensor::new(ids, &self.device)?.unsqueeze(0)?);
@@ -399,11 +399,8 @@ impl SpeakerTrainer {
     /// [`MAX_ANSWER_TOKENS`], then end of turn if it fits) after the chat prompt.
     fn text_loss(&self, prompt: &str, answer: &str) -> Result<Tensor> {
         let llm = self.llm.as_ref().context("text items train the LLM, which no target adapts")?;
-        let encode = |text: &str| -> Result<Vec<u32>> {
-            Ok(self.llm_tokenizer.encode(text, false).map_err(anyhow::Error::msg)?.get_ids().to_vec())
-        };
-        let prompt_ids = encode(&self.chat.render(None, prompt)?)?;
-        let mut target = encode(answer)?;
+        let prompt_ids = token_ids(&self.llm_tokenizer, &self.chat.render(None, prompt)?)?;
+        let mut target = token_ids(&self.llm_tokenizer, answer)?;
         if target.len() < MAX_ANSWER_TOKENS {
             target.push(self.end_of_turn);
         }
@@ -435,8 +432,7 @@ struct SpokenRepeat {
 impl SpokenRepeat {
     fn new(projector: Projector, chat: &ChatTemplate, tokenizer: &Tokenizer) -> Result<Self> {
         let (before, after) = audio_turn_texts(&split_turn_template(chat)?, Some(REPEAT_INSTRUCTION));
-        let ids = |text: &str| -> Result<Vec<u32>> { Ok(tokenizer.encode(text, false).map_err(anyhow::Error::msg)?.get_ids().to_vec()) };
-        Ok(Self { projector, before: ids(&before)?, after: ids(&after)? })
+        Ok(Self { projector, before: token_ids(tokenizer, &before)?, after: token_ids(tokenizer, &after)? })
     }
 }
 

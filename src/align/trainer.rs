@@ -173,7 +173,7 @@ impl ProjectorTrainer {
             Task::Repeat => (item.entry.text.as_str(), true),
             Task::Answer => (item.text_answer.answer.as_str(), item.text_answer.finished),
         };
-        let mut ids = self.tokenizer.encode(text, false).map_err(anyhow::Error::msg)?.get_ids().to_vec();
+        let mut ids = crate::assistant::token_ids(&self.tokenizer, text)?;
         if finished {
             ids.push(self.end_of_turn);
         }

@@ -62,7 +62,8 @@ impl ReplayBuffer {
         for (clip, audio) in clips.iter().zip(&audio) {
             self.offer(ReplayItem::speech(&clip.id, "corpus:train", audio, &clip.utterance.text, &clip.voice.name()));
         }
-        let held = self.items().filter(|i| clips.iter().any(|c| c.id == i.id)).count();
+        let offered: HashSet<&str> = clips.iter().map(|c| c.id.as_str()).collect();
+        let held = self.items().filter(|i| offered.contains(i.id.as_str())).count();
         Ok(SeedSummary { offered: clips.len(), held })
     }
 
