@@ -47,3 +47,15 @@ fn a_tiny_study_prepares_every_arm_with_its_cost_and_resumes() {
         assert_eq!(first.cost.train_seconds, second.cost.train_seconds, "{} was trained again", first.name);
     }
 }
+
+#[test]
+fn an_unknown_study_voice_is_one_clear_error_listing_the_test_voices() {
+    let dir = tempfile::tempdir().unwrap();
+    let (corpus, study) = (dir.path().join("corpus"), dir.path().join("study"));
+    std::fs::create_dir_all(&corpus).unwrap();
+    let out = kioku(&["eval", "--study", "--corpus", corpus.to_str().unwrap(), "--study-dir", study.to_str().unwrap(), "--study-voice", "nobody"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("unknown voice \"nobody\"") && err.contains("en-us-nyc+m7-s170-p55"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
