@@ -5,7 +5,8 @@
 use crate::audio::mel::HOP_LENGTH;
 use crate::audio::MelExtractor;
 use crate::generation::{ChatTemplate, Sampler, SamplingOptions, TokenStream};
-use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
+use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA};
+use crate::model::lora::{Adapter, Gate};
 use crate::model::llama::{Llama, LlamaCache};
 use crate::model::ops::Path as OpsPath;
 use crate::model::peft::{self, AdapterSpec};
@@ -84,6 +85,8 @@ pub struct Assistant {
     /// The rendered chat prompt before and after the user's words.
     turn_template: (String, String),
     prefix: OnceLock<PromptPrefix>,
+    /// Open while an audio turn runs through the LLM (a no-op without a speech adapter).
+    speech_gate: Gate,
     mel: MelExtractor,
     device: Device,
     load_ms: f64,
@@ -119,9 +122,17 @@ impl Assistant {
         let dtype = crate::device::default_dtype(device);
         let mapped = MappedModel::open(path)?;
         let header = mapped.header.clone();
-        let lora = Arc::new(peft::load_all(adapters, &header)?);
-        let weights = mapped.weights(device, dtype)?.with_lora(lora.clone());
+        let weights = mapped.weights(device, dtype)?;
         drop(mapped);
+        let speech_gate = Gate::default();
+        let mut lora = peft::load_all(adapters, &header)?;
+        if let Some(config) = header.speech_lora {
+            let speech = Adapter::from_factors(config, weights.pp(SPEECH_LORA).take_all()?)
+                .with_context(|| format!("the speech adapter in model {} is invalid", path.display()))?;
+            lora = lora.apply_gated(speech, speech_gate.clone(), "speech adapter");
+        }
+        let lora = Arc::new(lora);
+        let weights = weights.with_lora(lora.clone());
         let describe = || format!("model {} does not match its own configuration", path.display());
         let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
         let asr_decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &header.whisper).with_context(describe)?;
@@ -142,6 +153,7 @@ impl Assistant {
             llm_tokenizer: tokenizer_from_json(&header.llm_tokenizer, "LLM")?,
             turn_template: split_turn_template(&ChatTemplate::new(&header.chat_template)?)?,
             prefix: OnceLock::new(),
+            speech_gate,
             mel: MelExtractor::new(header.whisper.n_mels),
             header,
             device: device.clone(),
@@ -268,6 +280,9 @@ impl Assistant {
                     bail!("this model has no projector, so it cannot answer end-to-end; use --mode cascade or a model packed with --projector");
                 };
                 let audio = Tensor::cat(&encoded.iter().map(|e| projector.forward(e, OpsPath::Fast)).collect::<Result<Vec<_>>>()?, 1)?;
+                // The shared prompt prefix is the text mode's: build it before the adapter switches on.
+                self.prompt_prefix()?;
+                let _speech = self.speech_gate.open();
                 self.generate(UserTurn::Audio { audio, instruction }, sampling, start, &mut timings, on_text)
             }
         }

@@ -5,7 +5,10 @@ mod common;
 use candle_core::Device;
 use common::*;
 use kioku::align::features::{prepare, PrepareProgress};
-use kioku::align::trainer::{ProjectorTrainer, TrainConfig};
+use kioku::align::features::AlignItem;
+use kioku::align::trainer::{ProjectorTrainer, Task, TrainConfig};
+use kioku::assistant::{Assistant, Mode};
+use kioku::generation::SamplingOptions;
 use kioku::corpus::{Kind, ManifestEntry, Split};
 use kioku::eval::align::{evaluate, Question, SpokenClip};
 use kioku::eval::pocketsphinx;
@@ -72,6 +75,44 @@ fn short_training_lowers_the_loss_and_resumes_exactly() {
     }
     let resumed_loss = resumed.evaluate(&items).unwrap();
     assert!((resumed_loss - after).abs() < 1e-4, "resumed run diverged: {resumed_loss} vs {after}");
+}
+
+/// The speech adapter trains with the projector (every tensor of both gets a
+/// gradient), packs into a model with it, and leaves typed questions to the base LLM.
+#[test]
+fn speech_adapter_trains_packs_and_leaves_typed_answers_alone() {
+    let assistant = assistant();
+    let dir = tempfile::tempdir().unwrap();
+    let items = prepare(&assistant, std::path::Path::new("/"), &entries(), Split::Train, dir.path(), 12, &Quiet).unwrap();
+    let config = TrainConfig { steps: 2, batch_size: 4, peak_lr: 1e-2, warmup_steps: 0, hidden_dim: 256, speech_lora_rank: 2, ..TrainConfig::default() };
+    let mut trainer = ProjectorTrainer::new(&model_path(), &assistant, config, &Device::Cpu).unwrap();
+    let llm_modules = 30 * 7;
+    assert_eq!(trainer.trainable().len(), 4 + 2 * llm_modules, "the projector's 4 tensors and A, B on every LLM projection");
+    // B starts at zero, which makes A's first gradient zero by construction: step once first.
+    trainer.step(&items).unwrap();
+    let batch: Vec<(&AlignItem, Task)> = items.iter().map(|i| (i, Task::Repeat)).collect();
+    let grads = trainer.loss(&batch).unwrap().backward().unwrap();
+    let is_zero = |g: &candle_core::Tensor| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0;
+    let missing: Vec<&String> =
+        trainer.trainable().iter().filter(|(_, v)| grads.get(v.as_tensor()).is_none_or(is_zero)).map(|(name, _)| name).collect();
+    assert!(missing.is_empty(), "no gradient for {missing:?}");
+
+    let projector = dir.path().join("projector.safetensors");
+    trainer.save_projector(&projector, &serde_json::json!({})).unwrap();
+    let packed = dir.path().join("model.safetensors");
+    let out = kioku(&[
+        "pack", "--whisper", whisper_source().to_str().unwrap(), "--llm", gguf_source().to_str().unwrap(),
+        "--projector", projector.to_str().unwrap(), "-o", packed.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let with_adapter = Assistant::load(&packed, &Device::Cpu).unwrap();
+    assert_eq!(with_adapter.header().speech_lora.map(|c| c.rank), Some(2));
+    let sampling = SamplingOptions { max_tokens: 12, ..Default::default() };
+    let typed = |a: &Assistant| a.ask_text("What is the capital of France?", &sampling, &mut |_| {}).unwrap().answer;
+    assert_eq!(typed(&with_adapter), typed(&assistant));
+    let samples = kioku::assistant::load_audio_16k(&example_wav()).unwrap();
+    let spoken = with_adapter.ask_audio(&samples, Mode::E2e, &sampling, &mut |_| {}).unwrap();
+    assert!(!spoken.answer.is_empty());
 }
 
 /// The default model (`make model` packs the shipped projector) answers the

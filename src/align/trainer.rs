@@ -11,7 +11,8 @@
 
 use super::features::AlignItem;
 use crate::assistant::{Assistant, REPEAT_INSTRUCTION};
-use crate::model::file::{MappedModel, LLM, PROJECTOR};
+use crate::model::file::{MappedModel, ModelHeader, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY};
+use crate::model::lora::{LoraConfig, LoraSet, TargetModules, SPEECH_LORA_TARGETS};
 use crate::model::llama::{FrozenPrefix, Llama};
 use crate::model::ops::Path as OpsPath;
 use crate::model::projector::{Projector, ProjectorConfig};
@@ -25,6 +26,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -41,6 +43,10 @@ pub struct TrainConfig {
     pub max_target_tokens: usize,
     /// Start from this trained projector instead of a random one (a further stage).
     pub init: Option<std::path::PathBuf>,
+    /// Rank of the speech adapter: LoRA on every LLM projection, trained with
+    /// the projector and active only on audio turns (0: the LLM stays frozen).
+    #[serde(default)]
+    pub speech_lora_rank: usize,
 }
 
 impl Default for TrainConfig {
@@ -55,6 +61,7 @@ impl Default for TrainConfig {
             repeat_fraction: 0.4,
             max_target_tokens: 20,
             init: None,
+            speech_lora_rank: 0,
         }
     }
 }
@@ -90,24 +97,35 @@ impl ProjectorTrainer {
     pub fn new(model_path: &Path, assistant: &Assistant, config: TrainConfig, device: &Device) -> Result<Self> {
         let mapped = MappedModel::open(model_path)?;
         let header = mapped.header.clone();
-        let weights = mapped.weights(device, DType::F32)?.with_dense_only(true);
+        let mut weights = mapped.weights(device, DType::F32)?.with_dense_only(true);
+        let speech_lora = (config.speech_lora_rank > 0)
+            .then(|| -> Result<_> {
+                let lora = LoraSet::default().train(speech_lora_config(config.speech_lora_rank), TargetModules::new(&[SPEECH_LORA_TARGETS])?, config.seed)?;
+                Ok(Arc::new(lora))
+            })
+            .transpose()?;
+        if let Some(lora) = &speech_lora {
+            weights = weights.with_lora(lora.clone());
+        }
         drop(mapped);
         let llm = Llama::load(&weights.pp(LLM), &header.llm)?;
-        let projector_config = ProjectorConfig {
-            stack_factor: 8,
-            input_dim: header.whisper.d_model,
-            hidden_dim: config.hidden_dim,
-            output_dim: header.llm.hidden_size,
-        };
-        let vars = initial_projector(&projector_config, &llm, config.seed, device)?;
+        let mut vars = initial_projector(&projector_config_for(&header, &config), &llm, config.seed, device)?;
+        if let Some(lora) = &speech_lora {
+            lora.ensure_all_attached()?;
+            for (module, v) in lora.vars() {
+                vars.insert(format!("{SPEECH_LORA}.{module}.lora_A"), v.a);
+                vars.insert(format!("{SPEECH_LORA}.{module}.lora_B"), v.b);
+            }
+        }
+        let projector_config = projector_config_for(&header, &config);
         if let Some(path) = &config.init {
-            let (trained_config, tensors) = crate::import::read_projector(path)?;
+            let crate::import::ProjectorFile { config: trained_config, tensors, .. } = crate::import::read_projector(path)?;
             ensure!(
                 trained_config == projector_config,
                 "projector {} is {trained_config:?}, but this run trains {projector_config:?} (check --hidden-dim)",
                 path.display()
             );
-            for (name, var) in &vars {
+            for (name, var) in vars.iter().filter(|(name, _)| name.starts_with(&format!("{PROJECTOR}."))) {
                 var.set(&tensors.get(name).with_context(|| format!("projector {} has no {name}", path.display()))?.to_device(device)?)?;
             }
         }
@@ -115,6 +133,8 @@ impl ProjectorTrainer {
         let (prefix_ids, answer_suffix) = assistant.audio_turn_ids(None)?;
         let (repeat_prefix, repeat_suffix) = assistant.audio_turn_ids(Some(REPEAT_INSTRUCTION))?;
         ensure!(prefix_ids == repeat_prefix, "the prompt before the audio depends on the instruction");
+        // Computed while the speech adapter is still zero: the adapter acts on
+        // the audio turn only, and the prompt before it stays the text mode's.
         let mut prefix_cache = llm.new_cache();
         llm.forward_embeds(&llm.embed(&Tensor::new(prefix_ids.as_slice(), device)?.unsqueeze(0)?)?, Some(&mut prefix_cache), OpsPath::Fast)?;
         let prefix = prefix_cache.to_frozen_prefix()?;
@@ -266,6 +286,9 @@ impl ProjectorTrainer {
             out.tensors.insert(name.clone(), var.as_tensor().to_dtype(DType::F16)?);
         }
         out.set("projector.config", &self.projector_config)?;
+        if self.config.speech_lora_rank > 0 {
+            out.set(SPEECH_LORA_KEY, &speech_lora_config(self.config.speech_lora_rank))?;
+        }
         out.set("projector.training", training_record)?;
         out.save(path)
     }
@@ -298,7 +321,17 @@ fn initial_projector(cfg: &ProjectorConfig, llm: &Llama, seed: u64, device: &Dev
     tensors.into_iter().map(|(name, t)| Ok((format!("{PROJECTOR}.{name}"), Var::from_tensor(&t)?))).collect()
 }
 
+fn projector_config_for(header: &ModelHeader, config: &TrainConfig) -> ProjectorConfig {
+    ProjectorConfig { stack_factor: 8, input_dim: header.whisper.d_model, hidden_dim: config.hidden_dim, output_dim: header.llm.hidden_size }
+}
+
+/// The speech adapter's shape: α = 2r, no dropout (the corpus is large next to it).
+fn speech_lora_config(rank: usize) -> LoraConfig {
+    LoraConfig { rank, alpha: 2.0 * rank as f64, dropout: 0.0 }
+}
+
 fn projector_from_vars(vars: &BTreeMap<String, Var>, cfg: &ProjectorConfig, device: &Device) -> Result<Projector> {
-    let weights = Weights::new(vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect(), DType::F32, device).with_dense_only(true);
+    let projector_vars = vars.iter().filter(|(k, _)| k.starts_with(&format!("{PROJECTOR}.")));
+    let weights = Weights::new(projector_vars.map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect(), DType::F32, device).with_dense_only(true);
     Projector::load(&weights.pp(PROJECTOR), cfg)
 }

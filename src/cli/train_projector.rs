@@ -60,6 +60,10 @@ pub struct TrainProjectorArgs {
     /// with its own schedule, instead of a random initialisation.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Also train a LoRA adapter of this rank on every LLM projection, used
+    /// on audio turns only (a speech adapter; 0 keeps the LLM frozen).
+    #[arg(long, default_value_t = TrainConfig::default().speech_lora_rank)]
+    speech_lora_rank: usize,
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 25)]
     checkpoint_every: usize,
@@ -111,6 +115,7 @@ pub fn run(args: &TrainProjectorArgs) -> Result<()> {
         hidden_dim: args.hidden_dim,
         repeat_fraction: args.repeat_fraction,
         init: args.init.clone(),
+        speech_lora_rank: args.speech_lora_rank,
         ..TrainConfig::default()
     };
     let mut trainer = ProjectorTrainer::new(&args.model.model, &assistant, config, &device)?;

@@ -6,7 +6,8 @@ pub mod gguf;
 pub mod hf;
 
 use crate::audio::{mel::HOP_LENGTH, MelExtractor};
-use crate::model::file::{self, ModelHeader, Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR};
+use crate::model::file::{self, ModelHeader, Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY};
+use crate::model::lora::LoraConfig;
 use crate::model::ops::Path as OpsPath;
 use crate::model::weights::Weights;
 use crate::model::whisper::{WhisperEncoder, SILENCE_CONTEXT};
@@ -127,9 +128,11 @@ pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
         }
     }
     tensors.extend(llm.tensors);
+    let mut speech_lora = None;
     let projector = match &opts.projector {
         Some(path) => {
-            let (config, projector_tensors) = read_projector(path)?;
+            let ProjectorFile { config, speech_lora: speech, tensors: projector_tensors } = read_projector(path)?;
+            speech_lora = speech;
             if config.input_dim != whisper.config.d_model || config.output_dim != llm.config.hidden_size {
                 bail!(
                     "projector {} maps {} -> {}, but these models need {} -> {}",
@@ -149,6 +152,7 @@ pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
         llm_tokenizer: llm.tokenizer,
         chat_template: llm.chat_template,
         projector,
+        speech_lora,
         provenance,
         merge: None,
     };
@@ -156,23 +160,38 @@ pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
     Ok(header)
 }
 
-/// Loads a standalone projector file (the artefact projector training writes).
-pub fn read_projector(path: &Path) -> Result<(ProjectorConfig, BTreeMap<String, Tensor>)> {
+/// A standalone projector file (the artefact projector training writes).
+pub struct ProjectorFile {
+    pub config: ProjectorConfig,
+    /// Present when the LLM's speech adapter was trained with the projector.
+    pub speech_lora: Option<LoraConfig>,
+    /// `projector.*` and `speech_lora.*` tensors in f32.
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+pub fn read_projector(path: &Path) -> Result<ProjectorFile> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read projector {}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("projector {} is not a safetensors file ({e})", path.display()))?;
-    let config_json = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("projector.config"))
-        .with_context(|| format!("projector {} has no `projector.config` metadata", path.display()))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let config_json =
+        metadata.get("projector.config").with_context(|| format!("projector {} has no `projector.config` metadata", path.display()))?;
     let config: ProjectorConfig = serde_json::from_str(config_json)?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?
+    let speech_lora: Option<LoraConfig> = metadata
+        .get(SPEECH_LORA_KEY)
+        .map(|t| serde_json::from_str(t).with_context(|| format!("projector {}: `{SPEECH_LORA_KEY}` is not valid", path.display())))
+        .transpose()?;
+    let speech_prefix = format!("{SPEECH_LORA}.");
+    let tensors: BTreeMap<String, Tensor> = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?
         .into_iter()
         .map(|(name, t)| {
-            let name = if name.starts_with(&format!("{PROJECTOR}.")) { name } else { format!("{PROJECTOR}.{name}") };
+            let keep = name.starts_with(&format!("{PROJECTOR}.")) || name.starts_with(&speech_prefix);
+            let name = if keep { name } else { format!("{PROJECTOR}.{name}") };
             Ok((name, t.to_dtype(DType::F32)?))
         })
         .collect::<Result<_>>()?;
-    Ok((config, tensors))
+    if tensors.keys().any(|n| n.starts_with(&speech_prefix)) != speech_lora.is_some() {
+        bail!("projector {}: speech adapter tensors and `{SPEECH_LORA_KEY}` must come together", path.display());
+    }
+    Ok(ProjectorFile { config, speech_lora, tensors })
 }

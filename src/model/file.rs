@@ -4,6 +4,7 @@
 //! template, provenance). Any safetensors tool can read it.
 
 use super::llama::LlamaConfig;
+use super::lora::LoraConfig;
 use super::projector::ProjectorConfig;
 use super::weights::{Stored, Weights};
 use super::whisper::WhisperConfig;
@@ -29,6 +30,10 @@ const MERGE_KEY: &str = "kioku.merge";
 pub const ENCODER: &str = "encoder";
 pub const ASR_DECODER: &str = "asr_decoder";
 pub const PROJECTOR: &str = "projector";
+/// The LLM adapter trained with the projector, applied on audio turns only.
+pub const SPEECH_LORA: &str = "speech_lora";
+/// Metadata key of the speech adapter's configuration (model and projector files).
+pub const SPEECH_LORA_KEY: &str = "speech_lora.config";
 pub const LLM: &str = "llm";
 
 /// Where a component's weights came from.
@@ -52,6 +57,8 @@ pub struct ModelHeader {
     pub llm_tokenizer: String,
     pub chat_template: String,
     pub projector: Option<ProjectorConfig>,
+    /// The speech adapter trained with the projector (tensors `speech_lora.*`).
+    pub speech_lora: Option<LoraConfig>,
     pub provenance: Vec<Provenance>,
     /// How `kioku merge` made this file from a base model (inputs, method,
     /// parameters); None for a packed model.
@@ -80,7 +87,12 @@ impl ModelHeader {
             fixed[*component] = match *component {
                 "whisper" => serde_json::to_value(&self.whisper)?,
                 "llm" => serde_json::to_value(&self.llm)?,
-                "projector" => serde_json::to_value(&self.projector)?,
+                // The speech adapter belongs to the projector; added only when present,
+                // so models without one keep the identity they always had.
+                "projector" => match &self.speech_lora {
+                    Some(speech) => serde_json::json!([self.projector, speech]),
+                    None => serde_json::to_value(&self.projector)?,
+                },
                 other => bail!("unknown model component `{other}`"),
             };
         }
@@ -109,6 +121,9 @@ impl ModelHeader {
         if let Some(p) = &self.projector {
             m.insert("projector.config".into(), serde_json::to_string(p)?);
         }
+        if let Some(speech) = &self.speech_lora {
+            m.insert(SPEECH_LORA_KEY.into(), serde_json::to_string(speech)?);
+        }
         if let Some(merge) = &self.merge {
             m.insert(MERGE_KEY.into(), serde_json::to_string(merge)?);
         }
@@ -127,6 +142,7 @@ impl ModelHeader {
             llm_tokenizer: get("llm.tokenizer")?.clone(),
             chat_template: get("llm.chat_template")?.clone(),
             projector: m.get("projector.config").map(|t| json("projector.config", t)).transpose()?,
+            speech_lora: m.get(SPEECH_LORA_KEY).map(|t| json(SPEECH_LORA_KEY, t)).transpose()?,
             provenance: json("provenance", get("provenance")?)?,
             merge: m.get(MERGE_KEY).map(|t| json(MERGE_KEY, t)).transpose()?,
         })

@@ -65,7 +65,7 @@ impl Module for Linear {
         if let Some(bias) = &self.bias {
             ys = ys.broadcast_add(bias)?;
         }
-        for adapter in &self.adapters {
+        for adapter in self.adapters.iter().filter(|a| a.is_active()) {
             ys = (ys + adapter.forward(xs)?)?;
         }
         Ok(ys)

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoraConfig {
     pub rank: usize,
     pub alpha: f64,
@@ -51,6 +51,40 @@ pub struct Adapter {
 }
 
 impl Adapter {
+    /// Pairs factors named `<module>.lora_A` and `<module>.lora_B` into an
+    /// adapter, checking that each pair is complete and of the config's rank.
+    pub fn from_factors(config: LoraConfig, named: impl IntoIterator<Item = (String, Tensor)>) -> Result<Self> {
+        let rank = config.rank;
+        if rank == 0 {
+            bail!("rank r must be at least 1");
+        }
+        let mut factors: BTreeMap<String, (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
+        for (key, t) in named {
+            let (module, is_a) = match key.rsplit_once('.') {
+                Some((module, "lora_A")) => (module, true),
+                Some((module, "lora_B")) => (module, false),
+                _ => bail!("unexpected tensor `{key}` (expected `<module>.lora_A` or `<module>.lora_B`)"),
+            };
+            let entry = factors.entry(module.to_string()).or_default();
+            let t = t.to_dtype(DType::F32)?;
+            if is_a { entry.0 = Some(t) } else { entry.1 = Some(t) }
+        }
+        if factors.is_empty() {
+            bail!("no LoRA tensors");
+        }
+        let modules = factors
+            .into_iter()
+            .map(|(module, pair)| {
+                let (Some(a), Some(b)) = pair else { bail!("`{module}` needs both lora_A and lora_B") };
+                if a.dims().len() != 2 || b.dims().len() != 2 || a.dim(0)? != rank || b.dim(1)? != rank {
+                    bail!("`{module}`: lora_A {:?} and lora_B {:?} do not have the config's rank r={rank}", a.dims(), b.dims());
+                }
+                Ok((module, LoraPair { a, b }))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { config, modules })
+    }
+
     /// Bakes the adapter at `scale` into `tensors` (module `m` -> `m.weight`),
     /// as `kioku merge` does.
     pub fn bake_into(&self, tensors: &mut BTreeMap<String, Tensor>, scale: f64) -> Result<()> {
@@ -93,6 +127,9 @@ pub const TARGET_PRESETS: [(&str, &str); 5] = [
     ("decoder", r"asr_decoder\.layers\.\d+\..+"),
     ("projector", r"projector\.linear_[12]"),
 ];
+
+/// What the speech adapter (trained with the projector) adapts: every LLM projection.
+pub const SPEECH_LORA_TARGETS: &str = "llm-all";
 
 impl TargetModules {
     pub fn new<S: AsRef<str>>(specs: &[S]) -> Result<Self> {
@@ -150,11 +187,17 @@ pub(crate) struct LoraLayer {
     dropout: Option<Dropout>,
     /// Its factors are variables of a training run.
     trainable: bool,
+    /// Applies only while this gate is open (see [`Gate`]); None: always.
+    gate: Option<Gate>,
 }
 
 impl LoraLayer {
     pub(crate) fn is_trainable(&self) -> bool {
         self.trainable
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.gate.as_ref().is_none_or(Gate::is_open)
     }
 
     /// The adapter's term `factor·B·(A·x)`, in the dtype of `xs`.
@@ -174,7 +217,33 @@ struct Applied {
     label: String,
     adapter: Adapter,
     scale: f64,
+    gate: Option<Gate>,
     attached: Mutex<HashSet<String>>,
+}
+
+/// Switches an adapter on and off without reloading the model: the speech
+/// adapter acts on audio turns only, so typed questions get the base LLM.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    pub fn is_open(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Opens the gate until the returned guard drops (also on an early error return).
+    pub fn open(&self) -> GateOpen<'_> {
+        self.0.store(true, Ordering::Relaxed);
+        GateOpen(self)
+    }
+}
+
+pub struct GateOpen<'a>(&'a Gate);
+
+impl Drop for GateOpen<'_> {
+    fn drop(&mut self) {
+        self.0 .0.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Trainable adapters, created as matching modules load.
@@ -209,7 +278,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LoraSet {
     /// Applies `adapter` at `scale`; several adapters on one module add up.
     pub fn apply(mut self, adapter: Adapter, scale: f64, label: impl Into<String>) -> Self {
-        self.applied.push(Applied { label: label.into(), adapter, scale, attached: Mutex::new(HashSet::new()) });
+        self.applied.push(Applied { label: label.into(), adapter, scale, gate: None, attached: Mutex::new(HashSet::new()) });
+        self
+    }
+
+    /// Applies `adapter` at scale 1 while `gate` is open.
+    pub fn apply_gated(mut self, adapter: Adapter, gate: Gate, label: impl Into<String>) -> Self {
+        self.applied.push(Applied { label: label.into(), adapter, scale: 1.0, gate: Some(gate), attached: Mutex::new(HashSet::new()) });
         self
     }
 
@@ -278,6 +353,7 @@ impl LoraSet {
                 factor: applied.scale * applied.adapter.config.scaling(),
                 dropout: None,
                 trainable: false,
+                gate: applied.gate.clone(),
             });
         }
         if let Some(training) = self.training.as_ref().filter(|t| t.targets.matches(module)) {
@@ -293,6 +369,7 @@ impl LoraSet {
                     rng: training.dropout_rng.clone(),
                 }),
                 trainable: true,
+                gate: None,
             });
         }
         Ok(layers)
@@ -384,6 +461,27 @@ mod tests {
         let bound = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(bound > 0.0 && bound <= 1.0 / 8f32.sqrt(), "A is kaiming-uniform within 1/sqrt(in): {bound}");
         assert_ne!(seeded_outputs(4).0, outputs);
+    }
+
+    #[test]
+    fn a_gated_adapter_acts_only_while_its_gate_is_open() {
+        use crate::model::{linear::Linear, weights::Weights};
+        use candle_core::Module;
+        let dev = Device::Cpu;
+        let pair = LoraPair { a: Tensor::ones((1, 4), DType::F32, &dev).unwrap(), b: Tensor::ones((2, 1), DType::F32, &dev).unwrap() };
+        let adapter = Adapter { config: LoraConfig { rank: 1, alpha: 1.0, dropout: 0.0 }, modules: [("m".to_string(), pair)].into() };
+        let gate = Gate::default();
+        let set = Arc::new(LoraSet::default().apply_gated(adapter, gate.clone(), "test"));
+        let tensors = [("m.weight".to_string(), Tensor::zeros((2, 4), DType::F32, &dev).unwrap())].into();
+        let linear = Linear::load(&Weights::new(tensors, DType::F32, &dev).with_lora(set).pp("m"), 4, 2, false).unwrap();
+        let xs = Tensor::ones((1, 4), DType::F32, &dev).unwrap();
+        let out = || linear.forward(&xs).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(out(), [[0.0, 0.0]], "closed: the base layer alone");
+        {
+            let _open = gate.open();
+            assert_eq!(out(), [[4.0, 4.0]], "open: W·x + B·A·x");
+        }
+        assert_eq!(out(), [[0.0, 0.0]], "the gate closes when its guard drops");
     }
 
     #[test]

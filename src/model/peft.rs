@@ -5,11 +5,11 @@
 //! on, so applying it to another one fails up front.
 
 use super::file::ModelHeader;
-use super::lora::{Adapter, LoraConfig, LoraPair, LoraSet};
+use super::lora::{Adapter, LoraConfig, LoraSet};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -157,39 +157,18 @@ fn read(dir: &Path, base: &ModelHeader) -> Result<Adapter> {
             &identity[..12]
         );
     }
-    let rank = config.r;
-    if rank == 0 {
-        bail!("rank r must be at least 1");
-    }
     let tensors_path = dir.join(TENSORS_FILE);
     let tensors = candle_core::safetensors::load(&tensors_path, &Device::Cpu)
         .with_context(|| format!("{} not found, unreadable or not safetensors", tensors_path.display()))?;
-    let mut factors: BTreeMap<String, (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
-    for (key, t) in tensors {
-        let module_factor = key.strip_prefix(KEY_PREFIX).and_then(|k| k.strip_suffix(".weight"));
-        let (module, is_a) = match module_factor.and_then(|k| k.rsplit_once('.')) {
-            Some((module, "lora_A")) => (module, true),
-            Some((module, "lora_B")) => (module, false),
-            _ => bail!("unexpected tensor `{key}` (expected `{KEY_PREFIX}<module>.lora_A.weight` or `.lora_B.weight`)"),
-        };
-        let entry = factors.entry(module.to_string()).or_default();
-        let t = t.to_dtype(DType::F32)?;
-        if is_a { entry.0 = Some(t) } else { entry.1 = Some(t) }
-    }
-    if factors.is_empty() {
-        bail!("{TENSORS_FILE} holds no LoRA tensors");
-    }
-    let modules = factors
+    let named = tensors
         .into_iter()
-        .map(|(module, pair)| {
-            let (Some(a), Some(b)) = pair else { bail!("`{module}` needs both lora_A and lora_B") };
-            if a.dims().len() != 2 || b.dims().len() != 2 || a.dim(0)? != rank || b.dim(1)? != rank {
-                bail!("`{module}`: lora_A {:?} and lora_B {:?} do not have the config's rank r={rank}", a.dims(), b.dims());
-            }
-            Ok((module, LoraPair { a, b }))
+        .map(|(key, t)| match key.strip_prefix(KEY_PREFIX).and_then(|k| k.strip_suffix(".weight")) {
+            Some(factor) => Ok((factor.to_string(), t)),
+            None => bail!("unexpected tensor `{key}` (expected `{KEY_PREFIX}<module>.lora_A.weight` or `.lora_B.weight`)"),
         })
-        .collect::<Result<_>>()?;
-    Ok(Adapter { config: LoraConfig { rank, alpha: config.lora_alpha, dropout: config.lora_dropout }, modules })
+        .collect::<Result<Vec<_>>>()?;
+    let config = LoraConfig { rank: config.r, alpha: config.lora_alpha, dropout: config.lora_dropout };
+    Adapter::from_factors(config, named).with_context(|| format!("in {TENSORS_FILE}"))
 }
 
 /// The set applying every adapter in `specs` to a model with header `base`.

@@ -141,6 +141,24 @@ impl Weights {
         if self.contains(name) { self.take(name, shape).map(Some) } else { Ok(None) }
     }
 
+    /// Removes every tensor under this prefix as dense f32, named relative to
+    /// it (for adapters stored in the model file, whose modules are not known up front).
+    pub fn take_all(&self) -> Result<Vec<(String, Tensor)>> {
+        let start = format!("{}.", self.prefix);
+        let names: Vec<String> = self.tensors.borrow().keys().filter(|k| k.starts_with(&start)).cloned().collect();
+        names
+            .into_iter()
+            .map(|full| {
+                let shape = match &self.tensors.borrow()[&full] {
+                    Stored::Dense(t) => t.shape().clone(),
+                    Stored::Quantized(q) => Shape::from(q.shape()),
+                };
+                let relative = full[start.len()..].to_string();
+                Ok((relative.clone(), self.take(&relative, shape)?.to_dtype(DType::F32)?))
+            })
+            .collect()
+    }
+
     /// Fails if any tensor under this prefix was never claimed: a file with
     /// extra tensors was packed for a different architecture.
     pub fn ensure_all_claimed(&self) -> Result<()> {
