@@ -5,8 +5,8 @@
 use crate::audio::mel::HOP_LENGTH;
 use crate::audio::MelExtractor;
 use crate::generation::{ChatTemplate, Sampler, SamplingOptions, TokenStream};
-use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA};
-use crate::model::lora::{Adapter, Gate};
+use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
+use crate::model::lora::Gate;
 use crate::model::llama::{Llama, LlamaCache};
 use crate::model::ops::Path as OpsPath;
 use crate::model::peft::{self, AdapterSpec};
@@ -125,13 +125,7 @@ impl Assistant {
         let weights = mapped.weights(device, dtype)?;
         drop(mapped);
         let speech_gate = Gate::default();
-        let mut lora = peft::load_all(adapters, &header)?;
-        if let Some(config) = header.speech_lora {
-            let speech = Adapter::from_factors(config, weights.pp(SPEECH_LORA).take_all()?)
-                .with_context(|| format!("the speech adapter in model {} is invalid", path.display()))?;
-            lora = lora.apply_gated(speech, speech_gate.clone(), "speech adapter");
-        }
-        let lora = Arc::new(lora);
+        let lora = Arc::new(peft::load_all(adapters, &header)?.with_speech_adapter(&weights, &header, &speech_gate)?);
         let weights = weights.with_lora(lora.clone());
         let describe = || format!("model {} does not match its own configuration", path.display());
         let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;

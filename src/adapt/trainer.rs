@@ -18,7 +18,7 @@ use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
 use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::llama::Llama;
-use crate::model::lora::{Adapter, LoraConfig, LoraSet, TargetModules};
+use crate::model::lora::{Adapter, Gate, LoraConfig, LoraSet, TargetModules};
 use crate::model::ops::Path as OpsPath;
 use crate::model::projector::Projector;
 use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
@@ -129,6 +129,8 @@ pub struct SpeakerTrainer {
     llm: Option<Llama>,
     /// The end-to-end repeat task, when the LLM trains and a projector exists.
     spoken: Option<SpokenRepeat>,
+    /// Open while the spoken task runs (the model's speech adapter, if any).
+    speech_gate: Gate,
     lora: Arc<LoraSet>,
     optimizer: AdamW,
     /// The adapter tensors at the start, for the L2 pull.
@@ -173,8 +175,11 @@ impl SpeakerTrainer {
         let trains = |component: &str| targeted.iter().any(|m| m.starts_with(&format!("{component}.")));
         let (encoder_trains, trains_llm) = (trains(ENCODER), trains(LLM));
         let cross_kv_trains = targeted.iter().any(|m| m.starts_with(ASR_DECODER) && (m.ends_with("encoder_attn.k_proj") || m.ends_with("encoder_attn.v_proj")));
-        let lora = Arc::new(LoraSet::default().train(config.lora, targets, config.seed)?);
-        let weights = mapped.weights(device, DType::F32)?.with_dense_only(true).with_lora(lora.clone());
+        let weights = mapped.weights(device, DType::F32)?.with_dense_only(true);
+        // The speech adapter stays frozen; the spoken task trains through it as inference runs it.
+        let speech_gate = Gate::default();
+        let lora = Arc::new(LoraSet::default().with_speech_adapter(&weights, &header, &speech_gate)?.train(config.lora, targets, config.seed)?);
+        let weights = weights.with_lora(lora.clone());
         drop(mapped);
         let describe = || format!("model {} does not match its own configuration", model.display());
         let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
@@ -208,6 +213,7 @@ impl SpeakerTrainer {
             decoder,
             llm,
             spoken,
+            speech_gate,
             lora,
             optimizer,
             start,
@@ -387,8 +393,15 @@ impl SpeakerTrainer {
         let embed = |ids: &[u32]| llm.embed(&Tensor::new(ids, &self.device)?.unsqueeze(0)?);
         let audio_embeds = spoken.projector.forward(encoded, OpsPath::Trainable)?;
         let after: Vec<u32> = spoken.after.iter().chain(&target[..target.len() - 1]).copied().collect();
-        let input = Tensor::cat(&[embed(&spoken.before)?, audio_embeds, embed(&after)?], 1)?;
-        let hidden = llm.forward_embeds(&input, None, OpsPath::Trainable)?;
+        // As at inference, the prompt before the audio runs without the speech
+        // adapter and the audio turn with it. Its keys and values come from the
+        // inference cache, whose in-place writes carry no gradient; the audio
+        // turn's own tokens still reach every adapter.
+        let mut before = llm.new_cache();
+        llm.forward_embeds(&embed(&spoken.before)?, Some(&mut before), OpsPath::Fast)?;
+        let _speech = self.speech_gate.open();
+        let input = Tensor::cat(&[audio_embeds, embed(&after)?], 1)?;
+        let hidden = llm.forward_after_prefix(&input, &before.to_frozen_prefix()?, OpsPath::Trainable)?;
         // The last prompt position predicts the first target token.
         let first = input.dim(1)? - target.len();
         let logits = llm.logits(&hidden.narrow(1, first, target.len())?)?.squeeze(0)?;

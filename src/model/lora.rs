@@ -10,7 +10,9 @@
 //! is loaded the set holds every trainable tensor and nothing else: the base
 //! weights stay plain tensors, out of the optimizer's reach.
 
+use super::file::{ModelHeader, SPEECH_LORA};
 use super::linear::matmul_t;
+use super::weights::Weights;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -286,6 +288,14 @@ impl LoraSet {
     pub fn apply_gated(mut self, adapter: Adapter, gate: Gate, label: impl Into<String>) -> Self {
         self.applied.push(Applied { label: label.into(), adapter, scale: 1.0, gate: Some(gate), attached: Mutex::new(HashSet::new()) });
         self
+    }
+
+    /// Claims the speech adapter stored in a model file (if it has one) from
+    /// `weights` and applies it behind `gate`.
+    pub fn with_speech_adapter(self, weights: &Weights, header: &ModelHeader, gate: &Gate) -> Result<Self> {
+        let Some(config) = header.speech_lora else { return Ok(self) };
+        let speech = Adapter::from_factors(config, weights.pp(SPEECH_LORA).take_all()?).context("the model's speech adapter is invalid")?;
+        Ok(self.apply_gated(speech, gate.clone(), "speech adapter"))
     }
 
     /// Creates trainable adapters on every module matching `targets`: A
