@@ -184,7 +184,7 @@ impl Dropout {
 pub(crate) struct LoraLayer {
     a: Tensor,
     b: Tensor,
-    /// `s·α/r`
+    /// `s·α/r` (1 for a fixed adapter, whose B holds it already)
     factor: f64,
     dropout: Option<Dropout>,
     /// Its factors are variables of a training run.
@@ -209,7 +209,9 @@ impl LoraLayer {
             None => xs.clone(),
         };
         let low = matmul_t(&input.to_dtype(self.a.dtype())?, &self.a)?;
-        (matmul_t(&low, &self.b)? * self.factor)?.to_dtype(xs.dtype())
+        let term = matmul_t(&low, &self.b)?;
+        let term = if self.factor == 1.0 { term } else { (term * self.factor)? };
+        term.to_dtype(xs.dtype())
     }
 }
 
@@ -357,10 +359,12 @@ impl LoraSet {
                 }
             }
             lock(&applied.attached).insert(module.to_string());
+            // A fixed adapter's factor is folded into B once, saving an op per token.
+            let factor = applied.scale * applied.adapter.config.scaling();
             layers.push(LoraLayer {
                 a: pair.a.to_device(device)?.to_dtype(dtype)?,
-                b: pair.b.to_device(device)?.to_dtype(dtype)?,
-                factor: applied.scale * applied.adapter.config.scaling(),
+                b: (pair.b.to_device(device)?.to_dtype(DType::F32)? * factor)?.to_dtype(dtype)?,
+                factor: 1.0,
                 dropout: None,
                 trainable: false,
                 gate: applied.gate.clone(),
