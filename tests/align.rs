@@ -99,6 +99,16 @@ fn speech_adapter_trains_packs_and_leaves_typed_answers_alone() {
 
     let projector = dir.path().join("projector.safetensors");
     trainer.save_projector(&projector, &serde_json::json!({})).unwrap();
+    // A further stage starts from the saved adapter, not from zero.
+    let next = TrainConfig { init: Some(projector.clone()), ..trainer.config().clone() };
+    let next = ProjectorTrainer::new(&model_path(), &assistant, next, &Device::Cpu).unwrap();
+    let b = |t: &ProjectorTrainer| {
+        let (_, var) = t.trainable().iter().find(|(name, _)| name.ends_with("layers.0.self_attn.q_proj.lora_B")).unwrap();
+        var.as_tensor().to_dtype(candle_core::DType::F16).unwrap().to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    assert_eq!(b(&next), b(&trainer));
+    assert!(b(&next).iter().any(|v| *v != 0.0));
+
     let packed = dir.path().join("model.safetensors");
     let out = kioku(&[
         "pack", "--whisper", whisper_source().to_str().unwrap(), "--llm", gguf_source().to_str().unwrap(),

@@ -109,6 +109,14 @@ impl ProjectorTrainer {
         }
         drop(mapped);
         let llm = Llama::load(&weights.pp(LLM), &header.llm)?;
+        let (prefix_ids, answer_suffix) = assistant.audio_turn_ids(None)?;
+        let (repeat_prefix, repeat_suffix) = assistant.audio_turn_ids(Some(REPEAT_INSTRUCTION))?;
+        ensure!(prefix_ids == repeat_prefix, "the prompt before the audio depends on the instruction");
+        // Computed while the speech adapter is still zero: the adapter acts on
+        // the audio turn only, and the prompt before it stays the text mode's.
+        let mut prefix_cache = llm.new_cache();
+        llm.forward_embeds(&llm.embed(&Tensor::new(prefix_ids.as_slice(), device)?.unsqueeze(0)?)?, Some(&mut prefix_cache), OpsPath::Fast)?;
+        let prefix = prefix_cache.to_frozen_prefix()?;
         let mut vars = initial_projector(&projector_config_for(&header, &config), &llm, config.seed, device)?;
         if let Some(lora) = &speech_lora {
             lora.ensure_all_attached()?;
@@ -119,25 +127,34 @@ impl ProjectorTrainer {
         }
         let projector_config = projector_config_for(&header, &config);
         if let Some(path) = &config.init {
-            let crate::import::ProjectorFile { config: trained_config, tensors, .. } = crate::import::read_projector(path)?;
+            let trained = crate::import::read_projector(path)?;
             ensure!(
-                trained_config == projector_config,
-                "projector {} is {trained_config:?}, but this run trains {projector_config:?} (check --hidden-dim)",
-                path.display()
+                trained.config == projector_config,
+                "projector {} is {:?}, but this run trains {projector_config:?} (check --hidden-dim)",
+                path.display(),
+                trained.config
             );
-            for (name, var) in vars.iter().filter(|(name, _)| name.starts_with(&format!("{PROJECTOR}."))) {
-                var.set(&tensors.get(name).with_context(|| format!("projector {} has no {name}", path.display()))?.to_device(device)?)?;
+            // A trained speech adapter carries on when this run trains one of its rank;
+            // without one in the file, the adapter starts from zero.
+            let carries_adapter = match trained.speech_lora {
+                Some(trained_lora) => {
+                    let wanted = config.speech_lora_rank;
+                    ensure!(
+                        trained_lora.rank == wanted,
+                        "projector {} has a speech adapter of rank {}, but this run trains rank {wanted} (check --speech-lora-rank)",
+                        path.display(),
+                        trained_lora.rank
+                    );
+                    true
+                }
+                None => false,
+            };
+            let loaded = vars.iter().filter(|(name, _)| name.starts_with(&format!("{PROJECTOR}.")) || carries_adapter);
+            for (name, var) in loaded {
+                var.set(&trained.tensors.get(name).with_context(|| format!("projector {} has no {name}", path.display()))?.to_device(device)?)?;
             }
         }
         let projector = projector_from_vars(&vars, &projector_config, device)?;
-        let (prefix_ids, answer_suffix) = assistant.audio_turn_ids(None)?;
-        let (repeat_prefix, repeat_suffix) = assistant.audio_turn_ids(Some(REPEAT_INSTRUCTION))?;
-        ensure!(prefix_ids == repeat_prefix, "the prompt before the audio depends on the instruction");
-        // Computed while the speech adapter is still zero: the adapter acts on
-        // the audio turn only, and the prompt before it stays the text mode's.
-        let mut prefix_cache = llm.new_cache();
-        llm.forward_embeds(&llm.embed(&Tensor::new(prefix_ids.as_slice(), device)?.unsqueeze(0)?)?, Some(&mut prefix_cache), OpsPath::Fast)?;
-        let prefix = prefix_cache.to_frozen_prefix()?;
         let end_of_turn = *header.llm.eos_token_ids.first().context("the LLM has no end-of-turn token")?;
         let schedule = LrSchedule { peak: config.peak_lr, warmup_steps: config.warmup_steps, total_steps: config.steps, final_fraction: 0.1 };
         Ok(Self {
