@@ -1,5 +1,9 @@
-//! Projector training. The encoder and the LLM stay frozen; only the projector
-//! learns. Each example puts a clip's projected audio where the user's words go
+//! Projector training. The encoder and the LLM's weights stay frozen; the
+//! projector learns, and with `speech_lora_rank` > 0 so does a LoRA speech
+//! adapter on every LLM projection. The adapter acts on audio turns only (the
+//! assistant switches it on for them), so typed questions keep the base LLM:
+//! text answers cannot be forgotten, and a 135M LLM gets the capacity to read
+//! audio embeddings that its frozen weights lack. Each example puts a clip's projected audio where the user's words go
 //! in the chat prompt and teaches, with teacher-forced cross-entropy, one of:
 //! - the model's own text-mode answer to the clip's words (sequence-level
 //!   distillation: spoken and typed questions should get the same answer), or

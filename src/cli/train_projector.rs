@@ -132,8 +132,9 @@ pub fn run(args: &TrainProjectorArgs) -> Result<()> {
     }
     let elapsed = train_loop(&mut trainer, &train, &dev, &checkpoint_path, previous_seconds, &mut history, args.checkpoint_every)?;
 
+    let trained = if trainer.config().speech_lora_rank > 0 { "the projector and the LLM's speech adapter" } else { "the projector" };
     let record = json!({
-        "objective": "teacher-forced cross-entropy on the model's own text-mode answers (sequence-level distillation) and on verbatim transcripts after a repeat instruction",
+        "objective": format!("teacher-forced cross-entropy on the model's own text-mode answers (sequence-level distillation) and on verbatim transcripts after a repeat instruction; trains {trained}"),
         "config": trainer.config(),
         "train_clips": train.len(),
         "dev_clips": dev.len(),
