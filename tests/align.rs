@@ -125,12 +125,9 @@ fn speech_adapter_trains_packs_and_leaves_typed_answers_alone() {
     assert!(!spoken.answer.is_empty());
 }
 
-/// The default model (`make model` packs the shipped projector) answers the
-/// spoken example end-to-end, without Whisper's decoder. Ignored until the
-/// projector reaches its target: after its first 800 steps it answers with
-/// the right kind of sentence but the wrong country (README).
+/// The default model (`make model` packs the shipped projector and its
+/// speech adapter) answers the spoken example end-to-end, without Whisper's decoder.
 #[test]
-#[ignore = "the shipped projector is not yet trained enough to name Paris"]
 fn e2e_answers_the_example_question() {
     let out = kioku(&["ask", "--mode", "e2e", "--json", "--max-tokens", "24", example_wav().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));

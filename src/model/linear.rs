@@ -4,7 +4,7 @@
 use super::lora::LoraLayer;
 use super::weights::{Stored, Weights};
 use anyhow::{bail, Result};
-use super::q8::Q8Matrix;
+use super::q8::{LowRank, Q8Matrix};
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Storage, Tensor, D};
 use std::sync::Arc;
 
@@ -58,15 +58,30 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let active: Vec<&LoraLayer> = self.adapters.iter().filter(|a| a.is_active()).collect();
+        // The q8 kernel adds fixed adapters inside its own op (see `LowRank`).
+        let fused: Option<Vec<&LowRank>> = match &self.kernel {
+            Kernel::Quantized(_) => active.iter().map(|a| a.low_rank()).collect(),
+            Kernel::Dense(_) => None,
+        };
         let mut ys = match &self.kernel {
             Kernel::Dense(w) => matmul_t(xs, w)?,
-            Kernel::Quantized(q) => q.forward(&xs.to_dtype(candle_core::DType::F32)?)?.to_dtype(xs.dtype())?,
+            Kernel::Quantized(q) => {
+                let xs32 = xs.to_dtype(candle_core::DType::F32)?;
+                match &fused {
+                    Some(terms) => q.forward_with(&xs32, terms)?,
+                    None => q.forward(&xs32)?,
+                }
+                .to_dtype(xs.dtype())?
+            }
         };
         if let Some(bias) = &self.bias {
             ys = ys.broadcast_add(bias)?;
         }
-        for adapter in self.adapters.iter().filter(|a| a.is_active()) {
-            ys = (ys + adapter.forward(xs)?)?;
+        if fused.is_none() {
+            for adapter in active {
+                ys = (ys + adapter.forward(xs)?)?;
+            }
         }
         Ok(ys)
     }

@@ -12,6 +12,7 @@
 
 use super::file::{ModelHeader, SPEECH_LORA};
 use super::linear::matmul_t;
+use super::q8::LowRank;
 use super::weights::Weights;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -191,6 +192,8 @@ pub(crate) struct LoraLayer {
     trainable: bool,
     /// Applies only while this gate is open (see [`Gate`]); None: always.
     gate: Option<Gate>,
+    /// A host copy of a fixed adapter on the CPU, which the q8 kernel adds in its own op.
+    low_rank: Option<Arc<LowRank>>,
 }
 
 impl LoraLayer {
@@ -200,6 +203,10 @@ impl LoraLayer {
 
     pub(crate) fn is_active(&self) -> bool {
         self.gate.as_ref().is_none_or(Gate::is_open)
+    }
+
+    pub(crate) fn low_rank(&self) -> Option<&LowRank> {
+        self.low_rank.as_deref()
     }
 
     /// The adapter's term `factor·B·(A·x)`, in the dtype of `xs`.
@@ -361,14 +368,9 @@ impl LoraSet {
             lock(&applied.attached).insert(module.to_string());
             // A fixed adapter's factor is folded into B once, saving an op per token.
             let factor = applied.scale * applied.adapter.config.scaling();
-            layers.push(LoraLayer {
-                a: pair.a.to_device(device)?.to_dtype(dtype)?,
-                b: (pair.b.to_device(device)?.to_dtype(DType::F32)? * factor)?.to_dtype(dtype)?,
-                factor: 1.0,
-                dropout: None,
-                trainable: false,
-                gate: applied.gate.clone(),
-            });
+            let (a, b) = (pair.a.to_device(device)?.to_dtype(dtype)?, (pair.b.to_device(device)?.to_dtype(DType::F32)? * factor)?.to_dtype(dtype)?);
+            let low_rank = device.is_cpu().then(|| LowRank::new(&a, &b)).transpose()?.map(Arc::new);
+            layers.push(LoraLayer { a, b, factor: 1.0, dropout: None, trainable: false, gate: applied.gate.clone(), low_rank });
         }
         if let Some(training) = self.training.as_ref().filter(|t| t.targets.matches(module)) {
             let vars = training.vars_for(module, in_dim, out_dim, device, dtype)?;
@@ -384,6 +386,7 @@ impl LoraSet {
                 }),
                 trainable: true,
                 gate: None,
+                low_rank: None,
             });
         }
         Ok(layers)
