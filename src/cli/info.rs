@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::Args;
-use kioku::model::file::{MappedModel, ASR_DECODER, ENCODER, LLM, PROJECTOR};
+use kioku::model::file::{MappedModel, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -23,6 +23,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         (ENCODER, "whisper", "speech encoder"),
         (ASR_DECODER, "whisper", "ASR decoder"),
         (PROJECTOR, "projector", "speech-to-LLM projector"),
+        (SPEECH_LORA, "lora", "LLM adapter for audio turns"),
         (LLM, "llama", "chat LLM"),
     ]
     .into_iter()
@@ -50,7 +51,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     println!("{}  ({:.1} MB, kioku format v{})", args.model.display(), file_bytes as f64 / 1e6, kioku::model::file::FORMAT_VERSION);
     for c in &components {
         println!(
-            "  {:<12} {:<10} {:>6.1} M params  {:<24} {}",
+            "  {:<12} {:<10} {:>6.1} M params  {:<27} {}",
             c["prefix"].as_str().unwrap_or_default(),
             c["architecture"].as_str().unwrap_or_default(),
             c["parameters"].as_u64().unwrap_or_default() as f64 / 1e6,
