@@ -176,9 +176,11 @@ impl SpeakerTrainer {
         let (encoder_trains, trains_llm) = (trains(ENCODER), trains(LLM));
         let cross_kv_trains = targeted.iter().any(|m| m.starts_with(ASR_DECODER) && (m.ends_with("encoder_attn.k_proj") || m.ends_with("encoder_attn.v_proj")));
         let weights = mapped.weights(device, DType::F32)?.with_dense_only(true);
-        // The speech adapter stays frozen; the spoken task trains through it as inference runs it.
+        // The speech adapter stays frozen; the spoken task trains through it as
+        // inference runs it. Without the LLM, nothing runs it.
         let speech_gate = Gate::default();
-        let lora = Arc::new(LoraSet::default().with_speech_adapter(&weights, &header, &speech_gate)?.train(config.lora, targets, config.seed)?);
+        let applied = if trains_llm { LoraSet::default().with_speech_adapter(&weights, &header, &speech_gate)? } else { LoraSet::default() };
+        let lora = Arc::new(applied.train(config.lora, targets, config.seed)?);
         let weights = weights.with_lora(lora.clone());
         drop(mapped);
         let describe = || format!("model {} does not match its own configuration", model.display());
