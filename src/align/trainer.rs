@@ -3,8 +3,10 @@
 //! adapter on every LLM projection. The adapter acts on audio turns only (the
 //! assistant switches it on for them), so typed questions keep the base LLM:
 //! text answers cannot be forgotten, and a 135M LLM gets the capacity to read
-//! audio embeddings that its frozen weights lack. Each example puts a clip's projected audio where the user's words go
-//! in the chat prompt and teaches, with teacher-forced cross-entropy, one of:
+//! audio embeddings that its frozen weights lack.
+//!
+//! Each example puts a clip's projected audio where the user's words go in the
+//! chat prompt and teaches, with teacher-forced cross-entropy, one of:
 //! - the model's own text-mode answer to the clip's words (sequence-level
 //!   distillation: spoken and typed questions should get the same answer), or
 //! - the words themselves after "Repeat exactly what I said." (a transcript
@@ -121,7 +123,8 @@ impl ProjectorTrainer {
         let mut prefix_cache = llm.new_cache();
         llm.forward_embeds(&llm.embed(&Tensor::new(prefix_ids.as_slice(), device)?.unsqueeze(0)?)?, Some(&mut prefix_cache), OpsPath::Fast)?;
         let prefix = prefix_cache.to_frozen_prefix()?;
-        let mut vars = initial_projector(&projector_config_for(&header, &config), &llm, config.seed, device)?;
+        let projector_config = projector_config_for(&header, &config);
+        let mut vars = initial_projector(&projector_config, &llm, config.seed, device)?;
         if let Some(lora) = &speech_lora {
             lora.ensure_all_attached()?;
             for (module, v) in lora.vars() {
@@ -129,7 +132,6 @@ impl ProjectorTrainer {
                 vars.insert(format!("{SPEECH_LORA}.{module}.lora_B"), v.b);
             }
         }
-        let projector_config = projector_config_for(&header, &config);
         if let Some(path) = &config.init {
             let trained = crate::import::read_projector(path)?;
             ensure!(
