@@ -161,3 +161,21 @@ fn projector_training_and_alignment_reject_bad_input() {
     std::fs::write(dir.path().join("manifest.jsonl"), "{not json\n").unwrap();
     assert_clear_failure(&["eval-align", "--corpus", dir.path().to_str().unwrap()], "line 1 is not a manifest entry");
 }
+
+/// A projector file whose speech adapter lost its configuration (or the
+/// reverse) is refused by `pack` in one line, before anything is written.
+#[test]
+fn pack_refuses_a_speech_adapter_without_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = kioku::import::read_projector(&repo().join("models/projector-tiny-en.safetensors")).unwrap();
+    assert!(shipped.speech_lora.is_some(), "the shipped projector carries a speech adapter");
+    let mut broken = kioku::train::Checkpoint { tensors: shipped.tensors, ..Default::default() };
+    broken.set("projector.config", &shipped.config).unwrap();
+    let projector = dir.path().join("no-adapter-config.safetensors");
+    broken.save(&projector).unwrap();
+    let model = dir.path().join("model.safetensors");
+    let (whisper, llm) = (whisper_source(), gguf_source());
+    let args = ["pack", "--whisper", whisper.to_str().unwrap(), "--llm", llm.to_str().unwrap(), "--projector", projector.to_str().unwrap(), "-o", model.to_str().unwrap()];
+    assert_clear_failure(&args, "must come together");
+    assert!(!model.exists(), "a refused pack writes nothing");
+}
