@@ -4,10 +4,11 @@
 
 use crate::audio::mel::HOP_LENGTH;
 use crate::audio::MelExtractor;
-use crate::generation::{ChatTemplate, Sampler, SamplingOptions, TokenStream};
-use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
-use crate::model::lora::Gate;
+use crate::generation::{ChatMessage, ChatTemplate, Sampler, SamplingOptions, StopFilter, TokenStream};
+use crate::model::adapter_scope::{self, ActiveAdapter, AdapterScope, ScopedAdapter};
+use crate::model::file::{take_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::llama::{Llama, LlamaCache};
+use crate::model::lora::{Adapter, LinearShapes};
 use crate::model::ops::Path as OpsPath;
 use crate::model::peft::{self, AdapterSpec};
 use crate::model::projector::Projector;
@@ -15,12 +16,15 @@ use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Transcribe with Whisper, then answer the transcript.
     Cascade,
@@ -42,20 +46,65 @@ pub struct Timings {
     pub total: f64,
 }
 
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its turn, or a stop string appeared.
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+    /// The caller cancelled (see [`Request::cancel`]).
+    Cancelled,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Answer {
     pub transcript: Option<String>,
     pub answer: String,
     pub timings_ms: Timings,
     pub answer_tokens: usize,
+    /// Tokens the LLM read before answering (projected audio frames count one each).
+    pub prompt_tokens: usize,
+    pub finish_reason: FinishReason,
     /// Answer tokens per second of decoding (after the first token).
     pub tokens_per_s: f64,
 }
 
-/// What the user said: text (typed, or a transcript) or projected audio,
-/// optionally followed by a typed instruction about that audio.
-enum UserTurn<'a> {
+/// What the user asks in this turn.
+#[derive(Debug, Clone, Copy)]
+pub enum Question<'a> {
     Text(&'a str),
+    /// 16 kHz mono samples, optionally followed by a typed instruction about them
+    /// (for example [`REPEAT_INSTRUCTION`]).
+    Audio { samples: &'a [f32], mode: Mode, instruction: Option<&'a str> },
+}
+
+/// One call to [`Assistant::respond`]: the question and everything that is
+/// per call. Nothing here outlives the call, so concurrent calls on one
+/// shared `Assistant` cannot affect each other.
+#[derive(Clone)]
+pub struct Request<'a> {
+    pub question: Question<'a>,
+    /// Earlier turns, oldest first; spoken turns as their transcripts.
+    pub history: &'a [ChatMessage],
+    pub sampling: SamplingOptions,
+    /// Adapters for this call only, at their scales (see [`Assistant::prepare_adapter`]).
+    pub adapters: &'a [ActiveAdapter],
+    /// Set from another thread to stop generating; the answer so far is returned.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(question: Question<'a>, sampling: SamplingOptions) -> Self {
+        Self { question, history: &[], sampling, adapters: &[], cancel: None }
+    }
+}
+
+/// What the user said, as the LLM reads it: text (typed, or a transcript) or
+/// projected audio, optionally followed by a typed instruction about that audio.
+enum UserTurn<'a> {
+    Text(Cow<'a, str>),
     Audio { audio: Tensor, instruction: Option<&'a str> },
 }
 
@@ -82,15 +131,27 @@ pub struct Assistant {
     whisper_tokenizer: Tokenizer,
     whisper_special: WhisperSpecialTokens,
     llm_tokenizer: Tokenizer,
+    chat: ChatTemplate,
     /// The rendered chat prompt before and after the user's words.
     turn_template: (String, String),
     prefix: OnceLock<PromptPrefix>,
-    /// Open while an audio turn runs through the LLM (a no-op without a speech adapter).
-    speech_gate: Gate,
+    /// The model's speech adapter: on for audio turns through the LLM only,
+    /// so typed questions get the base LLM.
+    speech_adapter: Option<ActiveAdapter>,
+    /// What per-call adapters are checked against.
+    linear_shapes: LinearShapes,
     mel: MelExtractor,
     device: Device,
     load_ms: f64,
 }
+
+const SAMPLE_RATE: f64 = 16_000.0;
+
+/// The shortest audio the encoder accepts: two mel frames.
+pub const MIN_SAMPLES: usize = HOP_LENGTH * 2;
+
+/// Seconds of audio per encoder output frame.
+const ENCODER_FRAME_S: f64 = 0.02;
 
 /// Half a second of silence appended to every window: with none, Whisper's
 /// decoder sometimes misses the end of short clips and repeats the last word
@@ -124,8 +185,8 @@ impl Assistant {
         let header = mapped.header.clone();
         let weights = mapped.weights(device, dtype)?;
         drop(mapped);
-        let speech_gate = Gate::default();
-        let lora = Arc::new(peft::load_all(adapters, &header)?.with_speech_adapter(&weights, &header, &speech_gate)?);
+        let speech_adapter = take_speech_adapter(&weights, &header)?;
+        let lora = Arc::new(peft::load_all(adapters, &header)?);
         let weights = weights.with_lora(lora.clone());
         let describe = || format!("model {} does not match its own configuration", path.display());
         let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
@@ -135,6 +196,11 @@ impl Assistant {
             header.projector.as_ref().map(|cfg| Projector::load(&weights.pp(PROJECTOR), cfg)).transpose().with_context(describe)?;
         weights.ensure_all_claimed().with_context(describe)?;
         lora.ensure_all_attached()?;
+        let linear_shapes = lora.linear_shapes();
+        let speech_adapter = speech_adapter
+            .map(|adapter| Ok::<_, anyhow::Error>((Arc::new(ScopedAdapter::prepare(&adapter, "speech adapter", &linear_shapes, device, dtype)?), 1.0)))
+            .transpose()?;
+        let chat = ChatTemplate::new(&header.chat_template)?;
         let whisper_tokenizer = tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
         let whisper_special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
         Ok(Self {
@@ -145,9 +211,11 @@ impl Assistant {
             whisper_special,
             whisper_tokenizer,
             llm_tokenizer: tokenizer_from_json(&header.llm_tokenizer, "LLM")?,
-            turn_template: split_turn_template(&ChatTemplate::new(&header.chat_template)?)?,
+            turn_template: split_turn_template(&chat)?,
+            chat,
             prefix: OnceLock::new(),
-            speech_gate,
+            speech_adapter,
+            linear_shapes,
             mel: MelExtractor::new(header.whisper.n_mels),
             header,
             device: device.clone(),
@@ -167,6 +235,18 @@ impl Assistant {
         &self.llm_tokenizer
     }
 
+    /// Reads the PEFT adapter directory `dir`, checking it was made for this model.
+    pub fn read_adapter(&self, dir: &Path) -> Result<Adapter> {
+        peft::load(dir, &self.header)
+    }
+
+    /// Makes `adapter` ready to be switched on per call ([`Request::adapters`]),
+    /// at any scale, without reloading the model.
+    pub fn prepare_adapter(&self, adapter: &Adapter, label: &str) -> Result<Arc<ScopedAdapter>> {
+        let dtype = crate::device::default_dtype(&self.device);
+        Ok(Arc::new(ScopedAdapter::prepare(adapter, label, &self.linear_shapes, &self.device, dtype)?))
+    }
+
     /// The encoder output of a whole clip (1, frames, width): windows joined in time.
     pub fn encode_audio(&self, samples: &[f32]) -> Result<Tensor> {
         Ok(Tensor::cat(&self.encode(samples, &mut Timings::default())?, 1)?)
@@ -180,13 +260,18 @@ impl Assistant {
         Ok((self.token_ids(&before)?, self.token_ids(&after)?))
     }
 
+    /// Samples per window of audio the encoder takes at once.
+    fn window_samples(&self) -> usize {
+        self.encoder.config().max_mel_frames() * HOP_LENGTH - TRAILING_SILENCE
+    }
+
     /// Encoder outputs of consecutive windows of 16 kHz audio, each at most
     /// 30 s including [`TRAILING_SILENCE`].
     fn encode(&self, samples: &[f32], timings: &mut Timings) -> Result<Vec<Tensor>> {
-        if samples.len() < HOP_LENGTH * 2 {
-            bail!("the audio is too short to contain speech ({} samples)", samples.len());
+        if samples.len() < MIN_SAMPLES {
+            bail!(InputError::TooShort { samples: samples.len() });
         }
-        let window = self.encoder.config().max_mel_frames() * HOP_LENGTH - TRAILING_SILENCE;
+        let window = self.window_samples();
         let mut outputs = Vec::new();
         for chunk in samples.chunks(window) {
             let t = Instant::now();
@@ -202,13 +287,28 @@ impl Assistant {
         Ok(outputs)
     }
 
-    fn transcribe_encoded(&self, encoded: &[Tensor], timings: &mut Timings) -> Result<String> {
+    fn transcribe_encoded(
+        &self,
+        encoded: &[Tensor],
+        prompt: Option<&str>,
+        timings: &mut Timings,
+        on_segment: &mut dyn FnMut(&Segment),
+    ) -> Result<String> {
         let t = Instant::now();
         let mut pieces = Vec::new();
-        for enc in encoded {
-            let ids = self.asr_decoder.transcribe(enc, &self.whisper_special)?;
-            let text = self.whisper_tokenizer.decode(&ids, true).map_err(anyhow::Error::msg)?;
-            pieces.push(text.trim().to_string());
+        let window_s = self.window_samples() as f64 / SAMPLE_RATE;
+        let clip_s = |enc: &Tensor| -> Result<f64> { Ok((enc.dim(1)? as f64 * ENCODER_FRAME_S - TRAILING_SILENCE as f64 / SAMPLE_RATE).max(0.0)) };
+        // Whisper's own prompts begin with a space, as text in mid-sentence does.
+        let previous = match prompt.map(str::trim).filter(|p| !p.is_empty()) {
+            Some(prompt) => token_ids(&self.whisper_tokenizer, &format!(" {prompt}"))?,
+            None => Vec::new(),
+        };
+        for (i, enc) in encoded.iter().enumerate() {
+            let ids = self.asr_decoder.transcribe_after(enc, &self.whisper_special, &previous)?;
+            let text = self.whisper_tokenizer.decode(&ids, true).map_err(anyhow::Error::msg)?.trim().to_string();
+            let start = i as f64 * window_s;
+            on_segment(&Segment { index: i, start_s: start, end_s: start + clip_s(enc)?, text: text.clone(), tokens: ids });
+            pieces.push(text);
         }
         timings.asr_decode += ms_since(t);
         Ok(pieces.join(" ").trim().to_string())
@@ -216,20 +316,31 @@ impl Assistant {
 
     /// Transcribes 16 kHz mono audio of any length.
     pub fn transcribe(&self, samples: &[f32]) -> Result<(String, Timings)> {
+        self.transcribe_segments(samples, &[], None, &mut |_| {})
+    }
+
+    /// Transcribes 16 kHz mono audio of any length under per-call `adapters`,
+    /// each window conditioned on `prompt` (names, spelling, style) when given;
+    /// `on_segment` receives each window's text as soon as it is decoded.
+    pub fn transcribe_segments(
+        &self,
+        samples: &[f32],
+        adapters: &[ActiveAdapter],
+        prompt: Option<&str>,
+        on_segment: &mut dyn FnMut(&Segment),
+    ) -> Result<(String, Timings)> {
         let start = Instant::now();
+        let _scope = AdapterScope::enter(adapters);
         let mut timings = Timings::default();
         let encoded = self.encode(samples, &mut timings)?;
-        let text = self.transcribe_encoded(&encoded, &mut timings)?;
+        let text = self.transcribe_encoded(&encoded, prompt, &mut timings, on_segment)?;
         timings.total = ms_since(start);
         Ok((text, timings))
     }
 
     /// Answers a typed question; `on_text` receives the answer as it streams.
     pub fn ask_text(&self, question: &str, sampling: &SamplingOptions, on_text: &mut dyn FnMut(&str)) -> Result<Answer> {
-        let start = Instant::now();
-        let mut timings = Timings::default();
-        let answer = self.generate(UserTurn::Text(question), sampling, start, &mut timings, on_text)?;
-        Ok(Answer { transcript: None, ..answer })
+        self.respond(&Request::new(Question::Text(question), sampling.clone()), on_text)
     }
 
     /// Answers a spoken question (16 kHz mono samples).
@@ -253,33 +364,41 @@ impl Assistant {
         sampling: &SamplingOptions,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
+        self.respond(&Request::new(Question::Audio { samples, mode, instruction }, sampling.clone()), on_text)
+    }
+
+    /// Answers one request: the single entry point behind `kioku ask`,
+    /// `kioku listen` and `kioku serve`. `on_text` receives the answer as it streams.
+    pub fn respond(&self, request: &Request, on_text: &mut dyn FnMut(&str)) -> Result<Answer> {
         let start = Instant::now();
         let mut timings = Timings::default();
-        let encoded = self.encode(samples, &mut timings)?;
-        match mode {
-            Mode::Cascade => {
-                let transcript = self.transcribe_encoded(&encoded, &mut timings)?;
-                if transcript.is_empty() {
-                    bail!("no speech was recognised in the audio");
+        let _scope = AdapterScope::enter(request.adapters);
+        let (turn, transcript) = match request.question {
+            Question::Text(text) => (UserTurn::Text(Cow::Borrowed(text)), None),
+            Question::Audio { samples, mode, instruction } => {
+                let encoded = self.encode(samples, &mut timings)?;
+                match mode {
+                    Mode::Cascade => {
+                        let transcript = self.transcribe_encoded(&encoded, None, &mut timings, &mut |_| {})?;
+                        if transcript.is_empty() {
+                            bail!(InputError::NoSpeech);
+                        }
+                        let turn = match instruction {
+                            Some(instruction) => format!("{transcript}{INSTRUCTION_SEPARATOR}{instruction}"),
+                            None => transcript.clone(),
+                        };
+                        (UserTurn::Text(Cow::Owned(turn)), Some(transcript))
+                    }
+                    Mode::E2e => {
+                        let Some(projector) = &self.projector else { bail!(InputError::NoProjector) };
+                        let projected = encoded.iter().map(|e| projector.forward(e, OpsPath::Fast)).collect::<Result<Vec<_>>>()?;
+                        (UserTurn::Audio { audio: Tensor::cat(&projected, 1)?, instruction }, None)
+                    }
                 }
-                let turn = match instruction {
-                    Some(instruction) => format!("{transcript}{INSTRUCTION_SEPARATOR}{instruction}"),
-                    None => transcript.clone(),
-                };
-                let answer = self.generate(UserTurn::Text(&turn), sampling, start, &mut timings, on_text)?;
-                Ok(Answer { transcript: Some(transcript), ..answer })
             }
-            Mode::E2e => {
-                let Some(projector) = &self.projector else {
-                    bail!("this model has no projector, so it cannot answer end-to-end; use --mode cascade or a model packed with --projector");
-                };
-                let audio = Tensor::cat(&encoded.iter().map(|e| projector.forward(e, OpsPath::Fast)).collect::<Result<Vec<_>>>()?, 1)?;
-                // The shared prompt prefix is the text mode's: build it before the adapter switches on.
-                self.prompt_prefix()?;
-                let _speech = self.speech_gate.open();
-                self.generate(UserTurn::Audio { audio, instruction }, sampling, start, &mut timings, on_text)
-            }
-        }
+        };
+        let answer = self.generate(turn, request, start, &mut timings, on_text)?;
+        Ok(Answer { transcript, ..answer })
     }
 
     /// Does the one-off work of the first question ahead of time (the cached
@@ -303,27 +422,59 @@ impl Assistant {
         Ok(self.prefix.get_or_init(|| PromptPrefix { ids, cache }))
     }
 
-    /// A fresh cache holding the prompt prefix, and the embeddings that follow it.
-    fn prompt(&self, user: UserTurn) -> Result<(LlamaCache, Tensor)> {
-        let prefix = self.prompt_prefix()?;
-        let (before, after) = &self.turn_template;
-        let rest = match user {
+    /// The chat prompt before and after the user's words, after `history`.
+    fn turn_template_after(&self, history: &[ChatMessage]) -> Result<Cow<'_, (String, String)>> {
+        if history.is_empty() {
+            return Ok(Cow::Borrowed(&self.turn_template));
+        }
+        let mut messages = history.to_vec();
+        messages.push(ChatMessage::new("user", USER_PLACEHOLDER));
+        let rendered = self.chat.render_messages(&messages)?;
+        let (before, after) = rendered.split_once(USER_PLACEHOLDER).context("the chat template drops the user's message")?;
+        Ok(Cow::Owned((before.to_string(), after.to_string())))
+    }
+
+    /// A cache holding the prompt up to `ids`' start when the shared prefix
+    /// covers it, and the ids still to feed. The prefix was computed without
+    /// per-call adapters, so it serves only calls whose adapters leave the LLM alone.
+    fn after_prefix<'i>(&self, ids: &'i [u32]) -> Result<(LlamaCache, &'i [u32])> {
+        if !adapter_scope::active_touches(&format!("{LLM}.")) {
+            let prefix = self.prompt_prefix()?;
+            // BPE may merge across the seam; then prefill from scratch.
+            if let Some(rest) = ids.strip_prefix(prefix.ids.as_slice()) {
+                return Ok((prefix.cache.duplicate()?, rest));
+            }
+        }
+        Ok((self.llm.new_cache(), ids))
+    }
+
+    fn embed_ids(&self, ids: &[u32]) -> Result<Tensor> {
+        self.llm.embed(&Tensor::new(ids, &self.device)?.unsqueeze(0)?)
+    }
+
+    /// The cache after the prompt that precedes the user's own turn, the
+    /// embeddings still to feed, and the prompt's length in tokens.
+    fn prompt(&self, user: &UserTurn, history: &[ChatMessage]) -> Result<(LlamaCache, Tensor, usize)> {
+        let template = self.turn_template_after(history)?;
+        let (before, after) = template.as_ref();
+        match user {
             UserTurn::Text(text) => {
                 let ids = self.token_ids(&format!("{before}{text}{after}"))?;
-                // BPE may merge across the seam; then prefill from scratch.
-                if !ids.starts_with(&prefix.ids) {
-                    let embeds = self.llm.embed(&Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?)?;
-                    return Ok((self.llm.new_cache(), embeds));
-                }
-                self.llm.embed(&Tensor::new(&ids[prefix.ids.len()..], &self.device)?.unsqueeze(0)?)?
+                let (cache, rest) = self.after_prefix(&ids)?;
+                Ok((cache, self.embed_ids(rest)?, ids.len()))
             }
             UserTurn::Audio { audio, instruction } => {
-                let (_, after) = self.audio_turn_ids(instruction)?;
-                let after = self.llm.embed(&Tensor::new(after.as_slice(), &self.device)?.unsqueeze(0)?)?;
-                Tensor::cat(&[&audio.to_dtype(after.dtype())?, &after], 1)?
+                let (before, after) = audio_turn_texts(template.as_ref(), *instruction);
+                let (before, after) = (self.token_ids(&before)?, self.token_ids(&after)?);
+                let (mut cache, head) = self.after_prefix(&before)?;
+                if !head.is_empty() {
+                    self.llm.forward_embeds(&self.embed_ids(head)?, Some(&mut cache), OpsPath::Fast)?;
+                }
+                let after_embeds = self.embed_ids(&after)?;
+                let rest = Tensor::cat(&[&audio.to_dtype(after_embeds.dtype())?, &after_embeds], 1)?;
+                Ok((cache, rest, before.len() + audio.dim(1)? + after.len()))
             }
-        };
-        Ok((prefix.cache.duplicate()?, rest))
+        }
     }
 
     /// Token ids of rendered prompt text; special tokens in it are matched whole.
@@ -334,42 +485,69 @@ impl Assistant {
     fn generate(
         &self,
         user: UserTurn,
-        sampling: &SamplingOptions,
+        request: &Request,
         start: Instant,
         timings: &mut Timings,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
-        let mut sampler = Sampler::new(sampling.clone());
+        let mut sampler = Sampler::new(request.sampling.clone());
         let mut stream = TokenStream::new(&self.llm_tokenizer);
+        let mut stop = StopFilter::new(&request.sampling.stop);
         let t = Instant::now();
-        let (mut cache, prompt_embeds) = self.prompt(user)?;
+        // The prompt before an audio turn runs without the speech adapter, the turn itself with it.
+        let (mut cache, prompt_embeds, prompt_tokens) = self.prompt(&user, request.history)?;
+        let speech: &[ActiveAdapter] = match user {
+            UserTurn::Audio { .. } => self.speech_adapter.as_slice(),
+            UserTurn::Text(_) => &[],
+        };
+        let _speech = AdapterScope::enter(speech);
         let mut logits = self.llm.next_token_logits(&prompt_embeds, &mut cache)?;
         timings.prefill = ms_since(t);
         let decode_start = Instant::now();
         let eos = &self.llm.config().eos_token_ids;
+        let mut finish_reason = FinishReason::Length;
         for step in 0..sampler.max_tokens() {
+            if request.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                finish_reason = FinishReason::Cancelled;
+                break;
+            }
             let token = sampler.sample(&logits)?;
             if step == 0 {
                 timings.first_token = ms_since(start);
             }
             if eos.contains(&token) {
+                finish_reason = FinishReason::Stop;
                 break;
             }
             if let Some(text) = stream.push(token)? {
-                on_text(&text);
+                let shown = stop.push(&text);
+                if !shown.is_empty() {
+                    on_text(&shown);
+                }
+                if stop.stopped() {
+                    finish_reason = FinishReason::Stop;
+                    break;
+                }
             }
             let input = self.llm.embed(&Tensor::new(&[[token]], &self.device)?)?;
             logits = self.llm.next_token_logits(&input, &mut cache)?;
+        }
+        let held = stop.finish();
+        if !held.is_empty() {
+            on_text(&held);
         }
         timings.decode = ms_since(decode_start);
         timings.total = ms_since(start);
         timings.load = self.load_ms;
         let n = stream.tokens().len();
+        let answer = if stop.stopped() { stop.text().to_string() } else { stream.text()? };
         Ok(Answer {
             transcript: None,
-            answer: stream.text()?.trim().to_string(),
+            answer: answer.trim().to_string(),
             timings_ms: timings.clone(),
             answer_tokens: n,
+            prompt_tokens,
+            finish_reason,
             tokens_per_s: if timings.decode > 0.0 { n as f64 / (timings.decode / 1e3) } else { 0.0 },
         })
     }
@@ -396,3 +574,41 @@ pub(crate) fn audio_turn_texts(turn_template: &(String, String), instruction: Op
 pub fn load_audio_16k(path: &Path) -> Result<Vec<f32>> {
     crate::audio::resample_to_16k(&crate::audio::read_wav(path)?)
 }
+
+/// One window of a transcription, reported as soon as it is decoded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Segment {
+    pub index: usize,
+    /// Where the window starts and its speech ends, in seconds from the start of the audio.
+    pub start_s: f64,
+    pub end_s: f64,
+    pub text: String,
+    /// Whisper's token ids for `text`.
+    pub tokens: Vec<u32>,
+}
+
+/// A question that cannot be answered as asked: the caller's input, not a
+/// fault of kioku or of the model. A server answers these with a 4xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputError {
+    /// Whisper recognised no speech in the audio.
+    NoSpeech,
+    /// Fewer samples than one mel frame pair.
+    TooShort { samples: usize },
+    /// An end-to-end answer was asked of a model without a projector.
+    NoProjector,
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoSpeech => f.write_str("no speech was recognised in the audio"),
+            Self::TooShort { samples } => write!(f, "the audio is too short to contain speech ({samples} samples)"),
+            Self::NoProjector => f.write_str(
+                "this model has no projector, so it cannot answer end-to-end; use --mode cascade or a model packed with --projector",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}

@@ -58,8 +58,27 @@ fn long_clip_is_transcribed_in_windows() {
         reference.push(' ');
     }
     assert!(samples.len() > 16_000 * 30, "the joined clip must exceed one window");
-    let (text, _) = assistant.transcribe(&samples).unwrap();
+    let mut segments = Vec::new();
+    let (text, _) = assistant.transcribe_segments(&samples, &[], None, &mut |s| segments.push(s.clone())).unwrap();
     let w = wer(&reference, &text);
     eprintln!("long clip ({:.1} s) WER {w:.3}: {text}", samples.len() as f64 / 16_000.0);
     assert!(w < 0.3, "WER {w:.3} on the windowed long clip");
+    // One segment per window, in order, reported as decoded, joining into the transcript.
+    let seconds = samples.len() as f64 / 16_000.0;
+    assert_eq!(segments.len(), (seconds / 29.5).ceil() as usize);
+    for (i, s) in segments.iter().enumerate() {
+        assert_eq!((s.index, s.start_s), (i, i as f64 * 29.5));
+        assert!(s.start_s < s.end_s && s.end_s <= seconds + 0.05, "{s:?}");
+    }
+    assert_eq!(segments.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ").trim(), text);
+}
+
+#[test]
+fn a_prompt_conditions_the_transcript_style() {
+    let assistant = assistant();
+    let samples = kioku::assistant::load_audio_16k(&example_wav()).unwrap();
+    let transcribe = |prompt| assistant.transcribe_segments(&samples, &[], prompt, &mut |_| {}).unwrap().0;
+    assert_eq!(transcribe(None), "What is the capital of France?");
+    assert_eq!(transcribe(Some("what is the capital of france")), "what is the capital of france?");
+    assert_eq!(transcribe(Some("WHAT IS THE CAPITAL OF FRANCE")), "WHAT IS THE CAPITAL OF FRANCE?");
 }

@@ -16,9 +16,10 @@ use super::replay::{ReplayBuffer, ReplayContent, ReplayItem};
 use crate::assistant::{audio_turn_texts, split_turn_template, token_ids, tokenizer_from_json, REPEAT_INSTRUCTION, TRAILING_SILENCE};
 use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
-use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
+use crate::model::file::{take_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::llama::Llama;
-use crate::model::lora::{Adapter, Gate, LoraConfig, LoraSet, TargetModules};
+use crate::model::adapter_scope::{ActiveAdapter, AdapterScope, ScopedAdapter};
+use crate::model::lora::{Adapter, LoraConfig, LoraSet, TargetModules};
 use crate::model::ops::Path as OpsPath;
 use crate::model::projector::Projector;
 use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
@@ -129,8 +130,8 @@ pub struct SpeakerTrainer {
     llm: Option<Llama>,
     /// The end-to-end repeat task, when the LLM trains and a projector exists.
     spoken: Option<SpokenRepeat>,
-    /// Open while the spoken task runs (the model's speech adapter, if any).
-    speech_gate: Gate,
+    /// The model's speech adapter, if any, switched on while the spoken task runs.
+    speech: Option<ActiveAdapter>,
     lora: Arc<LoraSet>,
     optimizer: AdamW,
     /// The adapter tensors at the start, for the L2 pull.
@@ -178,9 +179,8 @@ impl SpeakerTrainer {
         let weights = mapped.weights(device, DType::F32)?.with_dense_only(true);
         // The speech adapter stays frozen; the spoken task trains through it as
         // inference runs it. Without the LLM, nothing runs it.
-        let speech_gate = Gate::default();
-        let applied = if trains_llm { LoraSet::default().with_speech_adapter(&weights, &header, &speech_gate)? } else { LoraSet::default() };
-        let lora = Arc::new(applied.train(config.lora, targets, config.seed)?);
+        let speech = if trains_llm { take_speech_adapter(&weights, &header)? } else { None };
+        let lora = Arc::new(LoraSet::default().train(config.lora, targets, config.seed)?);
         let weights = weights.with_lora(lora.clone());
         drop(mapped);
         let describe = || format!("model {} does not match its own configuration", model.display());
@@ -193,6 +193,9 @@ impl SpeakerTrainer {
         };
         drop(weights);
         lora.ensure_all_attached()?;
+        let speech = speech
+            .map(|adapter| Ok::<_, anyhow::Error>((Arc::new(ScopedAdapter::prepare(&adapter, "speech adapter", &lora.linear_shapes(), device, DType::F32)?), 1.0)))
+            .transpose()?;
         let frozen_silence = if cross_kv_trains { None } else { Some(decoder.project_silence()?) };
 
         let vars: BTreeMap<String, Var> = lora
@@ -215,7 +218,7 @@ impl SpeakerTrainer {
             decoder,
             llm,
             spoken,
-            speech_gate,
+            speech,
             lora,
             optimizer,
             start,
@@ -401,7 +404,7 @@ impl SpeakerTrainer {
         // turn's own tokens still reach every adapter.
         let mut before = llm.new_cache();
         llm.forward_embeds(&embed(&spoken.before)?, Some(&mut before), OpsPath::Fast)?;
-        let _speech = self.speech_gate.open();
+        let _speech = AdapterScope::enter(self.speech.as_slice());
         let input = Tensor::cat(&[audio_embeds, embed(&after)?], 1)?;
         let hidden = llm.forward_after_prefix(&input, &before.to_frozen_prefix()?, OpsPath::Trainable)?;
         // The last prompt position predicts the first target token.

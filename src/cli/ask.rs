@@ -1,7 +1,7 @@
 use super::ModelArgs;
 use anyhow::{bail, Result};
 use clap::Args;
-use kioku::assistant::{load_audio_16k, Mode};
+use kioku::assistant::{load_audio_16k, Mode, Question, Request};
 use kioku::generation::SamplingOptions;
 use serde_json::json;
 use std::io::Write;
@@ -46,7 +46,7 @@ pub fn run(args: &AskArgs) -> Result<()> {
     if args.temperature < 0.0 {
         bail!("--temperature must be 0 or more, got {}", args.temperature);
     }
-    let sampling = SamplingOptions { temperature: args.temperature, top_p: args.top_p, max_tokens: args.max_tokens, seed: args.seed };
+    let sampling = SamplingOptions { temperature: args.temperature, top_p: args.top_p, max_tokens: args.max_tokens, seed: args.seed, stop: Vec::new() };
     let samples = args.file.as_deref().map(load_audio_16k).transpose()?;
     let assistant = args.model.load()?;
     let streaming = !args.json;
@@ -56,13 +56,12 @@ pub fn run(args: &AskArgs) -> Result<()> {
             let _ = std::io::stdout().flush();
         }
     };
-    let answer = match (&args.text, &samples) {
-        (Some(question), _) => assistant.ask_text(question, &sampling, &mut print)?,
-        (None, Some(samples)) => {
-            assistant.ask_audio(samples, args.mode, &sampling, &mut print)?
-        }
+    let question = match (&args.text, &samples) {
+        (Some(question), _) => Question::Text(question),
+        (None, Some(samples)) => Question::Audio { samples, mode: args.mode, instruction: None },
         (None, None) => unreachable!("clap requires a file or --text"),
     };
+    let answer = assistant.respond(&Request::new(question, sampling), &mut print)?;
     if args.json {
         let mut out = json!({
             "transcript": answer.transcript.as_deref().or(args.text.as_deref()),

@@ -12,6 +12,10 @@ pub struct TranscribeArgs {
     /// One JSON object per line: {"file", "text", "timings_ms"}.
     #[arg(long)]
     json: bool,
+    /// Text that conditions the transcript: names and words to spell as
+    /// given, or a style (lower case, no punctuation) to follow.
+    #[arg(long)]
+    prompt: Option<String>,
     /// WAV files (any sample rate, bit depth and channel count).
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -22,7 +26,7 @@ pub fn run(args: &TranscribeArgs) -> Result<()> {
     let clips = args.files.iter().map(|f| load_audio_16k(f).map(|s| (f, s))).collect::<Result<Vec<_>>>()?;
     let assistant = args.model.load()?;
     for (file, samples) in clips {
-        let (text, timings) = assistant.transcribe(&samples).with_context(|| format!("cannot transcribe {}", file.display()))?;
+        let (text, timings) = assistant.transcribe_segments(&samples, &[], args.prompt.as_deref(), &mut |_| {}).with_context(|| format!("cannot transcribe {}", file.display()))?;
         if args.json {
             println!("{}", json!({"file": file, "text": text, "timings_ms": timings}));
         } else if args.files.len() > 1 {

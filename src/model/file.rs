@@ -4,7 +4,7 @@
 //! template, provenance). Any safetensors tool can read it.
 
 use super::llama::LlamaConfig;
-use super::lora::LoraConfig;
+use super::lora::{Adapter, LoraConfig};
 use super::projector::ProjectorConfig;
 use super::weights::{Stored, Weights};
 use super::whisper::WhisperConfig;
@@ -408,4 +408,11 @@ impl MappedModel {
             .collect::<Result<HashMap<_, _>>>()?;
         Ok(Weights::from_stored(tensors, dtype, device))
     }
+}
+
+/// Claims the speech adapter stored in a model file (tensors `speech_lora.*`), if it has one.
+pub fn take_speech_adapter(weights: &Weights, header: &ModelHeader) -> Result<Option<Adapter>> {
+    let Some(config) = header.speech_lora else { return Ok(None) };
+    let factors = weights.pp(SPEECH_LORA).take_all()?;
+    Ok(Some(Adapter::from_factors(config, factors).context("the model's speech adapter is invalid")?))
 }

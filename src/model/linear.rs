@@ -1,10 +1,11 @@
 //! The one linear layer every model uses, so that LoRA adapters attach to any
 //! projection without touching model code.
 
+use super::adapter_scope;
 use super::lora::LoraLayer;
+use super::q8::{LowRank, Q8Matrix};
 use super::weights::{Stored, Weights};
 use anyhow::{bail, Result};
-use super::q8::{LowRank, Q8Matrix};
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Storage, Tensor, D};
 use std::sync::Arc;
 
@@ -22,6 +23,9 @@ pub struct Linear {
     bias: Option<Tensor>,
     /// LoRA terms added to the output (see [`super::lora`]).
     adapters: Vec<LoraLayer>,
+    /// The module name, under which adapters switched on per call find this
+    /// layer ([`super::adapter_scope`]); None for a layer no adapter can target.
+    module: Option<Arc<str>>,
 }
 
 impl Linear {
@@ -40,28 +44,35 @@ impl Linear {
             // No gradient flows back through the q8 kernel to earlier layers.
             bail!("`{}` is quantized; training adapters needs dense weights (Weights::with_dense_only)", w.module_name());
         }
-        Ok(Self { kernel, bias, adapters })
+        Ok(Self { kernel, bias, adapters, module: Some(w.module_name().into()) })
     }
 
     /// A bias-free layer over an existing dense weight (out, in), such as tied embeddings.
     pub fn from_dense(weight: Tensor) -> Self {
-        Self { kernel: Kernel::Dense(weight), bias: None, adapters: Vec::new() }
+        Self { kernel: Kernel::Dense(weight), bias: None, adapters: Vec::new(), module: None }
     }
 
     /// Loads a bias that some checkpoints store and others omit (Whisper's key
     /// projection: HF drops it, CTranslate2 stores zeros).
     pub fn load_optional_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = w.take("weight", (out_dim, in_dim))?;
-        Ok(Self { kernel: Kernel::Dense(weight), bias: w.take_optional("bias", out_dim)?, adapters: w.lora_layers(in_dim, out_dim)? })
+        let (bias, adapters) = (w.take_optional("bias", out_dim)?, w.lora_layers(in_dim, out_dim)?);
+        Ok(Self { kernel: Kernel::Dense(weight), bias, adapters, module: Some(w.module_name().into()) })
     }
 }
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let active: Vec<&LoraLayer> = self.adapters.iter().filter(|a| a.is_active()).collect();
+        let scoped = self.module.as_deref().map(adapter_scope::active_for).unwrap_or_default();
+        let active: Vec<(&LoraLayer, f64)> = self
+            .adapters
+            .iter()
+            .map(|a| (a, 1.0))
+            .chain(scoped.iter().filter_map(|(adapter, scale)| Some((adapter.layer(self.module.as_deref()?)?, *scale))))
+            .collect();
         // The q8 kernel adds fixed adapters inside its own op (see `LowRank`).
-        let fused: Option<Vec<&LowRank>> = match &self.kernel {
-            Kernel::Quantized(_) => active.iter().map(|a| a.low_rank()).collect(),
+        let fused: Option<Vec<(&LowRank, f32)>> = match &self.kernel {
+            Kernel::Quantized(_) => active.iter().map(|(a, scale)| Some((a.low_rank()?, *scale as f32))).collect(),
             Kernel::Dense(_) => None,
         };
         let mut ys = match &self.kernel {
@@ -79,8 +90,8 @@ impl Module for Linear {
             ys = ys.broadcast_add(bias)?;
         }
         if fused.is_none() {
-            for adapter in active {
-                ys = (ys + adapter.forward(xs)?)?;
+            for (adapter, scale) in active {
+                ys = (ys + adapter.forward(xs, scale)?)?;
             }
         }
         Ok(ys)

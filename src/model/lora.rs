@@ -8,12 +8,12 @@
 //! holds adapters read from files (applied at fixed scales) and, for training,
 //! target patterns for which it creates fresh variables, so that once a model
 //! is loaded the set holds every trainable tensor and nothing else: the base
-//! weights stay plain tensors, out of the optimizer's reach.
+//! weights stay plain tensors, out of the optimizer's reach. It also records
+//! the shape of every linear layer, so that adapters switched per call
+//! ([`super::adapter_scope`]) can be checked against the loaded model.
 
-use super::file::{ModelHeader, SPEECH_LORA};
 use super::linear::matmul_t;
 use super::q8::LowRank;
-use super::weights::Weights;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -190,8 +190,6 @@ pub(crate) struct LoraLayer {
     dropout: Option<Dropout>,
     /// Its factors are variables of a training run.
     trainable: bool,
-    /// Applies only while this gate is open (see [`Gate`]); None: always.
-    gate: Option<Gate>,
     /// A host copy of a fixed adapter on the CPU, which the q8 kernel adds in its own op.
     low_rank: Option<Arc<LowRank>>,
 }
@@ -201,23 +199,28 @@ impl LoraLayer {
         self.trainable
     }
 
-    pub(crate) fn is_active(&self) -> bool {
-        self.gate.as_ref().is_none_or(Gate::is_open)
+    /// A fixed adapter: `factor` (`s·α/r`) is folded into B once, saving an op per token.
+    pub(crate) fn fixed(pair: &LoraPair, factor: f64, device: &Device, dtype: DType) -> Result<Self> {
+        let a = pair.a.to_device(device)?.to_dtype(dtype)?;
+        let b = (pair.b.to_device(device)?.to_dtype(DType::F32)? * factor)?.to_dtype(dtype)?;
+        let low_rank = device.is_cpu().then(|| LowRank::new(&a, &b)).transpose()?.map(Arc::new);
+        Ok(Self { a, b, factor: 1.0, dropout: None, trainable: false, low_rank })
     }
 
     pub(crate) fn low_rank(&self) -> Option<&LowRank> {
         self.low_rank.as_deref()
     }
 
-    /// The adapter's term `factor·B·(A·x)`, in the dtype of `xs`.
-    pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    /// The adapter's term `scale·factor·B·(A·x)`, in the dtype of `xs`.
+    pub(crate) fn forward(&self, xs: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
         let input = match &self.dropout {
             Some(d) => d.apply(xs)?,
             None => xs.clone(),
         };
         let low = matmul_t(&input.to_dtype(self.a.dtype())?, &self.a)?;
         let term = matmul_t(&low, &self.b)?;
-        let term = if self.factor == 1.0 { term } else { (term * self.factor)? };
+        let factor = self.factor * scale;
+        let term = if factor == 1.0 { term } else { (term * factor)? };
         term.to_dtype(xs.dtype())
     }
 }
@@ -228,33 +231,7 @@ struct Applied {
     label: String,
     adapter: Adapter,
     scale: f64,
-    gate: Option<Gate>,
     attached: Mutex<HashSet<String>>,
-}
-
-/// Switches an adapter on and off without reloading the model: the speech
-/// adapter acts on audio turns only, so typed questions get the base LLM.
-#[derive(Debug, Clone, Default)]
-pub struct Gate(Arc<AtomicBool>);
-
-impl Gate {
-    pub fn is_open(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Opens the gate until the returned guard drops (also on an early error return).
-    pub fn open(&self) -> GateOpen<'_> {
-        self.0.store(true, Ordering::Relaxed);
-        GateOpen(self)
-    }
-}
-
-pub struct GateOpen<'a>(&'a Gate);
-
-impl Drop for GateOpen<'_> {
-    fn drop(&mut self) {
-        self.0 .0.store(false, Ordering::Relaxed);
-    }
 }
 
 /// Trainable adapters, created as matching modules load.
@@ -279,7 +256,12 @@ pub struct LoraVars {
 pub struct LoraSet {
     applied: Vec<Applied>,
     training: Option<Training>,
+    /// (in, out) of every linear layer that asked for its adapters.
+    linear_shapes: Mutex<BTreeMap<String, (usize, usize)>>,
 }
+
+/// (in, out) of each linear layer of a loaded model, by module name.
+pub type LinearShapes = BTreeMap<String, (usize, usize)>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere cannot leave these maps half-updated; keep going.
@@ -289,22 +271,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LoraSet {
     /// Applies `adapter` at `scale`; several adapters on one module add up.
     pub fn apply(mut self, adapter: Adapter, scale: f64, label: impl Into<String>) -> Self {
-        self.applied.push(Applied { label: label.into(), adapter, scale, gate: None, attached: Mutex::new(HashSet::new()) });
+        self.applied.push(Applied { label: label.into(), adapter, scale, attached: Mutex::new(HashSet::new()) });
         self
     }
 
-    /// Applies `adapter` at scale 1 while `gate` is open.
-    pub fn apply_gated(mut self, adapter: Adapter, gate: Gate, label: impl Into<String>) -> Self {
-        self.applied.push(Applied { label: label.into(), adapter, scale: 1.0, gate: Some(gate), attached: Mutex::new(HashSet::new()) });
-        self
-    }
-
-    /// Claims the speech adapter stored in a model file (if it has one) from
-    /// `weights` and applies it behind `gate`.
-    pub fn with_speech_adapter(self, weights: &Weights, header: &ModelHeader, gate: &Gate) -> Result<Self> {
-        let Some(config) = header.speech_lora else { return Ok(self) };
-        let speech = Adapter::from_factors(config, weights.pp(SPEECH_LORA).take_all()?).context("the model's speech adapter is invalid")?;
-        Ok(self.apply_gated(speech, gate.clone(), "speech adapter"))
+    /// The shapes of the linear layers loaded so far (all of them, once a model has loaded).
+    pub fn linear_shapes(&self) -> LinearShapes {
+        lock(&self.linear_shapes).clone()
     }
 
     /// Creates trainable adapters on every module matching `targets`: A
@@ -352,6 +325,7 @@ impl LoraSet {
 
     /// The adapters of `module`, a linear layer (out, in), on `device` in `dtype`.
     pub(crate) fn attach(&self, module: &str, in_dim: usize, out_dim: usize, device: &Device, dtype: DType) -> Result<Vec<LoraLayer>> {
+        lock(&self.linear_shapes).insert(module.to_string(), (in_dim, out_dim));
         let mut layers = Vec::new();
         for applied in &self.applied {
             let Some(pair) = applied.adapter.modules.get(module) else { continue };
@@ -366,11 +340,7 @@ impl LoraSet {
                 }
             }
             lock(&applied.attached).insert(module.to_string());
-            // A fixed adapter's factor is folded into B once, saving an op per token.
-            let factor = applied.scale * applied.adapter.config.scaling();
-            let (a, b) = (pair.a.to_device(device)?.to_dtype(dtype)?, (pair.b.to_device(device)?.to_dtype(DType::F32)? * factor)?.to_dtype(dtype)?);
-            let low_rank = device.is_cpu().then(|| LowRank::new(&a, &b)).transpose()?.map(Arc::new);
-            layers.push(LoraLayer { a, b, factor: 1.0, dropout: None, trainable: false, gate: applied.gate.clone(), low_rank });
+            layers.push(LoraLayer::fixed(pair, applied.scale * applied.adapter.config.scaling(), device, dtype)?);
         }
         if let Some(training) = self.training.as_ref().filter(|t| t.targets.matches(module)) {
             let vars = training.vars_for(module, in_dim, out_dim, device, dtype)?;
@@ -385,7 +355,6 @@ impl LoraSet {
                     rng: training.dropout_rng.clone(),
                 }),
                 trainable: true,
-                gate: None,
                 low_rank: None,
             });
         }
@@ -478,27 +447,6 @@ mod tests {
         let bound = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(bound > 0.0 && bound <= 1.0 / 8f32.sqrt(), "A is kaiming-uniform within 1/sqrt(in): {bound}");
         assert_ne!(seeded_outputs(4).0, outputs);
-    }
-
-    #[test]
-    fn a_gated_adapter_acts_only_while_its_gate_is_open() {
-        use crate::model::{linear::Linear, weights::Weights};
-        use candle_core::Module;
-        let dev = Device::Cpu;
-        let pair = LoraPair { a: Tensor::ones((1, 4), DType::F32, &dev).unwrap(), b: Tensor::ones((2, 1), DType::F32, &dev).unwrap() };
-        let adapter = Adapter { config: LoraConfig { rank: 1, alpha: 1.0, dropout: 0.0 }, modules: [("m".to_string(), pair)].into() };
-        let gate = Gate::default();
-        let set = Arc::new(LoraSet::default().apply_gated(adapter, gate.clone(), "test"));
-        let tensors = [("m.weight".to_string(), Tensor::zeros((2, 4), DType::F32, &dev).unwrap())].into();
-        let linear = Linear::load(&Weights::new(tensors, DType::F32, &dev).with_lora(set).pp("m"), 4, 2, false).unwrap();
-        let xs = Tensor::ones((1, 4), DType::F32, &dev).unwrap();
-        let out = || linear.forward(&xs).unwrap().to_vec2::<f32>().unwrap();
-        assert_eq!(out(), [[0.0, 0.0]], "closed: the base layer alone");
-        {
-            let _open = gate.open();
-            assert_eq!(out(), [[4.0, 4.0]], "open: W·x + B·A·x");
-        }
-        assert_eq!(out(), [[0.0, 0.0]], "the gate closes when its guard drops");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Neural modules (our own code, so they can carry LoRA and be trained through)
 //! and the merged model file that holds them.
 
+pub mod adapter_scope;
 pub mod file;
 pub mod linear;
 pub mod llama;

@@ -102,7 +102,7 @@ impl CustomOp1 for Q8Matrix {
 
 impl Q8Matrix {
     /// `x·Wᵀ + Σ B·(A·x)` over the terms, for contiguous f32 input.
-    fn cpu_matmul(&self, storage: &CpuStorage, layout: &Layout, terms: &[&LowRank]) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_matmul(&self, storage: &CpuStorage, layout: &Layout, terms: &[(&LowRank, f32)]) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(data) = storage else { candle_core::bail!("q8 matmul takes f32 input") };
         let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("q8 matmul needs contiguous input") };
         let dims = layout.dims();
@@ -113,16 +113,16 @@ impl Q8Matrix {
         let n = xs.len() / self.cols;
         let mut out = vec![0f32; n * self.rows];
         self.matmul_rows(xs, n, &mut out);
-        for term in terms {
-            term.add_to(xs, &mut out);
+        for (term, scale) in terms {
+            term.add_to(xs, *scale, &mut out);
         }
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap() = self.rows;
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
     }
 
-    /// Like [`Q8Matrix::forward`], plus fixed low-rank terms in the same op.
-    pub fn forward_with(&self, xs: &Tensor, terms: &[&LowRank]) -> candle_core::Result<Tensor> {
+    /// Like [`Q8Matrix::forward`], plus scaled low-rank terms in the same op.
+    pub fn forward_with(&self, xs: &Tensor, terms: &[(&LowRank, f32)]) -> candle_core::Result<Tensor> {
         if terms.is_empty() {
             return self.forward(xs);
         }
@@ -149,14 +149,14 @@ impl LowRank {
         Ok(Self { rank: a.dim(0)?, a: host(a)?, b: host(b)? })
     }
 
-    /// `out[t] += B·(A·xs[t])` for each row t of `xs`.
-    fn add_to(&self, xs: &[f32], out: &mut [f32]) {
+    /// `out[t] += scale·B·(A·xs[t])` for each row t of `xs`.
+    fn add_to(&self, xs: &[f32], scale: f32, out: &mut [f32]) {
         let cols = self.a.len() / self.rank;
         let rows = self.b.len() / self.rank;
         let mut low = vec![0f32; self.rank];
         for (x, y) in xs.chunks_exact(cols).zip(out.chunks_exact_mut(rows)) {
             for (l, a_row) in low.iter_mut().zip(self.a.chunks_exact(cols)) {
-                *l = dot_f32(a_row, x);
+                *l = scale * dot_f32(a_row, x);
             }
             for (y, b_row) in y.iter_mut().zip(self.b.chunks_exact(self.rank)) {
                 *y += dot_f32(b_row, &low);
@@ -167,7 +167,7 @@ impl LowRank {
 
 struct WithLowRank<'a> {
     matrix: &'a Q8Matrix,
-    terms: &'a [&'a LowRank],
+    terms: &'a [(&'a LowRank, f32)],
 }
 
 impl CustomOp1 for WithLowRank<'_> {
@@ -292,8 +292,8 @@ mod tests {
         let (term, term2) = (LowRank::new(&a, &b).unwrap(), LowRank::new(&a2, &b2).unwrap());
         let x = Tensor::randn(0f32, 1.0, (1, 5, 96), &dev).unwrap();
         let lora = |a: &Tensor, b: &Tensor| x.broadcast_matmul(&a.t().unwrap()).unwrap().broadcast_matmul(&b.t().unwrap()).unwrap();
-        let want = ((q.forward(&x).unwrap() + lora(&a, &b)).unwrap() + lora(&a2, &b2)).unwrap();
-        let got = q.forward_with(&x, &[&term, &term2]).unwrap();
+        let want = ((q.forward(&x).unwrap() + lora(&a, &b)).unwrap() + (lora(&a2, &b2) * 0.5).unwrap()).unwrap();
+        let got = q.forward_with(&x, &[(&term, 1.0), (&term2, 0.5)]).unwrap();
         let diff = (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4, "diff {diff}");
     }

@@ -3,6 +3,7 @@
 
 use super::layers::{Attention, Mlp, LAYER_NORM_EPS};
 use super::{WhisperConfig, WhisperSpecialTokens};
+use crate::model::adapter_scope;
 use crate::model::linear::{load_embeddings_and_head, Linear};
 use crate::model::norm::LayerNorm;
 use crate::model::ops::{self, Path};
@@ -164,13 +165,28 @@ impl AsrDecoder {
     /// of silence at the remaining positions: the decoder sees a 30 s context
     /// for the price of encoding the clip alone.
     pub fn transcribe(&self, encoder_out: &Tensor, special: &WhisperSpecialTokens) -> Result<Vec<u32>> {
+        self.transcribe_after(encoder_out, special, &[])
+    }
+
+    /// Like [`AsrDecoder::transcribe`], conditioned on `previous` text tokens
+    /// (a prompt: names, spelling, style), fed after `<|startofprev|>` as
+    /// Whisper was trained; at most half the decoder's positions of it are kept.
+    pub fn transcribe_after(&self, encoder_out: &Tensor, special: &WhisperSpecialTokens, previous: &[u32]) -> Result<Vec<u32>> {
         // Encoder frames are 20 ms. Even fast speech stays under ~8 tokens/s, so
         // a budget of 10/s plus slack only ever stops a decoder stuck in a loop.
         let seconds = encoder_out.dim(1)? as f64 * 0.02;
         let budget = 16 + (10.0 * seconds) as usize;
-        let mut state = self.start_padded(encoder_out, self.silence_kv()?)?;
+        let mut state = self.start_padded(encoder_out, &self.silence_kv()?)?;
         let device = encoder_out.device();
-        let prompt = special.prompt();
+        let mut prompt = Vec::new();
+        if !previous.is_empty() {
+            let Some(start_of_prev) = special.start_of_prev else { bail!("this Whisper tokenizer has no <|startofprev|> token, so it cannot take a prompt") };
+            let keep = self.config.max_target_positions / 2 - 1;
+            prompt.push(start_of_prev);
+            prompt.extend_from_slice(&previous[previous.len().saturating_sub(keep)..]);
+        }
+        let start_of_transcript = prompt.len();
+        prompt.extend(special.prompt());
         let suppress = self.suppress_mask(special, false)?.to_device(device)?;
         let suppress_first = self.suppress_mask(special, true)?.to_device(device)?;
         let mut input = Tensor::new(prompt.as_slice(), device)?.unsqueeze(0)?;
@@ -181,7 +197,7 @@ impl AsrDecoder {
             if text.is_empty() {
                 if let Some(id) = special.no_speech {
                     // Whisper's silence detector: the no-speech probability right after <|startoftranscript|>.
-                    no_speech_prob = candle_nn::ops::softmax_last_dim(&logits.get(0)?)?.get(id as usize)?.to_scalar::<f32>()?;
+                    no_speech_prob = candle_nn::ops::softmax_last_dim(&logits.get(start_of_transcript)?)?.get(id as usize)?.to_scalar::<f32>()?;
                 }
             }
             let mask = if text.is_empty() { &suppress_first } else { &suppress };
@@ -203,13 +219,17 @@ impl AsrDecoder {
         Ok(text)
     }
 
-    /// Cross-attention keys/values of the silence context, projected once.
-    fn silence_kv(&self) -> Result<&[(Tensor, Tensor)]> {
+    /// Cross-attention keys/values of the silence context, projected once;
+    /// afresh while a per-call adapter on this decoder may change them.
+    fn silence_kv(&self) -> Result<Vec<(Tensor, Tensor)>> {
+        if adapter_scope::active_touches("asr_decoder.") {
+            return self.project_silence();
+        }
         if let Some(kv) = self.silence_kv.get() {
-            return Ok(kv);
+            return Ok(kv.clone());
         }
         let kv = self.project_silence()?;
-        Ok(self.silence_kv.get_or_init(|| kv))
+        Ok(self.silence_kv.get_or_init(|| kv).clone())
     }
 
     /// Projects the silence context ahead of the first transcription.

@@ -53,6 +53,8 @@ pub struct WhisperSpecialTokens {
     pub start_of_transcript: u32,
     pub end_of_text: u32,
     pub no_timestamps: u32,
+    /// `<|startofprev|>`: the text before it conditions the transcript (a prompt).
+    pub start_of_prev: Option<u32>,
     /// `<|nospeech|>` (`<|nocaptions|>` in English-only checkpoints), if present.
     pub no_speech: Option<u32>,
     /// Language and task tokens, present only for multilingual checkpoints.
@@ -70,6 +72,7 @@ impl WhisperSpecialTokens {
             start_of_transcript: id("<|startoftranscript|>")?,
             end_of_text: id("<|endoftext|>")?,
             no_timestamps: id("<|notimestamps|>")?,
+            start_of_prev: tokenizer.token_to_id("<|startofprev|>"),
             no_speech: tokenizer.token_to_id("<|nospeech|>").or_else(|| tokenizer.token_to_id("<|nocaptions|>")),
             english: if multilingual { Some(id("<|en|>")?) } else { None },
             transcribe: if multilingual { Some(id("<|transcribe|>")?) } else { None },
