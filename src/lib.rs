@@ -20,4 +20,5 @@ pub mod generation;
 pub mod import;
 pub mod listen;
 pub mod model;
+pub mod server;
 pub mod train;

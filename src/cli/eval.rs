@@ -65,8 +65,8 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let base = &args.model.model;
-    let device = kioku::device::parse_device(&args.model.device)?;
+    let base = &args.model.source.model;
+    let device = kioku::device::parse_device(&args.model.source.device)?;
     let mut new_speaker = args.new_speaker.clone();
     let mut arms = vec![Arm::new("base", base, Vec::new())];
     if args.study {

@@ -13,6 +13,7 @@ mod merge;
 mod pack;
 mod train_projector;
 mod replay;
+mod serve;
 mod transcribe;
 
 use anyhow::Result;
@@ -57,17 +58,33 @@ enum Command {
     Adapt(adapt::AdaptArgs),
     /// Read prompt sentences aloud (microphone or --input-dir), then adapt to your voice.
     Enroll(enroll::EnrollArgs),
+    /// Serve the assistant over a local OpenAI-compatible HTTP API (chat with audio, transcription).
+    Serve(serve::ServeArgs),
 }
 
-/// Options shared by every command that runs a model.
+/// The model file and where to run it.
 #[derive(Args, Debug)]
-pub struct ModelArgs {
+pub struct ModelSource {
     /// Model file (kioku merged safetensors).
     #[arg(long, env = "KIOKU_MODEL", default_value = "models/kioku-tiny-en.safetensors")]
     pub model: PathBuf,
     /// Where to run: auto picks CUDA or Metal when built in and present, else CPU.
     #[arg(long, default_value = "auto")]
     pub device: String,
+}
+
+impl ModelSource {
+    pub fn load(&self, adapters: &[AdapterSpec]) -> Result<kioku::assistant::Assistant> {
+        let device = kioku::device::parse_device(&self.device)?;
+        kioku::assistant::Assistant::load_with_adapters(&self.model, &device, adapters)
+    }
+}
+
+/// Options shared by every command that runs a model.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
     /// LoRA adapter directory (PEFT layout) to apply, optionally at a scale
     /// (default 1; below 1 keeps more of the base model). Repeat to stack adapters.
     #[arg(long = "adapter", value_name = "DIR[:SCALE]")]
@@ -76,8 +93,7 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<kioku::assistant::Assistant> {
-        let device = kioku::device::parse_device(&self.device)?;
-        kioku::assistant::Assistant::load_with_adapters(&self.model, &device, &self.adapters)
+        self.source.load(&self.adapters)
     }
 }
 
@@ -97,5 +113,6 @@ pub fn run() -> Result<()> {
         Command::Merge(args) => merge::run(&args),
         Command::Adapt(args) => adapt::run(&args),
         Command::Enroll(args) => enroll::run(&args),
+        Command::Serve(args) => serve::run(args),
     }
 }

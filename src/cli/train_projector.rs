@@ -100,7 +100,7 @@ pub fn run(args: &TrainProjectorArgs) -> Result<()> {
     ensure!(!train_entries.is_empty(), "the corpus {} has no training clips", args.corpus.display());
 
     let assistant = args.model.load()?;
-    let device = kioku::device::parse_device(&args.model.device)?;
+    let device = kioku::device::parse_device(&args.model.source.device)?;
     let bar = Bar(ProgressBar::new(0).with_style(ProgressStyle::with_template("{msg:28} {bar:30} {pos}/{len}  ETA {eta}")?));
     let train = prepare(&assistant, &args.corpus, &train_entries, Split::Train, &work, args.max_answer_tokens, &bar)?;
     let dev = prepare(&assistant, &args.corpus, &dev_entries, Split::Dev, &work, args.max_answer_tokens, &bar)?;
@@ -118,7 +118,7 @@ pub fn run(args: &TrainProjectorArgs) -> Result<()> {
         speech_lora_rank: args.speech_lora_rank,
         ..TrainConfig::default()
     };
-    let mut trainer = ProjectorTrainer::new(&args.model.model, &assistant, config, &device)?;
+    let mut trainer = ProjectorTrainer::new(&args.model.source.model, &assistant, config, &device)?;
     drop(assistant);
     let checkpoint_path = work.join("checkpoint.safetensors");
     let mut previous_seconds = 0.0;
