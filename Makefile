@@ -3,14 +3,18 @@ SHELL := /bin/bash
 export KIOKU_CACHE ?= $(HOME)/.cache/kioku
 MODEL := models/kioku-tiny-en.safetensors
 PROJECTOR := $(wildcard models/projector-*.safetensors)
-APT_PACKAGES := libasound2-dev pkg-config espeak-ng sox pocketsphinx-testdata
+APT_PACKAGES := libasound2-dev pkg-config espeak-ng sox pocketsphinx-testdata curl python3-venv
 EXAMPLE := examples/what-is-the-capital-of-france.wav
 
 # Cargo profile the model is packed with: the one the goal builds anyway.
 PROFILE ?= dev
 GGUF := $(KIOKU_CACHE)/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: demo test model model-base deps fetch bench clean-model
+# Python clients for the server tests (the official openai package, pinned).
+VENV := $(KIOKU_CACHE)/venv
+TEST_PYTHON := $(VENV)/bin/python
+
+.PHONY: demo test test-venv model model-base deps fetch bench bench-serve clean-model
 
 # Answer the example spoken question with the default model.
 demo: PROFILE := release
@@ -18,9 +22,18 @@ demo: deps model
 	cargo build --release
 	./target/release/kioku ask $(EXAMPLE)
 
-# The whole test suite, on the real weights.
-test: deps model
+# The whole test suite, on the real weights: Rust tests, then `kioku serve`
+# through real HTTP clients.
+test: deps model test-venv
 	cargo test --no-fail-fast
+	cargo build
+	$(TEST_PYTHON) -m pytest tests/serve -q
+
+test-venv: $(VENV)/.installed
+$(VENV)/.installed: tests/serve/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r $<
+	touch $@
 
 model: $(MODEL)
 
@@ -52,6 +65,12 @@ deps:
 bench: PROFILE := release
 bench: deps model
 	cargo bench --bench pipeline
+
+# Server overhead per request and memory per slot (release build).
+bench-serve: PROFILE := release
+bench-serve: deps model
+	cargo build --release
+	python3 scripts/bench_serve.py
 
 clean-model:
 	rm -f $(MODEL)
