@@ -3,11 +3,13 @@
 #[cfg(feature = "mic")]
 pub mod capture;
 pub mod mel;
+pub mod mp3;
 pub mod resample;
 pub mod vad;
 pub mod wav;
 
 pub use mel::{mel_filters, Mel, MelExtractor};
+pub use mp3::{looks_like_mp3, read_mp3};
 pub use resample::{resample_to_16k, Resampler16k};
 pub use vad::{Speech, Vad, VadConfig};
 pub use wav::{read_wav, read_wav_from, write_wav_16k, Audio};

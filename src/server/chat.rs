@@ -2,7 +2,7 @@
 //! `input_audio` parts), answered by [`Assistant::respond`], whole or as SSE chunks.
 
 use super::adapters::AdapterChoice;
-use super::audio::decode_base64_wav;
+use super::audio::decode_base64_audio;
 use super::error::ApiError;
 use super::{parse_json, unix_now, AppState};
 use crate::assistant::{Answer, Assistant, Mode, Question, Request};
@@ -186,10 +186,10 @@ fn decode_turn(message: MessageIn, state: &AppState) -> Result<Turn, ApiError> {
                         if role != "user" {
                             return Err(ApiError::invalid("messages", "only user messages may carry audio"));
                         }
-                        if let Some(format) = input_audio.format.as_deref().filter(|f| *f != "wav") {
-                            return Err(ApiError::invalid("messages", format!("input_audio format `{format}` is not supported; send WAV")));
+                        if let Some(format) = input_audio.format.as_deref().filter(|f| !matches!(*f, "wav" | "mp3")) {
+                            return Err(ApiError::invalid("messages", format!("input_audio format `{format}` is not supported; send wav or mp3")));
                         }
-                        let samples = decode_base64_wav(&input_audio.data, state.max_audio_s)?;
+                        let samples = decode_base64_audio(&input_audio.data, state.max_audio_s)?;
                         audio.get_or_insert_with(Vec::new).extend(samples);
                     }
                 }

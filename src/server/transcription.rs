@@ -1,9 +1,9 @@
-//! `POST /v1/audio/transcriptions`: a multipart upload transcribed by the
+//! `POST /v1/audio/transcriptions`: a multipart upload (WAV or MP3) transcribed by the
 //! model's Whisper, as json, text, verbose_json, srt or vtt, or streamed as
 //! SSE events while each 30 s window is decoded.
 
 use super::adapters::AdapterChoice;
-use super::audio::decode_wav;
+use super::audio::decode_audio;
 use super::error::ApiError;
 use super::AppState;
 use crate::assistant::Segment;
@@ -108,7 +108,7 @@ async fn handle(state: Arc<AppState>, multipart: Result<Multipart, MultipartReje
     let multipart = multipart.map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("send the audio as multipart/form-data: {}", e.body_text())))?;
     let form = read_form(multipart).await?;
     let file = form.file.ok_or_else(|| ApiError::invalid("file", "the form has no `file` field"))?;
-    let samples = decode_wav(&file, "file", state.max_audio_s)?;
+    let samples = decode_audio(&file, "file", state.max_audio_s)?;
     let duration = samples.len() as f64 / 16_000.0;
     let adapters = state.adapters.resolve(form.adapters.as_deref())?;
     let prompt = form.prompt;

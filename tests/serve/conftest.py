@@ -17,6 +17,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 KIOKU = pathlib.Path(os.environ.get("KIOKU_BIN", REPO / "target" / "debug" / "kioku"))
 MODEL = pathlib.Path(os.environ.get("KIOKU_MODEL", REPO / "models" / "kioku-tiny-en.safetensors"))
 EXAMPLE = REPO / "examples" / "what-is-the-capital-of-france.wav"
+# The same recording as 64 kb/s MP3 with an ID3v2 tag (lame), as many clients send audio.
+EXAMPLE_MP3 = REPO / "tests" / "fixtures" / "what-is-the-capital-of-france.mp3"
 API_KEY = "test-key-0123456789"
 
 # Sentences the test adapters are trained on: a speaker with a slow, low voice.

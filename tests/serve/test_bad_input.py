@@ -44,7 +44,8 @@ CHAT_CASES = {
     "unknown content part": dict(json={"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
     "bad base64": dict(json=chat(audio_part("not base64 at all!!"))),
     "non-WAV audio": dict(json=chat(audio_part(base64.b64encode(b"ID3\x04 this is an mp3, honest").decode()))),
-    "mp3 format": dict(json=chat(audio_part(wav_b64(EXAMPLE), fmt="mp3"))),
+    "flac format": dict(json=chat(audio_part(wav_b64(EXAMPLE), fmt="flac"))),
+    "text that claims to be mp3": dict(json=chat(audio_part(base64.b64encode(b"plain text").decode(), fmt="mp3"))),
     "truncated WAV": dict(json=chat(audio_part(base64.b64encode(EXAMPLE.read_bytes()[:30]).decode()))),
     "audio over the limit": dict(json=chat(audio_part(base64.b64encode(wav_bytes(31)).decode()))),
     "audio too short": dict(json=chat(audio_part(base64.b64encode(wav_bytes(0.005)).decode()))),
@@ -79,7 +80,8 @@ def transcribe(**kwargs):
 
 TRANSCRIPTION_CASES = {
     "no file": dict(data={"model": "whisper-1"}),
-    "non-WAV file": transcribe(files={"file": ("q.mp3", b"ID3\x04 not a wav", "audio/mpeg")}),
+    "neither WAV nor MP3": transcribe(files={"file": ("q.ogg", b"OggS\x00 not a wav", "audio/ogg")}),
+    "a broken MP3": transcribe(files={"file": ("q.mp3", b"ID3\x04 not an mp3 after all", "audio/mpeg")}),
     "not multipart": dict(json={"file": "q.wav"}),
     "unknown response_format": transcribe(data={"response_format": "xml"}),
     "another language": transcribe(data={"language": "de"}),

@@ -6,7 +6,7 @@ import subprocess
 import httpx
 import openai
 import pytest
-from conftest import API_KEY, EXAMPLE, wav_b64
+from conftest import API_KEY, EXAMPLE, EXAMPLE_MP3, wav_b64
 
 FRANCE_TRANSCRIPT = "What is the capital of France?"
 
@@ -17,7 +17,7 @@ def client(server):
 
 
 def audio_message(path, text=None):
-    parts = [{"type": "input_audio", "input_audio": {"data": wav_b64(path), "format": "wav"}}]
+    parts = [{"type": "input_audio", "input_audio": {"data": wav_b64(path), "format": path.suffix[1:]}}]
     if text:
         parts.append({"type": "text", "text": text})
     return {"role": "user", "content": parts}
@@ -49,6 +49,14 @@ def test_a_transcription_in_every_format(client):
     with open(EXAMPLE, "rb") as f:
         vtt = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="vtt", extra_body=BASE_FORM)
     assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:02.780\n")
+
+
+def test_mp3_is_heard_as_the_wav_is(client):
+    with open(EXAMPLE_MP3, "rb") as f:
+        assert client.audio.transcriptions.create(model="whisper-1", file=f, extra_body=BASE_FORM).text == FRANCE_TRANSCRIPT
+    answer = client.chat.completions.create(model="kioku", messages=[audio_message(EXAMPLE_MP3)], extra_body=base())
+    assert answer.model_extra["transcript"] == FRANCE_TRANSCRIPT
+    assert answer.choices[0].message.content == "The capital of France is Paris."
 
 
 def test_a_prompt_conditions_the_transcription(client):
