@@ -2,11 +2,12 @@
 //! projection without touching model code.
 
 use super::adapter_scope;
+use super::ops::matmul_t;
 use super::lora::LoraLayer;
 use super::q8::{LowRank, Q8Matrix};
 use super::weights::{Stored, Weights};
 use anyhow::{bail, Result};
-use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Storage, Tensor, D};
+use candle_core::{Module, Tensor};
 use std::sync::Arc;
 
 /// How the weight is held: dense (trainable, any device and dtype) or as
@@ -95,51 +96,6 @@ impl Module for Linear {
             }
         }
         Ok(ys)
-    }
-}
-
-/// `xs` (..., in) times the transpose of `w` (out, in), as one 2-D matmul
-/// over all leading dims (no broadcast copies of the weight). A constant
-/// weight under a trained input takes [`FrozenMatmul`] on the CPU.
-pub(crate) fn matmul_t(xs: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    let mut out_dims = xs.dims().to_vec();
-    let rows = xs.reshape(((), xs.dim(D::Minus1)?))?;
-    let ys = if xs.track_op() && !w.is_variable() && xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
-        rows.contiguous()?.apply_op1(FrozenMatmul { weight: w.clone() })?
-    } else {
-        rows.matmul(&w.t()?)?
-    };
-    *out_dims.last_mut().expect("a linear layer's input has a feature dimension") = w.dim(0)?;
-    ys.reshape(out_dims)
-}
-
-/// `x·Wᵀ` for a weight that does not train (a frozen base under a trained
-/// projector or LoRA). candle's matmul backward also computes the weight's
-/// gradient, a third of a backward pass's work, only to drop it; this op
-/// returns the input's gradient alone. CPU f32 only; elsewhere plain matmul.
-struct FrozenMatmul {
-    weight: Tensor,
-}
-
-impl CustomOp1 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
-            candle_core::bail!("frozen-matmul needs contiguous f32 input");
-        };
-        let ys = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?.matmul(&self.weight.t()?)?;
-        let (ys_storage, ys_layout) = ys.storage_and_layout();
-        match &*ys_storage {
-            Storage::Cpu(cpu) => Ok((cpu.clone(), ys_layout.shape().clone())),
-            _ => candle_core::bail!("frozen-matmul ran off the CPU"),
-        }
-    }
-
-    fn bwd(&self, _xs: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.matmul(&self.weight)?))
     }
 }
 

@@ -12,7 +12,7 @@
 //! the shape of every linear layer, so that adapters switched per call
 //! ([`super::adapter_scope`]) can be checked against the loaded model.
 
-use super::linear::matmul_t;
+use super::ops::matmul_t;
 use super::q8::LowRank;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};

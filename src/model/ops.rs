@@ -3,7 +3,7 @@
 //! model calls these instead of candle directly, so switching a model to the
 //! training path is one flag, not a rewrite (see design.md, "candle pitfalls").
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
 
 /// Which kernels a forward pass may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,4 +65,49 @@ pub fn causal_mask(seq: usize, past: usize, dtype: DType, device: &candle_core::
         .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Tensor::from_vec(mask, (seq, total), device)?.to_dtype(dtype)
+}
+
+/// `xs` (..., in) times the transpose of `w` (out, in), as one 2-D matmul
+/// over all leading dims (no broadcast copies of the weight). A constant
+/// weight under a trained input takes [`FrozenMatmul`] on the CPU.
+pub(crate) fn matmul_t(xs: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let mut out_dims = xs.dims().to_vec();
+    let rows = xs.reshape(((), xs.dim(D::Minus1)?))?;
+    let ys = if xs.track_op() && !w.is_variable() && xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
+        rows.contiguous()?.apply_op1(FrozenMatmul { weight: w.clone() })?
+    } else {
+        rows.matmul(&w.t()?)?
+    };
+    *out_dims.last_mut().expect("a linear layer's input has a feature dimension") = w.dim(0)?;
+    ys.reshape(out_dims)
+}
+
+/// `x·Wᵀ` for a weight that does not train (a frozen base under a trained
+/// projector or LoRA). candle's matmul backward also computes the weight's
+/// gradient, a third of a backward pass's work, only to drop it; this op
+/// returns the input's gradient alone. CPU f32 only; elsewhere plain matmul.
+struct FrozenMatmul {
+    weight: Tensor,
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("frozen-matmul needs contiguous f32 input");
+        };
+        let ys = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?.matmul(&self.weight.t()?)?;
+        let (ys_storage, ys_layout) = ys.storage_and_layout();
+        match &*ys_storage {
+            Storage::Cpu(cpu) => Ok((cpu.clone(), ys_layout.shape().clone())),
+            _ => candle_core::bail!("frozen-matmul ran off the CPU"),
+        }
+    }
+
+    fn bwd(&self, _xs: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.weight)?))
+    }
 }
