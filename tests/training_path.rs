@@ -1,5 +1,5 @@
 //! The training-safe path (`Path::Trainable`) reaches every weight: with the
-//! fused kernels some ops silently return no gradient (design.md), so each
+//! fused kernels some ops silently return no gradient (docs/DESIGN.md), so each
 //! module is checked tensor by tensor on the real weights.
 
 mod common;

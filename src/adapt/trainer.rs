@@ -1,8 +1,8 @@
 //! Speaker adaptation: LoRA adapters trained on a new speaker's recordings with
 //! Whisper's own objective, teacher-forced cross-entropy on the transcript
 //! tokens after the prompt the inference decoder uses. Every step mixes in
-//! items replayed from the buffer (design.md: the strongest remedy against
-//! forgetting): replayed speech trains the same ASR loss, replayed text
+//! items replayed from the buffer (docs/DESIGN.md: the strongest remedy
+//! against forgetting): replayed speech trains the same ASR loss, replayed text
 //! (prompt + the base model's answer) trains the LLM's cross-entropy when LLM
 //! modules are among the targets. When the LLM trains and the model has a
 //! projector, each new-speaker clip also trains the end-to-end path: the LLM

@@ -1,4 +1,4 @@
-//! The study kioku grew from, reproduced on our task (design.md): from the
+//! The study kioku grew from, reproduced on our task (docs/DESIGN.md, "Forgetting"): from the
 //! same start, adapt to one new synthetic speaker with each remedy against
 //! forgetting (none, replay, a discounted LoRA scale, a linear merge with the
 //! base, and their combinations; Whisper-only and with LoRA on the LLM), and

@@ -1,5 +1,5 @@
 //! Importer for CTranslate2 Whisper checkpoints (`model.bin`, binary version 6,
-//! plus `tokenizer.json` and `config.json`). Layout notes in design.md.
+//! plus `tokenizer.json` and `config.json`). Format and layout: docs/DESIGN.md.
 
 use super::ImportedWhisper;
 use crate::model::file::{ASR_DECODER, ENCODER};
