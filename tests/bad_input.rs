@@ -179,3 +179,24 @@ fn pack_refuses_a_speech_adapter_without_its_config() {
     assert_clear_failure(&args, "must come together");
     assert!(!model.exists(), "a refused pack writes nothing");
 }
+
+#[test]
+fn serve_refuses_bad_flags_before_it_listens() {
+    assert_clear_failure(&["serve", "--parallel", "0"], "--parallel must be at least 1");
+    assert_clear_failure(&["serve", "--max-body-mb", "0"], "--max-body-mb must be at least 1");
+    assert_clear_failure(&["serve", "--max-audio-s", "0"], "--max-audio-s must be positive");
+    assert_clear_failure(&["serve", "--port", "0", "--adapter", "alice=/nonexistent/adapter"], "cannot load adapter `alice`");
+    // Malformed values are clap's to report: an error naming the flag, then its usage hint.
+    for (flag, value, expected) in [("--adapter", "no-name", "expected NAME=DIR[:SCALE]"), ("--adapter", "a=/x:99", "scale must be"), ("--host", "localhost:80", "--host")] {
+        let out = kioku(&["serve", flag, value]);
+        let err = stderr(&out);
+        assert!(!out.status.success() && !err.contains("panicked") && err.contains(expected), "serve {flag} {value}: {err}");
+    }
+}
+
+#[test]
+fn serve_on_a_port_in_use_says_so() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    assert_clear_failure(&["serve", "--port", &port], "cannot listen on 127.0.0.1");
+}
