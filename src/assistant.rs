@@ -211,7 +211,7 @@ impl Assistant {
             whisper_special,
             whisper_tokenizer,
             llm_tokenizer: tokenizer_from_json(&header.llm_tokenizer, "LLM")?,
-            turn_template: split_turn_template(&chat)?,
+            turn_template: split_turn_template(&chat, &[])?,
             chat,
             prefix: OnceLock::new(),
             speech_adapter,
@@ -418,7 +418,7 @@ impl Assistant {
         }
         let ids = self.token_ids(&self.turn_template.0)?;
         let mut cache = self.llm.new_cache();
-        self.llm.forward_embeds(&self.llm.embed(&Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?)?, Some(&mut cache), OpsPath::Fast)?;
+        self.llm.forward_embeds(&self.embed_ids(&ids)?, Some(&mut cache), OpsPath::Fast)?;
         Ok(self.prefix.get_or_init(|| PromptPrefix { ids, cache }))
     }
 
@@ -427,11 +427,7 @@ impl Assistant {
         if history.is_empty() {
             return Ok(Cow::Borrowed(&self.turn_template));
         }
-        let mut messages = history.to_vec();
-        messages.push(ChatMessage::new("user", USER_PLACEHOLDER));
-        let rendered = self.chat.render_messages(&messages)?;
-        let (before, after) = rendered.split_once(USER_PLACEHOLDER).context("the chat template drops the user's message")?;
-        Ok(Cow::Owned((before.to_string(), after.to_string())))
+        Ok(Cow::Owned(split_turn_template(&self.chat, history)?))
     }
 
     /// A cache holding the prompt up to `ids`' start when the shared prefix
@@ -553,9 +549,11 @@ impl Assistant {
     }
 }
 
-/// The rendered chat prompt before and after the user's message.
-pub(crate) fn split_turn_template(chat: &ChatTemplate) -> Result<(String, String)> {
-    let rendered = chat.render(None, USER_PLACEHOLDER)?;
+/// The rendered chat prompt before and after the user's message, after `history`.
+pub(crate) fn split_turn_template(chat: &ChatTemplate, history: &[ChatMessage]) -> Result<(String, String)> {
+    let mut messages = history.to_vec();
+    messages.push(ChatMessage::new("user", USER_PLACEHOLDER));
+    let rendered = chat.render_messages(&messages)?;
     let (before, after) = rendered.split_once(USER_PLACEHOLDER).context("the chat template drops the user's message")?;
     Ok((before.to_string(), after.to_string()))
 }

@@ -449,7 +449,7 @@ struct SpokenRepeat {
 
 impl SpokenRepeat {
     fn new(projector: Projector, chat: &ChatTemplate, tokenizer: &Tokenizer) -> Result<Self> {
-        let (before, after) = audio_turn_texts(&split_turn_template(chat)?, Some(REPEAT_INSTRUCTION));
+        let (before, after) = audio_turn_texts(&split_turn_template(chat, &[])?, Some(REPEAT_INSTRUCTION));
         Ok(Self { projector, before: token_ids(tokenizer, &before)?, after: token_ids(tokenizer, &after)? })
     }
 }

@@ -100,15 +100,9 @@ impl Drop for AdapterScope {
     }
 }
 
-/// The adapters active on this thread that have a layer for `module`, with their scales.
-pub(crate) fn active_for(module: &str) -> Vec<ActiveAdapter> {
-    ACTIVE.with(|active| {
-        let active = active.borrow();
-        if active.is_empty() {
-            return Vec::new();
-        }
-        active.iter().filter(|(adapter, _)| adapter.layer(module).is_some()).cloned().collect()
-    })
+/// The adapters active on this thread, with their scales (no allocation when none is).
+pub(crate) fn active() -> Vec<ActiveAdapter> {
+    ACTIVE.with(|active| active.borrow().clone())
 }
 
 /// Whether an adapter active on this thread touches modules under `prefix`.

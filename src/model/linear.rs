@@ -64,7 +64,7 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let scoped = self.module.as_deref().map(adapter_scope::active_for).unwrap_or_default();
+        let scoped = if self.module.is_some() { adapter_scope::active() } else { Vec::new() };
         let active: Vec<(&LoraLayer, f64)> = self
             .adapters
             .iter()

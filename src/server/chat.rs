@@ -229,11 +229,9 @@ async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Result<Bytes, ax
                 cancel.store(true, Ordering::Relaxed);
             }
         };
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&assistant, &cancel, &mut on_text)));
-        let last = match outcome {
-            Ok(Ok(answer)) => Progress::Done(answer),
-            Ok(Err(error)) => Progress::Failed(ApiError::from_library(error)),
-            Err(_) => Progress::Failed(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "kioku failed on this request (a bug); the server keeps running")),
+        let last = match ApiError::guard(|| job.run(&assistant, &cancel, &mut on_text)) {
+            Ok(answer) => Progress::Done(answer),
+            Err(error) => Progress::Failed(error),
         };
         let _ = tx.blocking_send(last);
     });
@@ -246,7 +244,7 @@ async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Result<Bytes, ax
                 Some(Progress::Text(_)) => continue,
                 Some(Progress::Done(answer)) => return Ok(Json(completion(&id, created, &model, &answer)).into_response()),
                 Some(Progress::Failed(error)) => return Err(error),
-                None => return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the model thread ended without an answer")),
+                None => return Err(ApiError::internal("the model thread ended without an answer")),
             }
         }
     }
@@ -255,7 +253,7 @@ async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Result<Bytes, ax
     let first = match rx.recv().await {
         Some(Progress::Failed(error)) => return Err(error),
         Some(first) => first,
-        None => return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the model thread ended without an answer")),
+        None => return Err(ApiError::internal("the model thread ended without an answer")),
     };
     let opening = chunk(&id, created, &model, json!({ "role": "assistant", "content": "" }), None);
     let events = stream::iter([first]).chain(tokio_stream::wrappers::ReceiverStream::new(rx)).flat_map(move |progress| {

@@ -29,12 +29,26 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// A 500: a fault of kioku, never of the request.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// Runs a library call on a model thread: its input errors become 4xx,
+    /// anything else (a panic included) a 500, and the server keeps serving.
+    pub fn guard<T>(work: impl FnOnce() -> anyhow::Result<T>) -> Result<T, Self> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+            Ok(outcome) => outcome.map_err(Self::from_library),
+            Err(_) => Err(Self::internal("kioku failed on this request (a bug); the server keeps running")),
+        }
+    }
+
     /// A failure of the library on input that passed validation: a fault of
     /// kioku or the model, never of the request (those are mapped to 4xx).
     pub fn from_library(error: anyhow::Error) -> Self {
         match error.downcast_ref::<InputError>() {
             Some(input) => Self::bad_request(input.to_string()),
-            None => Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}")),
+            None => Self::internal(format!("{error:#}")),
         }
     }
 

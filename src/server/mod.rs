@@ -188,7 +188,7 @@ async fn load_adapter(State(state): State<Arc<AppState>>, headers: HeaderMap, bo
     match loaded {
         Ok(Ok(id)) => (StatusCode::CREATED, Json(json!({ "id": id, "loaded": true }))).into_response(),
         Ok(Err(e)) => e.into_response(),
-        Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "loading the adapter failed (a bug); the server keeps running").into_response(),
+        Err(_) => ApiError::internal("loading the adapter failed (a bug); the server keeps running").into_response(),
     }
 }
 

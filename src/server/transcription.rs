@@ -100,7 +100,7 @@ pub async fn transcriptions(State(state): State<Arc<AppState>>, multipart: Resul
 
 enum Progress {
     Segment(Segment),
-    Done(String, f64),
+    Done(String),
     Failed(ApiError),
 }
 
@@ -117,15 +117,14 @@ async fn handle(state: Arc<AppState>, multipart: Result<Multipart, MultipartReje
     let assistant = state.assistant.clone();
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let transcribed = ApiError::guard(|| {
             assistant.transcribe_segments(&samples, &adapters, prompt.as_deref(), &mut |segment| {
                 let _ = tx.blocking_send(Progress::Segment(segment.clone()));
             })
-        }));
-        let last = match outcome {
-            Ok(Ok((text, _))) => Progress::Done(text, duration),
-            Ok(Err(error)) => Progress::Failed(ApiError::from_library(error)),
-            Err(_) => Progress::Failed(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "kioku failed on this request (a bug); the server keeps running")),
+        });
+        let last = match transcribed {
+            Ok((text, _)) => Progress::Done(text),
+            Err(error) => Progress::Failed(error),
         };
         let _ = tx.blocking_send(last);
     });
@@ -133,7 +132,7 @@ async fn handle(state: Arc<AppState>, multipart: Result<Multipart, MultipartReje
         let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(|progress| {
             let payload = match progress {
                 Progress::Segment(segment) => json!({ "type": "transcript.text.delta", "delta": segment_delta(&segment) }),
-                Progress::Done(text, _) => json!({ "type": "transcript.text.done", "text": text }),
+                Progress::Done(text) => json!({ "type": "transcript.text.done", "text": text }),
                 Progress::Failed(error) => error.body(),
             };
             Ok::<_, Infallible>(Event::default().data(payload.to_string()))
@@ -141,12 +140,12 @@ async fn handle(state: Arc<AppState>, multipart: Result<Multipart, MultipartReje
         return Ok(Sse::new(events.chain(stream::iter([Ok(Event::default().data("[DONE]"))]))).into_response());
     }
     let mut segments = Vec::new();
-    let (text, duration) = loop {
+    let text = loop {
         match rx.recv().await {
             Some(Progress::Segment(segment)) => segments.push(segment),
-            Some(Progress::Done(text, duration)) => break (text, duration),
+            Some(Progress::Done(text)) => break text,
             Some(Progress::Failed(error)) => return Err(error),
-            None => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the model thread ended without a transcript")),
+            None => return Err(ApiError::internal("the model thread ended without a transcript")),
         }
     };
     let spoken: Vec<&Segment> = segments.iter().filter(|s| !s.text.is_empty()).collect();
