@@ -49,12 +49,17 @@ pub fn rope(xs: &Tensor, cos: &Tensor, sin: &Tensor, path: Path) -> Result<Tenso
 /// `mask` is added to the scores (0 or -inf), broadcast over batch and heads.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, path: Path) -> Result<Tensor> {
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
-    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    // For a batch of one, candle's matmul reads K and V in place, whatever
+    // their strides within a matrix: a cache's view, or K transposed. Copying
+    // them first copied the whole cache at every decoding step (Whisper's
+    // cross-attention: 1500 positions × 4 layers per token).
+    let in_place = |t: Tensor| if t.dim(0)? == 1 { Ok(t) } else { t.contiguous() };
+    let scores = (q.contiguous()?.matmul(&in_place(k.t()?)?)? * scale)?;
     let scores = match mask {
         Some(mask) => scores.broadcast_add(mask)?,
         None => scores,
     };
-    softmax(&scores, path)?.matmul(&v.contiguous()?)
+    softmax(&scores, path)?.matmul(&in_place(v.clone())?)
 }
 
 /// Additive causal mask for `seq` new positions after `past` cached ones:
