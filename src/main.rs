@@ -6,6 +6,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    kioku::device::fix_cpu_threads();
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
