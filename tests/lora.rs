@@ -128,7 +128,7 @@ fn training_leaves_the_base_weights_bit_identical() {
 fn saved_adapter_loads_back_with_the_same_tensors_and_outputs() {
     let header = header();
     let set = training_set(&["encoder-attn"], 0.0);
-    let encoder = WhisperEncoder::load(&weights(&set, false).pp("encoder"), &header.whisper).unwrap();
+    let encoder = WhisperEncoder::load(&weights(&set, true).pp("encoder"), &header.whisper).unwrap();
     perturb_b(&set);
     let mel = mel();
     let trained_out = encoder.forward(&mel, Path::Fast).unwrap();
@@ -173,7 +173,7 @@ fn saved_adapter_loads_back_with_the_same_tensors_and_outputs() {
         assert_eq!(max_diff(&pair.b, &back.b), 0.0, "{module} B");
     }
     let applied = Arc::new(LoraSet::default().apply(loaded, 1.0, "alice"));
-    let encoder = WhisperEncoder::load(&weights(&applied, false).pp("encoder"), &header.whisper).unwrap();
+    let encoder = WhisperEncoder::load(&weights(&applied, true).pp("encoder"), &header.whisper).unwrap();
     applied.ensure_all_attached().unwrap();
     assert!(max_diff(&trained_out, &encoder.forward(&mel, Path::Fast).unwrap()) < 1e-6);
 }
@@ -288,7 +288,7 @@ fn adapters_that_do_not_fit_are_refused_with_a_clear_error() {
 
     let quantized = training_set(&["llm-attn"], 0.0);
     let e = error_of(Llama::load(&weights(&quantized, false).pp("llm"), &header.llm));
-    assert!(e.contains("`llm.layers.0.self_attn.q_proj` is quantized; training adapters needs dense weights"), "{e}");
+    assert!(e.contains("`llm.layers.0.self_attn.q_proj` is packed for inference; training adapters needs dense weights"), "{e}");
 
     let typo = training_set(&["llm-atn"], 0.0);
     WhisperEncoder::load(&weights(&typo, false).pp("encoder"), &header.whisper).unwrap();

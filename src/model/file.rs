@@ -11,7 +11,8 @@ use super::whisper::WhisperConfig;
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::Load;
 use safetensors::tensor::TensorView;
-use super::q8::Q8Matrix;
+use super::mapped::{MappedBytes, MappedTensor};
+use super::packed::{Format, PackedMatrix};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -224,7 +225,8 @@ pub fn ggml_type(name: &str) -> Result<GgmlDType> {
 
 /// A model file opened by memory map; nothing is copied until [`MappedModel::weights`].
 pub struct MappedModel {
-    mmap: memmap2::Mmap,
+    /// Shared with the block-quantized matrices, which are used in place.
+    mmap: std::sync::Arc<memmap2::Mmap>,
     /// Where tensor data begins (after the length prefix and the JSON header).
     data_start: usize,
     layout: safetensors::tensor::Metadata,
@@ -248,7 +250,7 @@ impl MappedModel {
             .with_context(|| format!("model file {} not found or unreadable (run `make model` to build the default one)", path.display()))?;
         // SAFETY: the file is only read; kioku replaces model files by rename,
         // never by writing in place, so the mapped bytes do not change under us.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(describe)?;
+        let mmap = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file) }.with_context(describe)?);
         // Also checks every tensor's offsets against the file length, so a
         // truncated file is reported now rather than when a tensor is read.
         let (header_len, meta) = safetensors::SafeTensors::read_metadata(&mmap)
@@ -301,28 +303,16 @@ impl MappedModel {
         Ok(infos)
     }
 
-    /// Drops the mapped pages of bytes already copied, so a load never holds
-    /// the file and its copy in memory at once (peak RSS ~ the model, not twice it).
-    fn release(&self, bytes: &[u8]) {
-        #[cfg(unix)]
-        {
-            let page = 4096;
-            let start = (bytes.as_ptr() as usize - self.mmap.as_ptr() as usize) / page * page;
-            let end = (bytes.as_ptr() as usize - self.mmap.as_ptr() as usize) + bytes.len();
-            // SAFETY: the mapping is a read-only view of a file: dropped pages are
-            // read back from the file if touched again, so no data is lost.
-            unsafe {
-                let _ = self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = bytes;
+    /// The matrix stored as `q` blocks in `view`, read in place from the mapping.
+    fn blocks(&self, view: &TensorView<'_>, q: GgmlDType) -> Result<PackedMatrix> {
+        let shape = self.logical_shape(view.shape(), q);
+        Ok(PackedMatrix::mapped(Format::Q8_0, self.bytes_of(view)?, shape[0], shape[1])?)
     }
 
-    /// The matrix stored as `q` blocks in `view`.
-    fn blocks(&self, view: &TensorView<'_>, q: GgmlDType) -> Result<Q8Matrix> {
-        let shape = self.logical_shape(view.shape(), q);
-        Ok(Q8Matrix::from_ggml_q8_0(view.data(), shape[0], shape[1])?)
+    /// Where `view`'s data lies in the mapping.
+    fn bytes_of(&self, view: &TensorView<'_>) -> Result<MappedBytes> {
+        let start = view.data().as_ptr() as usize - self.mmap.as_ptr() as usize;
+        Ok(MappedBytes::new(self.mmap.clone(), start..start + view.data().len())?)
     }
 
     /// (rows, bytes per row) of stored blocks -> (rows, columns) of the matrix.
@@ -388,8 +378,9 @@ impl MappedModel {
         Ok(dense)
     }
 
-    /// Copies every tensor onto `device` as stored (dense ones are cast to
-    /// `dtype` when claimed); drop `self` afterwards to release the mapping.
+    /// Every tensor, left in the mapping: block-quantized matrices are used in
+    /// place, dense tensors are copied onto `device` (and cast to `dtype`)
+    /// when a model claims them.
     pub fn weights(&self, device: &Device, dtype: DType) -> Result<Weights> {
         let tensors = self
             .views()?
@@ -398,11 +389,10 @@ impl MappedModel {
                 let read = || -> Result<Stored> {
                     Ok(match self.quantized.get(&name) {
                         Some(&q) => Stored::Quantized(self.blocks(&view, q)?),
-                        None => Stored::Dense(view.load(device)?),
+                        None => Stored::Mapped(MappedTensor::new(self.bytes_of(&view)?, view.dtype().try_into()?, view.shape().into())?),
                     })
                 };
                 let stored = read().with_context(|| format!("cannot read tensor `{name}`"))?;
-                self.release(view.data());
                 Ok((name, stored))
             })
             .collect::<Result<HashMap<_, _>>>()?;

@@ -4,18 +4,19 @@
 use super::adapter_scope;
 use super::ops::matmul_t;
 use super::lora::LoraLayer;
-use super::q8::{LowRank, Q8Matrix};
-use super::weights::{Stored, Weights};
+use super::mapped::Embedding;
+use super::packed::{LowRank, PackedMatrix};
+use super::weights::{Claimed, Weights};
 use anyhow::{bail, Result};
 use candle_core::{Module, Tensor};
 use std::sync::Arc;
 
-/// How the weight is held: dense (trainable, any device and dtype) or as
-/// 8-bit blocks (CPU inference only; no gradient flows through it).
+/// How the weight is held: dense (trainable, any device and dtype) or packed
+/// as stored (Q8_0 blocks or f16, CPU inference only; no gradient flows through it).
 #[derive(Debug, Clone)]
 enum Kernel {
     Dense(Tensor),
-    Quantized(Arc<Q8Matrix>),
+    Packed(Arc<PackedMatrix>),
 }
 
 #[derive(Debug, Clone)]
@@ -31,19 +32,29 @@ pub struct Linear {
 
 impl Linear {
     /// Loads `{name}.weight` (out, in) and, when `bias` is set, `{name}.bias`.
-    /// A weight stored quantized stays quantized on CPU unless the weights are
-    /// [`Weights::dense_only`]; other devices get it dense.
     pub fn load(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let kernel = match w.take_stored("weight", (out_dim, in_dim))? {
-            Stored::Quantized(q) if w.device().is_cpu() && !w.dense_only() => Kernel::Quantized(Arc::new(q)),
-            Stored::Quantized(q) => Kernel::Dense(q.dequantize(w.device())?.to_dtype(w.dtype())?),
-            Stored::Dense(t) => Kernel::Dense(t),
-        };
         let bias = if bias { Some(w.take("bias", out_dim)?) } else { None };
+        Self::load_with_bias(w, in_dim, out_dim, bias)
+    }
+
+    /// Loads a bias that some checkpoints store and others omit (Whisper's key
+    /// projection: HF drops it, CTranslate2 stores zeros).
+    pub fn load_optional_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Self::load_with_bias(w, in_dim, out_dim, w.take_optional("bias", out_dim)?)
+    }
+
+    /// A weight stored packed (Q8_0 blocks, or f16 on the CPU) stays packed
+    /// unless the weights are [`Weights::dense_only`]; other devices get it dense.
+    fn load_with_bias(w: &Weights, in_dim: usize, out_dim: usize, bias: Option<Tensor>) -> Result<Self> {
+        let kernel = match w.take_matrix("weight", out_dim, in_dim)? {
+            Claimed::Packed(q) if w.device().is_cpu() && !w.dense_only() => Kernel::Packed(Arc::new(q)),
+            Claimed::Packed(q) => Kernel::Dense(q.dequantize(w.device())?.to_dtype(w.dtype())?),
+            Claimed::Dense(t) => Kernel::Dense(t),
+        };
         let adapters = w.lora_layers(in_dim, out_dim)?;
-        if matches!(kernel, Kernel::Quantized(_)) && adapters.iter().any(LoraLayer::is_trainable) {
-            // No gradient flows back through the q8 kernel to earlier layers.
-            bail!("`{}` is quantized; training adapters needs dense weights (Weights::with_dense_only)", w.module_name());
+        if matches!(kernel, Kernel::Packed(_)) && adapters.iter().any(LoraLayer::is_trainable) {
+            // No gradient flows back through the packed kernel to earlier layers.
+            bail!("`{}` is packed for inference; training adapters needs dense weights (Weights::with_dense_only)", w.module_name());
         }
         Ok(Self { kernel, bias, adapters, module: Some(w.module_name().into()) })
     }
@@ -51,14 +62,6 @@ impl Linear {
     /// A bias-free layer over an existing dense weight (out, in), such as tied embeddings.
     pub fn from_dense(weight: Tensor) -> Self {
         Self { kernel: Kernel::Dense(weight), bias: None, adapters: Vec::new(), module: None }
-    }
-
-    /// Loads a bias that some checkpoints store and others omit (Whisper's key
-    /// projection: HF drops it, CTranslate2 stores zeros).
-    pub fn load_optional_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
-        let weight = w.take("weight", (out_dim, in_dim))?;
-        let (bias, adapters) = (w.take_optional("bias", out_dim)?, w.lora_layers(in_dim, out_dim)?);
-        Ok(Self { kernel: Kernel::Dense(weight), bias, adapters, module: Some(w.module_name().into()) })
     }
 }
 
@@ -71,14 +74,14 @@ impl Module for Linear {
             .map(|a| (a, 1.0))
             .chain(scoped.iter().filter_map(|(adapter, scale)| Some((adapter.layer(self.module.as_deref()?)?, *scale))))
             .collect();
-        // The q8 kernel adds fixed adapters inside its own op (see `LowRank`).
+        // The packed kernel adds fixed adapters inside its own op (see `LowRank`).
         let fused: Option<Vec<(&LowRank, f32)>> = match &self.kernel {
-            Kernel::Quantized(_) => active.iter().map(|(a, scale)| Some((a.low_rank()?, *scale as f32))).collect(),
+            Kernel::Packed(_) => active.iter().map(|(a, scale)| Some((a.low_rank()?, *scale as f32))).collect(),
             Kernel::Dense(_) => None,
         };
         let mut ys = match &self.kernel {
             Kernel::Dense(w) => matmul_t(xs, w)?,
-            Kernel::Quantized(q) => {
+            Kernel::Packed(q) => {
                 let xs32 = xs.to_dtype(candle_core::DType::F32)?;
                 match &fused {
                     Some(terms) => q.forward_with(&xs32, terms)?,
@@ -102,9 +105,9 @@ impl Module for Linear {
 /// Loads a token embedding table and the output head. A tied head may still be
 /// stored separately, as a quantized copy of the embeddings (`kioku pack
 /// --quantize`): it is used for inference, dropped for training (which works on
-/// the embeddings themselves). Returns `None` for the head when the embeddings
-/// serve as the head; otherwise the table only serves row lookups and is kept
-/// in its stored dtype (f16 halves its memory).
+/// the embeddings themselves). When the table serves only row lookups it stays
+/// in the mapped file ([`Weights::take_table`]); when it is also the head it is
+/// loaded as a dense weight.
 pub fn load_embeddings_and_head(
     w: &Weights,
     embeddings: &str,
@@ -112,18 +115,17 @@ pub fn load_embeddings_and_head(
     vocab: usize,
     dim: usize,
     tied: bool,
-) -> Result<(Tensor, Option<Linear>)> {
+) -> Result<(Embedding, Linear)> {
     let head_weight = format!("{head}.weight");
     let stored_head = w.contains(&head_weight);
-    let head = if !tied || (stored_head && !w.dense_only()) {
-        Some(Linear::load(&w.pp(head), dim, vocab, false)?)
-    } else {
-        if stored_head {
-            w.take_stored(&head_weight, (vocab, dim))?;
-        }
-        None
-    };
     let table = format!("{embeddings}.weight");
-    let table = if head.is_some() { w.take_as_stored(&table, (vocab, dim))? } else { w.take(&table, (vocab, dim))? };
-    Ok((table, head))
+    if !tied || (stored_head && !w.dense_only()) {
+        let head = Linear::load(&w.pp(head), dim, vocab, false)?;
+        return Ok((w.take_table(&table, (vocab, dim))?, head));
+    }
+    if stored_head {
+        w.take_stored(&head_weight, (vocab, dim))?;
+    }
+    let table = w.take(&table, (vocab, dim))?;
+    Ok((Embedding::Loaded(table.clone()), Linear::from_dense(table)))
 }

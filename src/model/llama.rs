@@ -2,6 +2,7 @@
 //! RoPE, RMSNorm, SwiGLU MLP, optionally tied output embeddings.
 
 use super::linear::{load_embeddings_and_head, Linear};
+use super::mapped::Embedding;
 use super::norm::RmsNorm;
 use super::ops::{self, Path};
 use super::weights::Weights;
@@ -186,7 +187,7 @@ impl Mlp {
 
 #[derive(Debug, Clone)]
 pub struct Llama {
-    embed_tokens: Tensor,
+    embed_tokens: Embedding,
     layers: Vec<Block>,
     norm: RmsNorm,
     /// The output projection; with tied weights it shares `embed_tokens`.
@@ -229,7 +230,6 @@ impl Llama {
             })
             .collect::<Result<_>>()?;
         let (embed_tokens, lm_head) = load_embeddings_and_head(w, "embed_tokens", "lm_head", cfg.vocab_size, h, cfg.tie_word_embeddings)?;
-        let lm_head = lm_head.unwrap_or_else(|| Linear::from_dense(embed_tokens.clone()));
         let (cos, sin) = rotary_tables(cfg, w.dtype(), w.device())?;
         Ok(Self {
             embed_tokens,
@@ -253,8 +253,7 @@ impl Llama {
     /// Token ids (batch, seq) -> embeddings (batch, seq, hidden).
     pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
-        let rows = self.embed_tokens.embedding(&tokens.flatten_all()?)?;
-        Ok(rows.to_dtype(self.cos.dtype())?.reshape((b, t, ()))?)
+        Ok(self.embed_tokens.lookup(tokens, self.cos.dtype())?.reshape((b, t, ()))?)
     }
 
     /// Runs the decoder stack on input embeddings placed after the cached

@@ -13,7 +13,7 @@
 //! ([`super::adapter_scope`]) can be checked against the loaded model.
 
 use super::ops::matmul_t;
-use super::q8::LowRank;
+use super::packed::LowRank;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{rngs::StdRng, Rng, SeedableRng};

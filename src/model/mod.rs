@@ -2,14 +2,16 @@
 //! and the merged model file that holds them.
 
 pub mod adapter_scope;
+pub mod cpu_pool;
 pub mod file;
 pub mod linear;
 pub mod llama;
 pub mod lora;
+pub mod mapped;
 pub mod norm;
 pub mod ops;
+pub mod packed;
 pub mod peft;
 pub mod projector;
-pub mod q8;
 pub mod weights;
 pub mod whisper;

@@ -4,7 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use super::lora::{LoraLayer, LoraSet};
-use super::q8::Q8Matrix;
+use super::mapped::{Embedding, MappedTensor};
+use super::packed::{Format, PackedMatrix};
 use candle_core::{DType, Device, Shape, Tensor};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,7 +15,27 @@ use std::sync::Arc;
 /// A stored tensor: dense, or 8-bit blocks packed for fast CPU decoding.
 pub enum Stored {
     Dense(Tensor),
-    Quantized(Q8Matrix),
+    Quantized(PackedMatrix),
+    /// Dense, still in the mapped model file: copied when claimed, so a
+    /// tensor nobody claims is never read.
+    Mapped(MappedTensor),
+}
+
+/// A claimed tensor, as a model holds it.
+pub enum Claimed {
+    Dense(Tensor),
+    /// Multiplied as stored, by [`super::packed`]'s CPU kernels.
+    Packed(PackedMatrix),
+}
+
+impl Stored {
+    fn shape(&self) -> Shape {
+        match self {
+            Stored::Dense(t) => t.shape().clone(),
+            Stored::Quantized(q) => Shape::from(q.shape()),
+            Stored::Mapped(m) => m.shape().clone(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -90,49 +111,61 @@ impl Weights {
     }
 
     /// Removes the tensor `name` as stored (dense or quantized) and checks its shape.
-    pub fn take_stored<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Stored> {
+    pub fn take_stored<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Claimed> {
         let full = self.full_name(name);
         let stored = self
             .tensors
             .borrow_mut()
             .remove(&full)
             .with_context(|| format!("the model file has no tensor `{full}`"))?;
-        let actual = match &stored {
-            Stored::Dense(t) => t.shape().clone(),
-            Stored::Quantized(q) => Shape::from(q.shape()),
-        };
-        let expected: Shape = shape.into();
-        if actual != expected {
-            bail!("tensor `{full}` has shape {:?}, expected {:?}", actual.dims(), expected.dims());
-        }
+        check_shape(&full, &stored, shape)?;
         Ok(match stored {
-            Stored::Dense(t) => Stored::Dense(cast(&t.to_device(&self.device)?, self.dtype)?),
-            quantized => quantized,
+            Stored::Dense(t) => Claimed::Dense(cast(&t.to_device(&self.device)?, self.dtype)?),
+            Stored::Mapped(m) => Claimed::Dense(cast(&m.load(&self.device)?, self.dtype)?),
+            Stored::Quantized(q) => Claimed::Packed(q),
         })
     }
 
-    /// Like [`Weights::take`], but keeps the stored dtype (for embedding tables
-    /// read one row at a time: f16 halves their memory).
-    pub fn take_as_stored<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Tensor> {
+    /// Like [`Weights::take_stored`] for a linear layer's weight (out, in): on
+    /// the CPU an f16 matrix stays in the mapped file and is multiplied from
+    /// there, unless the weights are for training ([`Weights::dense_only`]).
+    pub fn take_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Claimed> {
         let full = self.full_name(name);
-        let expected: Shape = shape.into();
+        let in_place = self.device.is_cpu() && !self.dense_only && self.dtype == DType::F32;
         let removed = self.tensors.borrow_mut().remove(&full);
         match removed {
-            Some(Stored::Dense(t)) if t.shape() == &expected => Ok(t.to_device(&self.device)?),
+            Some(Stored::Mapped(m)) if in_place && m.dtype() == DType::F16 && m.shape().dims() == [rows, cols] => {
+                Ok(Claimed::Packed(PackedMatrix::mapped(Format::F16, m.bytes().clone(), rows, cols)?))
+            }
             Some(other) => {
                 self.tensors.borrow_mut().insert(full, other);
-                self.take(name, expected)
+                self.take_stored(name, (rows, cols))
             }
             None => bail!("the model file has no tensor `{full}`"),
         }
+    }
+
+    /// An embedding table that only serves row lookups: on the CPU it stays in
+    /// the mapped file (only the rows looked up are read); elsewhere it is
+    /// loaded in its stored dtype.
+    pub fn take_table<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Embedding> {
+        let full = self.full_name(name);
+        let stored = self.tensors.borrow_mut().remove(&full).with_context(|| format!("the model file has no tensor `{full}`"))?;
+        check_shape(&full, &stored, shape)?;
+        Ok(match stored {
+            Stored::Mapped(m) if self.device.is_cpu() && matches!(m.dtype(), DType::F16 | DType::F32) => Embedding::Mapped(m),
+            Stored::Mapped(m) => Embedding::Loaded(m.load(&self.device)?),
+            Stored::Dense(t) => Embedding::Loaded(t.to_device(&self.device)?),
+            Stored::Quantized(q) => Embedding::Loaded(q.dequantize(&self.device)?.to_dtype(self.dtype)?),
+        })
     }
 
     /// Removes the tensor `name` as a dense tensor (dequantizing if need be)
     /// and checks its shape.
     pub fn take<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Tensor> {
         Ok(match self.take_stored(name, shape)? {
-            Stored::Dense(t) => t,
-            Stored::Quantized(q) => q.dequantize(&self.device)?.to_dtype(self.dtype)?,
+            Claimed::Dense(t) => t,
+            Claimed::Packed(q) => q.dequantize(&self.device)?.to_dtype(self.dtype)?,
         })
     }
 
@@ -149,10 +182,7 @@ impl Weights {
         names
             .into_iter()
             .map(|full| {
-                let shape = match &self.tensors.borrow()[&full] {
-                    Stored::Dense(t) => t.shape().clone(),
-                    Stored::Quantized(q) => Shape::from(q.shape()),
-                };
+                let shape = self.tensors.borrow()[&full].shape();
                 let relative = full[start.len()..].to_string();
                 Ok((relative.clone(), self.take(&relative, shape)?.to_dtype(DType::F32)?))
             })
@@ -170,6 +200,14 @@ impl Weights {
         }
         Ok(())
     }
+}
+
+fn check_shape(name: &str, stored: &Stored, expected: impl Into<Shape>) -> Result<()> {
+    let (actual, expected) = (stored.shape(), expected.into());
+    if actual != expected {
+        bail!("tensor `{name}` has shape {:?}, expected {:?}", actual.dims(), expected.dims());
+    }
+    Ok(())
 }
 
 /// `to_dtype`, with a vectorised path for the common f16 -> f32 load cast

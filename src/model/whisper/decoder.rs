@@ -5,6 +5,7 @@ use super::layers::{Attention, Mlp, LAYER_NORM_EPS};
 use super::{WhisperConfig, WhisperSpecialTokens};
 use crate::model::adapter_scope;
 use crate::model::linear::{load_embeddings_and_head, Linear};
+use crate::model::mapped::Embedding;
 use crate::model::norm::LayerNorm;
 use crate::model::ops::{self, Path};
 use crate::model::weights::Weights;
@@ -32,10 +33,10 @@ pub struct DecoderState {
 
 #[derive(Debug, Clone)]
 pub struct AsrDecoder {
-    embed_tokens: Tensor,
-    /// Output projection when stored separately (a quantized copy of the
-    /// embeddings, from `kioku pack --quantize`); else the embeddings are used.
-    proj_out: Option<Linear>,
+    embed_tokens: Embedding,
+    /// The output projection: a quantized copy of the embeddings stored
+    /// separately (`kioku pack --quantize`), else the embeddings themselves.
+    proj_out: Linear,
     positions: Tensor,
     layers: Vec<DecoderLayer>,
     layer_norm: LayerNorm,
@@ -129,7 +130,7 @@ impl AsrDecoder {
             bail!("transcript longer than the decoder's {} positions", self.config.max_target_positions);
         }
         let positions = self.positions.narrow(0, state.position, seq)?;
-        let xs = self.embed_tokens.embedding(&tokens.flatten_all()?)?.to_dtype(positions.dtype())?;
+        let xs = self.embed_tokens.lookup(tokens, positions.dtype())?;
         let mut xs = xs.reshape((tokens.dim(0)?, seq, ()))?.broadcast_add(&positions)?;
         let mask = (seq > 1).then(|| ops::causal_mask(seq, state.position, xs.dtype(), xs.device())).transpose()?;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -150,10 +151,7 @@ impl AsrDecoder {
         }
         state.position += seq;
         let xs = self.layer_norm.forward(&xs, path)?;
-        Ok(match &self.proj_out {
-            Some(head) => head.forward(&xs)?,
-            None => xs.broadcast_matmul(&self.embed_tokens.t()?)?,
-        })
+        Ok(self.proj_out.forward(&xs)?)
     }
 
     /// Greedy transcription without timestamps for one encoder output (batch 1).

@@ -1,0 +1,131 @@
+//! Tensors read in place from the memory-mapped model file. The mapping lives
+//! as long as any tensor that points into it, so a model's block-quantized
+//! matrices and embedding tables are never copied, and processes running the
+//! same file share those pages.
+
+use candle_core::{DType, Device, Shape, Tensor};
+use std::ops::{Deref, Range};
+use std::sync::Arc;
+
+/// A byte range of a mapped file.
+#[derive(Debug, Clone)]
+pub struct MappedBytes {
+    map: Arc<memmap2::Mmap>,
+    range: Range<usize>,
+}
+
+impl MappedBytes {
+    pub fn new(map: Arc<memmap2::Mmap>, range: Range<usize>) -> candle_core::Result<Self> {
+        if range.start > range.end || range.end > map.len() {
+            candle_core::bail!("bytes {range:?} lie beyond the end of the mapped file ({} bytes)", map.len());
+        }
+        Ok(Self { map, range })
+    }
+
+    /// Drops these pages from memory once they have been copied; they are read
+    /// back from the file if touched again. So a load never holds a tensor and
+    /// its copy at once.
+    fn release(&self) {
+        #[cfg(unix)]
+        {
+            let page = 4096;
+            let start = self.range.start / page * page;
+            // SAFETY: the mapping is a read-only view of a file: dropped pages are
+            // read back from the file if touched again, so no data is lost.
+            unsafe {
+                let _ = self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, self.range.end - start);
+            }
+        }
+    }
+}
+
+impl Deref for MappedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+/// A dense tensor, still in the file.
+#[derive(Debug, Clone)]
+pub struct MappedTensor {
+    bytes: MappedBytes,
+    dtype: DType,
+    shape: Shape,
+}
+
+impl MappedTensor {
+    pub fn new(bytes: MappedBytes, dtype: DType, shape: Shape) -> candle_core::Result<Self> {
+        if bytes.len() != shape.elem_count() * dtype.size_in_bytes() {
+            candle_core::bail!("{} bytes do not hold a {dtype:?} tensor of shape {shape:?}", bytes.len());
+        }
+        Ok(Self { bytes, dtype, shape })
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn bytes(&self) -> &MappedBytes {
+        &self.bytes
+    }
+
+    /// A copy on `device`, in the stored dtype; the file's pages are released.
+    pub fn load(&self, device: &Device) -> candle_core::Result<Tensor> {
+        let tensor = Tensor::from_raw_buffer(&self.bytes, self.dtype, self.shape.dims(), device)?;
+        self.bytes.release();
+        Ok(tensor)
+    }
+
+    /// Rows `ids` of a 2-D f16 or f32 table as f32 (ids.len(), cols), read in place.
+    pub fn rows_f32(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let (rows, cols) = self.shape.dims2()?;
+        let row_bytes = cols * self.dtype.size_in_bytes();
+        let mut out = vec![0f32; ids.len() * cols];
+        for (&id, values) in ids.iter().zip(out.chunks_exact_mut(cols)) {
+            let id = id as usize;
+            if id >= rows {
+                candle_core::bail!("token id {id} is outside the embedding table's {rows} rows");
+            }
+            let row = &self.bytes[id * row_bytes..(id + 1) * row_bytes];
+            match self.dtype {
+                DType::F16 => {
+                    for (v, b) in values.iter_mut().zip(row.chunks_exact(2)) {
+                        *v = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                    }
+                }
+                DType::F32 => {
+                    for (v, b) in values.iter_mut().zip(row.chunks_exact(4)) {
+                        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                }
+                other => candle_core::bail!("an embedding table stored as {other:?} cannot be read in place"),
+            }
+        }
+        Tensor::from_vec(out, (ids.len(), cols), &Device::Cpu)
+    }
+}
+
+/// A token embedding table that serves row lookups only.
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    /// On the compute device (GPUs, and tables that are also trained or used as the head).
+    Loaded(Tensor),
+    /// In the mapped file (CPU): only the rows looked up are ever read.
+    Mapped(MappedTensor),
+}
+
+impl Embedding {
+    /// Rows for `ids` (any shape), as `dtype`: shape (ids.elem_count(), dim).
+    pub fn lookup(&self, ids: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
+        let ids = ids.flatten_all()?;
+        match self {
+            Embedding::Loaded(table) => table.embedding(&ids)?.to_dtype(dtype),
+            Embedding::Mapped(table) => table.rows_f32(&ids.to_vec1::<u32>()?)?.to_device(ids.device())?.to_dtype(dtype),
+        }
+    }
+}

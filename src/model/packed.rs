@@ -1,0 +1,620 @@
+//! Weight-only matrices for CPU inference: the weights stay as stored (GGML
+//! Q8_0 blocks, or f16) and are read in place from the memory-mapped model
+//! file; activations stay f32. Written by hand because candle's quantized
+//! matmul also rounds the *activations* to 8 bits, and SmolLM2's hidden states
+//! (a few huge outlier channels) do not survive that: with only the output
+//! head quantized that way it answers "L'Étoile, la Marseillaise…" instead of
+//! "The capital of France is Paris.".
+//!
+//! - One row of input (decoding a token) is memory-bound: each weight is read
+//!   once and multiplied as it is widened to f32 ([`dot`]). Q8_0 reads 1.06
+//!   bytes per weight, f16 2, against 4 for the f32 copies used before.
+//! - Many rows (a prompt, audio frames) are compute-bound: each thread widens
+//!   a strip of weight rows to f32 once and multiplies the strip against every
+//!   input row with the `gemm` crate's cache-blocked kernel.
+//!
+//! Work is split over [`super::cpu_pool`], whose calling thread takes a share.
+
+use super::mapped::MappedBytes;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use std::ops::{Deref, Range};
+use std::sync::Arc;
+
+const BLOCK: usize = 32;
+/// Bytes of one GGML Q8_0 block: f16 scale, then 32 int8 values.
+const BLOCK_BYTES: usize = 2 + BLOCK;
+
+/// How a matrix's rows are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// GGML Q8_0 blocks (32 int8 values and an f16 scale).
+    Q8_0,
+    /// IEEE half floats.
+    F16,
+}
+
+impl Format {
+    fn row_bytes(self, cols: usize) -> usize {
+        match self {
+            Format::Q8_0 => cols / BLOCK * BLOCK_BYTES,
+            Format::F16 => cols * 2,
+        }
+    }
+}
+/// Below this many multiply-adds a product runs on the calling thread:
+/// waking the pool costs more than a small matrix-vector product.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+/// From this many input rows on, weights are widened once per strip and
+/// multiplied by the f32 gemm kernel instead of row-by-row dot products.
+const GEMM_MIN_ROWS: usize = 4;
+
+/// Where a matrix's blocks live.
+#[derive(Debug, Clone)]
+enum BlockBytes {
+    /// In the mapped model file, used in place.
+    Mapped(MappedBytes),
+    Owned(Arc<[u8]>),
+}
+
+impl Deref for BlockBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            BlockBytes::Mapped(bytes) => bytes,
+            BlockBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PackedMatrix {
+    rows: usize,
+    cols: usize,
+    format: Format,
+    blocks: BlockBytes,
+}
+
+fn check_size(format: Format, len: usize, rows: usize, cols: usize) -> candle_core::Result<()> {
+    if (format == Format::Q8_0 && cols % BLOCK != 0) || len != rows * format.row_bytes(cols) {
+        candle_core::bail!("{len} bytes are not a {rows}x{cols} matrix stored as {format:?}");
+    }
+    Ok(())
+}
+
+impl PackedMatrix {
+    /// A copy of GGML Q8_0 blocks for a (rows, cols) matrix.
+    pub fn from_ggml_q8_0(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
+        check_size(Format::Q8_0, bytes.len(), rows, cols)?;
+        Ok(Self { rows, cols, format: Format::Q8_0, blocks: BlockBytes::Owned(bytes.into()) })
+    }
+
+    /// A (rows, cols) matrix stored as `format` in a mapped file, used in place.
+    pub fn mapped(format: Format, bytes: MappedBytes, rows: usize, cols: usize) -> candle_core::Result<Self> {
+        check_size(format, bytes.len(), rows, cols)?;
+        Ok(Self { rows, cols, format, blocks: BlockBytes::Mapped(bytes) })
+    }
+
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Bytes held outside the mapped file (0 for a mapped matrix).
+    pub fn owned_bytes(&self) -> usize {
+        match &self.blocks {
+            BlockBytes::Mapped(_) => 0,
+            BlockBytes::Owned(bytes) => bytes.len(),
+        }
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.format.row_bytes(self.cols)
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        &self.blocks[r * self.row_bytes()..(r + 1) * self.row_bytes()]
+    }
+
+    /// The f32 matrix these blocks encode (for training, which needs dense weights).
+    pub fn dequantize(&self, device: &candle_core::Device) -> candle_core::Result<Tensor> {
+        let mut values = vec![0f32; self.rows * self.cols];
+        widen(self.format, &self.blocks, &mut values);
+        Tensor::from_vec(values, (self.rows, self.cols), device)
+    }
+
+    /// `xs` (..., cols) f32 -> (..., rows), i.e. `xs · Wᵀ`.
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        xs.contiguous()?.apply_op1_no_bwd(self)
+    }
+
+    /// `out[t·rows + r] = xs[t] · W[r]` for the `n` rows of `xs`.
+    fn matmul_rows(&self, xs: &[f32], n: usize, out: &mut [f32]) {
+        let out = SharedOut(out.as_mut_ptr());
+        let strip = |range: Range<usize>| {
+            // SAFETY: every call writes only the columns in its own `range`.
+            unsafe {
+                if n >= GEMM_MIN_ROWS {
+                    self.strip_gemm(xs, n, range, out);
+                } else {
+                    self.strip_dots(xs, n, range, out);
+                }
+            }
+        };
+        if self.rows * self.cols * n < PARALLEL_MIN_MACS {
+            strip(0..self.rows);
+        } else {
+            super::cpu_pool::global().for_each_chunk(self.rows, &strip);
+        }
+    }
+
+    /// Output columns `range`, one dot product per (input row, weight row).
+    unsafe fn strip_dots(&self, xs: &[f32], n: usize, range: Range<usize>, out: SharedOut) {
+        for r in range {
+            let row = self.row(r);
+            for (t, x) in xs.chunks_exact(self.cols).take(n).enumerate() {
+                *out.0.add(t * self.rows + r) = dot(self.format, row, x);
+            }
+        }
+    }
+
+    /// Output columns `range`: widen those weight rows to f32 once, then one
+    /// cache-blocked f32 product against all `n` input rows.
+    unsafe fn strip_gemm(&self, xs: &[f32], n: usize, range: Range<usize>, out: SharedOut) {
+        thread_local! {
+            static STRIP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        STRIP.with_borrow_mut(|strip| {
+            let (rows, k) = (range.len(), self.cols);
+            strip.resize(rows * k, 0.0);
+            widen(self.format, &self.blocks[range.start * self.row_bytes()..range.end * self.row_bytes()], strip);
+            // out (n × rows, row stride self.rows) = xs (n × k) · stripᵀ (k × rows)
+            gemm::gemm(
+                n,
+                rows,
+                k,
+                out.0.add(range.start),
+                1,
+                self.rows as isize,
+                false,
+                xs.as_ptr(),
+                1,
+                k as isize,
+                strip.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        });
+    }
+}
+
+/// The output buffer, written by several threads at disjoint columns.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: see `PackedMatrix::matmul_rows`: writers never share an element.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl CustomOp1 for PackedMatrix {
+    fn name(&self) -> &'static str {
+        "q8-weight-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.cpu_matmul(storage, layout, &[])
+    }
+}
+
+impl PackedMatrix {
+    /// `x·Wᵀ + Σ B·(A·x)` over the terms, for contiguous f32 input.
+    fn cpu_matmul(&self, storage: &CpuStorage, layout: &Layout, terms: &[(&LowRank, f32)]) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else { candle_core::bail!("q8 matmul takes f32 input") };
+        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("q8 matmul needs contiguous input") };
+        let dims = layout.dims();
+        if dims.last() != Some(&self.cols) {
+            candle_core::bail!("q8 matmul: input {dims:?} does not end in {}", self.cols);
+        }
+        let xs = &data[start..end];
+        let n = xs.len() / self.cols;
+        let mut out = vec![0f32; n * self.rows];
+        self.matmul_rows(xs, n, &mut out);
+        for (term, scale) in terms {
+            term.add_to(xs, *scale, &mut out);
+        }
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().unwrap() = self.rows;
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+
+    /// Like [`PackedMatrix::forward`], plus scaled low-rank terms in the same op.
+    pub fn forward_with(&self, xs: &Tensor, terms: &[(&LowRank, f32)]) -> candle_core::Result<Tensor> {
+        if terms.is_empty() {
+            return self.forward(xs);
+        }
+        xs.contiguous()?.apply_op1_no_bwd(&WithLowRank { matrix: self, terms })
+    }
+}
+
+/// A fixed low-rank term `B·(A·x)` (an applied LoRA adapter, its scale in B)
+/// on the host. Added inside the q8 op: as candle ops, the ~6 tiny ops per
+/// module cost more than the rank-16 arithmetic and halved decode speed.
+#[derive(Debug)]
+pub struct LowRank {
+    rank: usize,
+    /// (rank, cols), row-major
+    a: Vec<f32>,
+    /// (rows, rank), row-major
+    b: Vec<f32>,
+}
+
+impl LowRank {
+    /// From A (rank, in) and B (out, rank).
+    pub fn new(a: &Tensor, b: &Tensor) -> candle_core::Result<Self> {
+        let host = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>();
+        Ok(Self { rank: a.dim(0)?, a: host(a)?, b: host(b)? })
+    }
+
+    /// `out[t] += scale·B·(A·xs[t])` for each row t of `xs`.
+    fn add_to(&self, xs: &[f32], scale: f32, out: &mut [f32]) {
+        let cols = self.a.len() / self.rank;
+        let rows = self.b.len() / self.rank;
+        let mut low = vec![0f32; self.rank];
+        for (x, y) in xs.chunks_exact(cols).zip(out.chunks_exact_mut(rows)) {
+            for (l, a_row) in low.iter_mut().zip(self.a.chunks_exact(cols)) {
+                *l = scale * dot_f32(a_row, x);
+            }
+            for (y, b_row) in y.iter_mut().zip(self.b.chunks_exact(self.rank)) {
+                *y += dot_f32(b_row, &low);
+            }
+        }
+    }
+}
+
+struct WithLowRank<'a> {
+    matrix: &'a PackedMatrix,
+    terms: &'a [(&'a LowRank, f32)],
+}
+
+impl CustomOp1 for WithLowRank<'_> {
+    fn name(&self) -> &'static str {
+        "q8-weight-matmul-low-rank"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.matrix.cpu_matmul(storage, layout, self.terms)
+    }
+}
+
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return unsafe { dot_f32_avx2(a, b) };
+        }
+    }
+    dot_f32_portable(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_portable(a, b)
+}
+
+/// Sixteen independent partial sums, so the compiler can vectorise the loop.
+#[inline(always)]
+fn dot_f32_portable(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    let mut acc = [0f32; LANES];
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for j in 0..LANES {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn f16_bits_to_f32(lo: u8, hi: u8) -> f32 {
+    half::f16::from_le_bytes([lo, hi]).to_f32()
+}
+
+/// Stored rows -> their f32 values.
+fn widen(format: Format, bytes: &[u8], out: &mut [f32]) {
+    match format {
+        Format::Q8_0 => {
+            for (block, values) in bytes.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
+                let d = f16_bits_to_f32(block[0], block[1]);
+                for (v, &q) in values.iter_mut().zip(&block[2..]) {
+                    *v = q as i8 as f32 * d;
+                }
+            }
+        }
+        Format::F16 => {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the feature was just detected.
+                return unsafe { widen_f16_avx512(bytes, out) };
+            }
+            for (v, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *v = f16_bits_to_f32(b[0], b[1]);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn widen_f16_avx512(bytes: &[u8], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = out.len().min(bytes.len() / 2);
+    let mut i = 0;
+    while i + 16 <= n {
+        _mm512_storeu_ps(out.as_mut_ptr().add(i), _mm512_cvtph_ps(_mm256_loadu_si256(bytes.as_ptr().add(2 * i) as *const __m256i)));
+        i += 16;
+    }
+    for (v, b) in out[i..n].iter_mut().zip(bytes[2 * i..].chunks_exact(2)) {
+        *v = f16_bits_to_f32(b[0], b[1]);
+    }
+}
+
+/// One stored row · `x`.
+fn dot(format: Format, row: &[u8], x: &[f32]) -> f32 {
+    match format {
+        Format::Q8_0 => dot_q8(row, x),
+        Format::F16 => dot_f16(row, x),
+    }
+}
+
+fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the features this function is compiled for were just detected.
+            return unsafe { dot_f16_avx512(row, x) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
+            // SAFETY: as above.
+            return unsafe { dot_f16_avx2(row, x) };
+        }
+    }
+    dot_f16_portable(row, x)
+}
+
+/// 16 halves widened per instruction, two running sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_f16_avx512(row: &[u8], x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let (w, xp, n) = (row.as_ptr() as *const u16, x.as_ptr(), x.len());
+    let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    while i + 32 <= n {
+        even = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(w.add(i) as *const __m256i)), _mm512_loadu_ps(xp.add(i)), even);
+        odd = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(w.add(i + 16) as *const __m256i)), _mm512_loadu_ps(xp.add(i + 16)), odd);
+        i += 32;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(even, odd)) + dot_f16_portable(&row[2 * i..], &x[i..])
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_avx2(row: &[u8], x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let (w, xp, n) = (row.as_ptr() as *const u16, x.as_ptr(), x.len());
+    let mut total = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        total = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(w.add(i) as *const __m128i)), _mm256_loadu_ps(xp.add(i)), total);
+        i += 8;
+    }
+    let sum = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+    let sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+    _mm_cvtss_f32(_mm_add_ss(sum, _mm_shuffle_ps(sum, sum, 1))) + dot_f16_portable(&row[2 * i..], &x[i..])
+}
+
+fn dot_f16_portable(row: &[u8], x: &[f32]) -> f32 {
+    row.chunks_exact(2).zip(x).map(|(b, &x)| f16_bits_to_f32(b[0], b[1]) * x).sum()
+}
+
+/// One row of Q8_0 blocks · `x`.
+fn dot_q8(blocks: &[u8], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c") {
+            // SAFETY: the features this function is compiled for were just detected.
+            return unsafe { dot_q8_avx512(blocks, x) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
+            // SAFETY: as above.
+            return unsafe { dot_q8_avx2(blocks, x) };
+        }
+    }
+    dot_q8_portable(blocks, x)
+}
+
+/// 16 lanes: each half block is widened i8 -> i32 -> f32 and multiplied
+/// into a per-block sum, which is scaled once. Two running totals hide the
+/// latency of the scaling multiply-add.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn dot_q8_avx512(blocks: &[u8], x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    // Macros rather than closures, which would not inherit the target features.
+    macro_rules! scaled_block {
+        ($i:expr, $total:expr) => {{
+            let b = blocks.as_ptr().add($i * BLOCK_BYTES);
+            let xs = x.as_ptr().add($i * BLOCK);
+            let d = _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*b, *b.add(1)]) as i32))));
+            let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(2) as *const __m128i)));
+            let hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(18) as *const __m128i)));
+            let sum = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xs.add(16)), _mm512_mul_ps(lo, _mm512_loadu_ps(xs)));
+            _mm512_fmadd_ps(d, sum, $total)
+        }};
+    }
+    let n = blocks.len() / BLOCK_BYTES;
+    let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    while i + 1 < n {
+        even = scaled_block!(i, even);
+        odd = scaled_block!(i + 1, odd);
+        i += 2;
+    }
+    if i < n {
+        even = scaled_block!(i, even);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(even, odd))
+}
+
+/// 8 lanes, four quarter blocks per block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q8_avx2(blocks: &[u8], x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut total = _mm256_setzero_ps();
+    for (block, xs) in blocks.chunks_exact(BLOCK_BYTES).zip(x.chunks_exact(BLOCK)) {
+        let d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([block[0], block[1]]) as i32))));
+        let mut acc = _mm256_setzero_ps();
+        for j in 0..4 {
+            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(block.as_ptr().add(2 + 8 * j) as *const __m128i)));
+            acc = _mm256_fmadd_ps(q, _mm256_loadu_ps(xs.as_ptr().add(8 * j)), acc);
+        }
+        total = _mm256_fmadd_ps(d, acc, total);
+    }
+    let sum = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+    let sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+    _mm_cvtss_f32(_mm_add_ss(sum, _mm_shuffle_ps(sum, sum, 1)))
+}
+
+fn dot_q8_portable(blocks: &[u8], x: &[f32]) -> f32 {
+    blocks
+        .chunks_exact(BLOCK_BYTES)
+        .zip(x.chunks_exact(BLOCK))
+        .map(|(block, xs)| f16_bits_to_f32(block[0], block[1]) * block[2..].iter().zip(xs).map(|(&q, &x)| q as i8 as f32 * x).sum::<f32>())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::Device;
+
+    #[test]
+    fn matches_dense_matmul_on_dequantized_weights() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (200, 96), &dev).unwrap();
+        let blocks = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let q = PackedMatrix::from_ggml_q8_0(&blocks.data().unwrap(), 200, 96).unwrap();
+        let dense = q.dequantize(&dev).unwrap();
+        let reference = blocks.dequantize(&dev).unwrap();
+        assert_eq!(dense.to_vec2::<f32>().unwrap(), reference.to_vec2::<f32>().unwrap());
+        for n in [1, 3, 17] {
+            let x = Tensor::randn(0f32, 1.0, (1, n, 96), &dev).unwrap();
+            let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
+            let got = q.forward(&x).unwrap();
+            assert_eq!(got.dims(), &[1, n, 200]);
+            let diff = (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-4, "n={n}: diff {diff}");
+        }
+    }
+
+    #[test]
+    fn low_rank_terms_add_b_times_a_times_x() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (64, 96), &dev).unwrap();
+        let q = PackedMatrix::from_ggml_q8_0(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), 64, 96).unwrap();
+        let (a, b) = (Tensor::randn(0f32, 0.1, (4, 96), &dev).unwrap(), Tensor::randn(0f32, 0.1, (64, 4), &dev).unwrap());
+        let (a2, b2) = (Tensor::randn(0f32, 0.1, (2, 96), &dev).unwrap(), Tensor::randn(0f32, 0.1, (64, 2), &dev).unwrap());
+        let (term, term2) = (LowRank::new(&a, &b).unwrap(), LowRank::new(&a2, &b2).unwrap());
+        let x = Tensor::randn(0f32, 1.0, (1, 5, 96), &dev).unwrap();
+        let lora = |a: &Tensor, b: &Tensor| x.broadcast_matmul(&a.t().unwrap()).unwrap().broadcast_matmul(&b.t().unwrap()).unwrap();
+        let want = ((q.forward(&x).unwrap() + lora(&a, &b)).unwrap() + (lora(&a2, &b2) * 0.5).unwrap()).unwrap();
+        let got = q.forward_with(&x, &[(&term, 1.0), (&term2, 0.5)]).unwrap();
+        let diff = (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4, "diff {diff}");
+    }
+
+    #[test]
+    fn rejects_bytes_of_the_wrong_size() {
+        assert!(PackedMatrix::from_ggml_q8_0(&[0u8; 33], 1, 32).is_err());
+        assert!(PackedMatrix::from_ggml_q8_0(&[0u8; 34], 1, 30).is_err());
+    }
+
+    #[test]
+    fn kernels_agree_on_every_path() {
+        let dev = Device::Cpu;
+        // Wide enough to go through the thread pool, odd block count for the AVX-512 tail.
+        let (rows, cols) = (1024, 32 * 19);
+        let w = Tensor::randn(0f32, 1.0, (rows, cols), &dev).unwrap();
+        let q = PackedMatrix::from_ggml_q8_0(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), rows, cols).unwrap();
+        let dense = q.dequantize(&dev).unwrap();
+        let x: Vec<f32> = Tensor::randn(0f32, 1.0, cols, &dev).unwrap().to_vec1().unwrap();
+        let row = q.row(7);
+        let want = dot_q8_portable(row, &x);
+        assert!((dot(Format::Q8_0, row, &x) - want).abs() < 1e-3);
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
+            assert!((unsafe { dot_q8_avx2(row, &x) } - want).abs() < 1e-3);
+        }
+        for n in [1, 2, GEMM_MIN_ROWS, 40] {
+            let xs = Tensor::randn(0f32, 1.0, (n, cols), &dev).unwrap();
+            let want = xs.matmul(&dense.t().unwrap()).unwrap();
+            let diff = (want - q.forward(&xs).unwrap()).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-3, "n={n}: diff {diff}");
+        }
+    }
+
+    #[test]
+    fn mapped_blocks_are_used_in_place() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (8, 64), &dev).unwrap();
+        let bytes = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap().to_vec();
+        let path = std::env::temp_dir().join(format!("kioku-q8-{}.bin", std::process::id()));
+        let mut file_bytes = vec![0u8; 5];
+        file_bytes.extend(&bytes);
+        std::fs::write(&path, &file_bytes).unwrap();
+        let map = Arc::new(unsafe { memmap2::Mmap::map(&std::fs::File::open(&path).unwrap()) }.unwrap());
+        std::fs::remove_file(&path).unwrap();
+        let mapped = PackedMatrix::mapped(Format::Q8_0, MappedBytes::new(map.clone(), 5..5 + bytes.len()).unwrap(), 8, 64).unwrap();
+        assert_eq!(mapped.owned_bytes(), 0);
+        let owned = PackedMatrix::from_ggml_q8_0(&bytes, 8, 64).unwrap();
+        assert_eq!(mapped.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap(), owned.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap());
+        assert!(MappedBytes::new(map.clone(), 6..6 + bytes.len()).is_err(), "a range past the end of the file");
+        assert!(PackedMatrix::mapped(Format::Q8_0, MappedBytes::new(map, 5..4 + bytes.len()).unwrap(), 8, 64).is_err(), "a short range");
+    }
+
+    #[test]
+    fn f16_rows_match_the_dense_product_on_every_path() {
+        let dev = Device::Cpu;
+        // 1000 columns: not a multiple of 32, so the vector loops' tails run too.
+        let (rows, cols) = (600, 1000);
+        let w = Tensor::randn(0f32, 1.0, (rows, cols), &dev).unwrap().to_dtype(candle_core::DType::F16).unwrap();
+        let bytes: Vec<u8> = w.flatten_all().unwrap().to_vec1::<half::f16>().unwrap().iter().flat_map(|h| h.to_le_bytes()).collect();
+        let path = std::env::temp_dir().join(format!("kioku-f16-{}.bin", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let map = Arc::new(unsafe { memmap2::Mmap::map(&std::fs::File::open(&path).unwrap()) }.unwrap());
+        std::fs::remove_file(&path).unwrap();
+        let m = PackedMatrix::mapped(Format::F16, MappedBytes::new(map, 0..bytes.len()).unwrap(), rows, cols).unwrap();
+        let dense = w.to_dtype(candle_core::DType::F32).unwrap();
+        assert_eq!(m.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap(), dense.to_vec2::<f32>().unwrap());
+        let x: Vec<f32> = Tensor::randn(0f32, 1.0, cols, &dev).unwrap().to_vec1().unwrap();
+        let want = dot_f16_portable(m.row(3), &x);
+        assert!((dot(Format::F16, m.row(3), &x) - want).abs() < 1e-3);
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
+            assert!((unsafe { dot_f16_avx2(m.row(3), &x) } - want).abs() < 1e-3);
+        }
+        for n in [1, GEMM_MIN_ROWS, 33] {
+            let xs = Tensor::randn(0f32, 1.0, (1, n, cols), &dev).unwrap();
+            let want = xs.broadcast_matmul(&dense.t().unwrap()).unwrap();
+            let diff = (want - m.forward(&xs).unwrap()).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-3, "n={n}: diff {diff}");
+        }
+    }
+}
