@@ -183,43 +183,49 @@ impl Assistant {
         let dtype = crate::device::default_dtype(device);
         let mapped = MappedModel::open(path)?;
         let header = mapped.header.clone();
-        let weights = mapped.weights(device, dtype)?;
-        drop(mapped);
-        let speech_adapter = take_speech_adapter(&weights, &header)?;
-        let lora = Arc::new(peft::load_all(adapters, &header)?);
-        let weights = weights.with_lora(lora.clone());
-        let describe = || format!("model {} does not match its own configuration", path.display());
-        let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
-        let asr_decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &header.whisper).with_context(describe)?;
-        let llm = Llama::load(&weights.pp(LLM), &header.llm).with_context(describe)?;
-        let projector =
-            header.projector.as_ref().map(|cfg| Projector::load(&weights.pp(PROJECTOR), cfg)).transpose().with_context(describe)?;
-        weights.ensure_all_claimed().with_context(describe)?;
-        lora.ensure_all_attached()?;
-        let linear_shapes = lora.linear_shapes();
-        let speech_adapter = speech_adapter
-            .map(|adapter| Ok::<_, anyhow::Error>((Arc::new(ScopedAdapter::prepare(&adapter, "speech adapter", &linear_shapes, device, dtype)?), 1.0)))
-            .transpose()?;
-        let chat = ChatTemplate::new(&header.chat_template)?;
-        let whisper_tokenizer = tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
-        let whisper_special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
-        Ok(Self {
-            encoder,
-            asr_decoder,
-            projector,
-            llm,
-            whisper_special,
-            whisper_tokenizer,
-            llm_tokenizer: tokenizer_from_json(&header.llm_tokenizer, "LLM")?,
-            turn_template: split_turn_template(&chat, &[])?,
-            chat,
-            prefix: OnceLock::new(),
-            speech_adapter,
-            linear_shapes,
-            mel: MelExtractor::new(header.whisper.n_mels),
-            header,
-            device: device.clone(),
-            load_ms: ms_since(start),
+        // Parsing the two tokenizers' JSON takes as long as building the
+        // models, so it runs beside it.
+        std::thread::scope(|s| {
+            let whisper_tokenizer = s.spawn(|| tokenizer_from_json(&header.whisper_tokenizer, "Whisper"));
+            let llm_tokenizer = s.spawn(|| tokenizer_from_json(&header.llm_tokenizer, "LLM"));
+            let weights = mapped.weights(device, dtype)?;
+            let speech_adapter = take_speech_adapter(&weights, &header)?;
+            let lora = Arc::new(peft::load_all(adapters, &header)?);
+            let weights = weights.with_lora(lora.clone());
+            let describe = || format!("model {} does not match its own configuration", path.display());
+            let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
+            let asr_decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &header.whisper).with_context(describe)?;
+            let llm = Llama::load(&weights.pp(LLM), &header.llm).with_context(describe)?;
+            let projector =
+                header.projector.as_ref().map(|cfg| Projector::load(&weights.pp(PROJECTOR), cfg)).transpose().with_context(describe)?;
+            weights.ensure_all_claimed().with_context(describe)?;
+            lora.ensure_all_attached()?;
+            let linear_shapes = lora.linear_shapes();
+            let speech_adapter = speech_adapter
+                .map(|adapter| Ok::<_, anyhow::Error>((Arc::new(ScopedAdapter::prepare(&adapter, "speech adapter", &linear_shapes, device, dtype)?), 1.0)))
+                .transpose()?;
+            let chat = ChatTemplate::new(&header.chat_template)?;
+            let whisper_tokenizer = whisper_tokenizer.join().unwrap_or_else(|_| bail!("reading the Whisper tokenizer failed"))?;
+            let llm_tokenizer = llm_tokenizer.join().unwrap_or_else(|_| bail!("reading the LLM tokenizer failed"))?;
+            let whisper_special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
+            Ok(Self {
+                encoder,
+                asr_decoder,
+                projector,
+                llm,
+                whisper_special,
+                whisper_tokenizer,
+                llm_tokenizer,
+                turn_template: split_turn_template(&chat, &[])?,
+                chat,
+                prefix: OnceLock::new(),
+                speech_adapter,
+                linear_shapes,
+                mel: MelExtractor::new(header.whisper.n_mels),
+                header: header.clone(),
+                device: device.clone(),
+                load_ms: ms_since(start),
+            })
         })
     }
 
