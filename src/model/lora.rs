@@ -190,7 +190,7 @@ pub(crate) struct LoraLayer {
     dropout: Option<Dropout>,
     /// Its factors are variables of a training run.
     trainable: bool,
-    /// A host copy of a fixed adapter on the CPU, which the q8 kernel adds in its own op.
+    /// A fixed adapter on the CPU, which the packed kernel adds in its own op.
     low_rank: Option<Arc<LowRank>>,
 }
 

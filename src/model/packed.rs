@@ -201,7 +201,7 @@ unsafe impl Sync for SharedOut {}
 
 impl CustomOp1 for PackedMatrix {
     fn name(&self) -> &'static str {
-        "q8-weight-matmul"
+        "packed-matmul"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
@@ -212,18 +212,18 @@ impl CustomOp1 for PackedMatrix {
 impl PackedMatrix {
     /// `x·Wᵀ + Σ B·(A·x)` over the terms, for contiguous f32 input.
     fn cpu_matmul(&self, storage: &CpuStorage, layout: &Layout, terms: &[(&LowRank, f32)]) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("q8 matmul takes f32 input") };
-        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("q8 matmul needs contiguous input") };
+        let CpuStorage::F32(data) = storage else { candle_core::bail!("the packed matmul takes f32 input") };
+        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("the packed matmul needs contiguous input") };
         let dims = layout.dims();
         if dims.last() != Some(&self.cols) {
-            candle_core::bail!("q8 matmul: input {dims:?} does not end in {}", self.cols);
+            candle_core::bail!("packed matmul: input {dims:?} does not end in {}", self.cols);
         }
         let xs = &data[start..end];
         let n = xs.len() / self.cols;
         let mut out = vec![0f32; n * self.rows];
         self.matmul_rows(xs, n, &mut out);
         for (term, scale) in terms {
-            term.add_to(xs, *scale, &mut out);
+            term.add_to(xs, *scale, &mut out)?;
         }
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap() = self.rows;
@@ -240,37 +240,49 @@ impl PackedMatrix {
 }
 
 /// A fixed low-rank term `B·(A·x)` (an applied LoRA adapter, its scale in B)
-/// on the host. Added inside the q8 op: as candle ops, the ~6 tiny ops per
+/// on the host. Added inside the packed op: as candle ops, the ~6 tiny ops per
 /// module cost more than the rank-16 arithmetic and halved decode speed.
 #[derive(Debug)]
 pub struct LowRank {
-    rank: usize,
-    /// (rank, cols), row-major
-    a: Vec<f32>,
-    /// (rows, rank), row-major
-    b: Vec<f32>,
+    /// A (rank, cols) and B (rows, rank), f32 and contiguous on the CPU: the
+    /// adapter's own tensors, shared rather than copied.
+    a: Tensor,
+    b: Tensor,
+}
+
+/// The f32 values of a contiguous CPU tensor, read under its storage lock.
+fn with_host<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => Ok(f(&values[start..end])),
+        _ => candle_core::bail!("a low-rank term needs contiguous f32 factors on the CPU"),
+    }
 }
 
 impl LowRank {
-    /// From A (rank, in) and B (out, rank).
+    /// From A (rank, in) and B (out, rank); f32 CPU factors are shared, not copied.
     pub fn new(a: &Tensor, b: &Tensor) -> candle_core::Result<Self> {
-        let host = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>();
-        Ok(Self { rank: a.dim(0)?, a: host(a)?, b: host(b)? })
+        let host = |t: &Tensor| t.to_device(&candle_core::Device::Cpu)?.to_dtype(candle_core::DType::F32)?.contiguous();
+        Ok(Self { a: host(a)?, b: host(b)? })
     }
 
     /// `out[t] += scale·B·(A·xs[t])` for each row t of `xs`.
-    fn add_to(&self, xs: &[f32], scale: f32, out: &mut [f32]) {
-        let cols = self.a.len() / self.rank;
-        let rows = self.b.len() / self.rank;
-        let mut low = vec![0f32; self.rank];
-        for (x, y) in xs.chunks_exact(cols).zip(out.chunks_exact_mut(rows)) {
-            for (l, a_row) in low.iter_mut().zip(self.a.chunks_exact(cols)) {
-                *l = scale * dot_f32(a_row, x);
-            }
-            for (y, b_row) in y.iter_mut().zip(self.b.chunks_exact(self.rank)) {
-                *y += dot_f32(b_row, &low);
-            }
-        }
+    fn add_to(&self, xs: &[f32], scale: f32, out: &mut [f32]) -> candle_core::Result<()> {
+        let (rank, cols) = self.a.dims2()?;
+        let rows = self.b.dim(0)?;
+        with_host(&self.a, |a| {
+            with_host(&self.b, |b| {
+                let mut low = vec![0f32; rank];
+                for (x, y) in xs.chunks_exact(cols).zip(out.chunks_exact_mut(rows)) {
+                    for (l, a_row) in low.iter_mut().zip(a.chunks_exact(cols)) {
+                        *l = scale * dot_f32(a_row, x);
+                    }
+                    for (y, b_row) in y.iter_mut().zip(b.chunks_exact(rank)) {
+                        *y += dot_f32(b_row, &low);
+                    }
+                }
+            })
+        })?
     }
 }
 
@@ -281,7 +293,7 @@ struct WithLowRank<'a> {
 
 impl CustomOp1 for WithLowRank<'_> {
     fn name(&self) -> &'static str {
-        "q8-weight-matmul-low-rank"
+        "packed-matmul-low-rank"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
