@@ -14,7 +14,7 @@ GGUF := $(KIOKU_CACHE)/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 VENV := $(KIOKU_CACHE)/venv
 TEST_PYTHON := $(VENV)/bin/python
 
-.PHONY: demo test test-venv model model-base deps fetch bench bench-serve bench-anchors clean-model
+.PHONY: demo test test-venv model model-base deps fetch install bench bench-serve bench-anchors clean-model
 
 # Answer the example spoken question with the default model.
 demo: PROFILE := release
@@ -49,6 +49,21 @@ model-base: models/kioku-base.safetensors
 models/kioku-base.safetensors: $(PACK_INPUTS)
 	python3 scripts/fetch_models.py whisper-base smollm2-135m-instruct
 	cargo run --quiet --profile $(PROFILE) -- pack --whisper $(KIOKU_CACHE)/whisper-base --llm $(GGUF) -o $@
+
+# Puts kioku on the PATH and the default model where kioku looks when run
+# outside this checkout (see src/home.rs). The model is copied beside its
+# destination and renamed, so an interrupted install leaves no half file.
+PREFIX ?= $(HOME)/.local
+DATA_HOME := $(or $(XDG_DATA_HOME),$(HOME)/.local/share)
+INSTALLED_MODEL := $(DATA_HOME)/kioku/models/$(notdir $(MODEL))
+install: PROFILE := release
+install: deps model
+	cargo build --release
+	install -D -m 0755 target/release/kioku $(PREFIX)/bin/kioku
+	install -D -m 0644 $(MODEL) $(INSTALLED_MODEL).tmp
+	mv -f $(INSTALLED_MODEL).tmp $(INSTALLED_MODEL)
+	@echo "installed $(PREFIX)/bin/kioku and $(INSTALLED_MODEL)"
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "add $(PREFIX)/bin to your PATH";; esac
 
 fetch:
 	python3 scripts/fetch_models.py whisper-tiny.en smollm2-135m-instruct

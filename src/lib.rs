@@ -17,6 +17,7 @@ pub mod corpus;
 pub mod device;
 pub mod eval;
 pub mod generation;
+pub mod home;
 pub mod import;
 pub mod listen;
 pub mod model;

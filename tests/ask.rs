@@ -45,3 +45,36 @@ fn sampling_is_reproducible_with_a_seed() {
     let (a, b) = (ask_json(&args), ask_json(&args));
     assert_eq!(a["answer"], b["answer"]);
 }
+
+/// Runs kioku in `dir` with `data_home` as XDG_DATA_HOME and no KIOKU_MODEL.
+fn kioku_elsewhere(dir: &std::path::Path, data_home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kioku"))
+        .args(args)
+        .env_remove("KIOKU_MODEL")
+        .env("XDG_DATA_HOME", data_home)
+        .current_dir(dir)
+        .output()
+        .expect("kioku binary runs")
+}
+
+#[test]
+fn the_default_model_is_found_in_the_data_directory_from_any_directory() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let data_home = tempfile::tempdir().unwrap();
+    let question = ["ask", "--json", "--text", "What is the capital of France?"];
+
+    // Nothing installed: one line that says where to get a model.
+    let out = kioku_elsewhere(elsewhere.path(), data_home.path(), &question);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("make install") && e.contains(&data_home.path().join("kioku/models").display().to_string()), "{e}");
+
+    // Installed as `make install` does (a link stands in for the copy).
+    let models = data_home.path().join("kioku/models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(model_path(), models.join(kioku::home::DEFAULT_MODEL_FILE)).unwrap();
+    let out = kioku_elsewhere(elsewhere.path(), data_home.path(), &question);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert!(v["answer"].as_str().unwrap().contains("Paris"), "{v}");
+}

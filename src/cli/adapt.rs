@@ -12,7 +12,7 @@ use std::time::Duration;
 #[derive(Args, Debug)]
 pub struct TrainingArgs {
     /// Model file (kioku merged safetensors).
-    #[arg(long, env = "KIOKU_MODEL", default_value = "models/kioku-tiny-en.safetensors")]
+    #[arg(long, env = "KIOKU_MODEL", default_value_os_t = kioku::home::default_model())]
     pub model: PathBuf,
     /// Where to run: auto picks CUDA or Metal when built in and present, else CPU.
     #[arg(long, default_value = "auto")]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct InfoArgs {
     /// Model file.
-    #[arg(env = "KIOKU_MODEL", default_value = "models/kioku-tiny-en.safetensors")]
+    #[arg(env = "KIOKU_MODEL", default_value_os_t = kioku::home::default_model())]
     model: PathBuf,
     /// Print one JSON object instead of text.
     #[arg(long)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct MergeArgs {
     /// Base model file the adapters and models were fine-tuned from.
-    #[arg(long, env = "KIOKU_MODEL", default_value = "models/kioku-tiny-en.safetensors")]
+    #[arg(long, env = "KIOKU_MODEL", default_value_os_t = kioku::home::default_model())]
     model: PathBuf,
     /// LoRA adapter directory and its weight (default 1). With the linear
     /// method this bakes `W + WEIGHT·(α/r)·B·A`: a weight below 1 discounts it.

@@ -65,8 +65,9 @@ enum Command {
 /// The model file and where to run it.
 #[derive(Args, Debug)]
 pub struct ModelSource {
-    /// Model file (kioku merged safetensors).
-    #[arg(long, env = "KIOKU_MODEL", default_value = "models/kioku-tiny-en.safetensors")]
+    /// Model file (kioku merged safetensors). By default models/ in this
+    /// directory, else the one `make install` put in the data directory.
+    #[arg(long, env = "KIOKU_MODEL", default_value_os_t = kioku::home::default_model())]
     pub model: PathBuf,
     /// Where to run: auto picks CUDA or Metal when built in and present, else CPU.
     #[arg(long, default_value = "auto")]

@@ -223,6 +223,12 @@ pub fn ggml_type(name: &str) -> Result<GgmlDType> {
     GGML_TYPES.iter().find(|(n, _)| *n == name).map(|(_, d)| *d).with_context(|| format!("unknown block format `{name}`"))
 }
 
+/// Where the default model comes from, for the error when none is found.
+fn how_to_get_a_model() -> String {
+    let installed = crate::home::data_dir().map(|d| format!(", or `make install` to put it in {}", d.join("models").display()));
+    format!("run `make model` in kioku's checkout to build the default one{}; set KIOKU_MODEL or --model to use another", installed.unwrap_or_default())
+}
+
 /// A model file opened by memory map; nothing is copied until [`MappedModel::weights`].
 pub struct MappedModel {
     /// Shared with the block-quantized matrices, which are used in place.
@@ -247,7 +253,7 @@ impl MappedModel {
     pub fn open(path: &Path) -> Result<Self> {
         let describe = || format!("cannot load model {}", path.display());
         let file = std::fs::File::open(path)
-            .with_context(|| format!("model file {} not found or unreadable (run `make model` to build the default one)", path.display()))?;
+            .with_context(|| format!("model file {} not found or unreadable ({})", path.display(), how_to_get_a_model()))?;
         // SAFETY: the file is only read; kioku replaces model files by rename,
         // never by writing in place, so the mapped bytes do not change under us.
         let mmap = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file) }.with_context(describe)?);
