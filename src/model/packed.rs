@@ -322,13 +322,12 @@ impl CustomOp1 for WithLowRank<'_> {
 }
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return unsafe { dot_f32_avx2(a, b) };
-        }
+    match simd() {
+        // SAFETY: `simd` detected the features the kernel is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 | Simd::Avx2 => unsafe { dot_f32_avx2(a, b) },
+        _ => dot_f32_portable(a, b),
     }
-    dot_f32_portable(a, b)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -369,8 +368,8 @@ fn widen(format: Format, bytes: &[u8], out: &mut [f32]) {
         }
         Format::F16 => {
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the feature was just detected.
+            if simd() == Simd::Avx512 {
+                // SAFETY: `simd` detected the features the kernel is compiled for.
                 return unsafe { widen_f16_avx512(bytes, out) };
             }
             for (v, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
@@ -399,10 +398,10 @@ unsafe fn widen_f16_avx512(bytes: &[u8], out: &mut [f32]) {
 /// packed in `xs`.
 fn dot_rows(format: Format, row: &[u8], xs: &[f32], sums: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c") {
+    if simd() == Simd::Avx512 {
         macro_rules! grouped {
             ($kernel:ident) => {
-                // SAFETY: the features the kernels are compiled for were just detected.
+                // SAFETY: `simd` detected the features the kernels are compiled for.
                 unsafe {
                     match sums.len() {
                         1 => $kernel::<1>(row, xs, sums),
@@ -472,27 +471,42 @@ unsafe fn dot_rows_f16_avx512<const G: usize>(row: &[u8], xs: &[f32], sums: &mut
     }
 }
 
-/// One stored row · `x`.
-fn dot(format: Format, row: &[u8], x: &[f32]) -> f32 {
-    match format {
-        Format::Q8_0 => dot_q8(row, x),
-        Format::F16 => dot_f16(row, x),
-    }
+/// The widest kernels this CPU runs; each level implies the ones below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    /// AVX-512F with AVX2, FMA and F16C.
+    Avx512,
+    /// AVX2 with FMA and F16C.
+    Avx2,
+    Portable,
 }
 
-fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the features this function is compiled for were just detected.
-            return unsafe { dot_f16_avx512(row, x) };
-        }
+fn simd() -> Simd {
+    static DETECTED: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
-            // SAFETY: as above.
-            return unsafe { dot_f16_avx2(row, x) };
+            return if std::is_x86_feature_detected!("avx512f") { Simd::Avx512 } else { Simd::Avx2 };
         }
+        Simd::Portable
+    })
+}
+
+/// One stored row · `x`.
+fn dot(format: Format, row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY (each unsafe arm): `simd` detected the features the kernel is compiled for.
+    match (format, simd()) {
+        #[cfg(target_arch = "x86_64")]
+        (Format::Q8_0, Simd::Avx512) => unsafe { dot_q8_avx512(row, x) },
+        #[cfg(target_arch = "x86_64")]
+        (Format::Q8_0, Simd::Avx2) => unsafe { dot_q8_avx2(row, x) },
+        (Format::Q8_0, _) => dot_q8_portable(row, x),
+        #[cfg(target_arch = "x86_64")]
+        (Format::F16, Simd::Avx512) => unsafe { dot_f16_avx512(row, x) },
+        #[cfg(target_arch = "x86_64")]
+        (Format::F16, Simd::Avx2) => unsafe { dot_f16_avx2(row, x) },
+        (Format::F16, _) => dot_f16_portable(row, x),
     }
-    dot_f16_portable(row, x)
 }
 
 /// 16 halves widened per instruction, two running sums.
@@ -529,22 +543,6 @@ unsafe fn dot_f16_avx2(row: &[u8], x: &[f32]) -> f32 {
 
 fn dot_f16_portable(row: &[u8], x: &[f32]) -> f32 {
     row.chunks_exact(2).zip(x).map(|(b, &x)| f16_bits_to_f32(b[0], b[1]) * x).sum()
-}
-
-/// One row of Q8_0 blocks · `x`.
-fn dot_q8(blocks: &[u8], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c") {
-            // SAFETY: the features this function is compiled for were just detected.
-            return unsafe { dot_q8_avx512(blocks, x) };
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
-            // SAFETY: as above.
-            return unsafe { dot_q8_avx2(blocks, x) };
-        }
-    }
-    dot_q8_portable(blocks, x)
 }
 
 /// 16 lanes: each half block is widened i8 -> i32 -> f32 and multiplied
@@ -668,7 +666,7 @@ mod tests {
         let want = dot_q8_portable(row, &x);
         assert!((dot(Format::Q8_0, row, &x) - want).abs() < 1e-3);
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
+        if simd() != Simd::Portable {
             assert!((unsafe { dot_q8_avx2(row, &x) } - want).abs() < 1e-3);
         }
         for n in [1, 2, GROUP + 1, 40, GEMM_MIN_ROWS] {
@@ -716,7 +714,7 @@ mod tests {
         let want = dot_f16_portable(m.row(3), &x);
         assert!((dot(Format::F16, m.row(3), &x) - want).abs() < 1e-3);
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
+        if simd() != Simd::Portable {
             assert!((unsafe { dot_f16_avx2(m.row(3), &x) } - want).abs() < 1e-3);
         }
         for n in [1, 3, 2 * GROUP + 1, GEMM_MIN_ROWS + 1] {
