@@ -321,7 +321,7 @@ impl CustomOp1 for WithLowRank<'_> {
     }
 }
 
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     match simd() {
         // SAFETY: `simd` detected the features the kernel is compiled for.
         #[cfg(target_arch = "x86_64")]
