@@ -40,8 +40,7 @@ pub fn default_dtype(device: &Device) -> DType {
 /// on every matrix product by reading /proc/cpuinfo (1081 reads for a
 /// 16-token answer), which cost decode 16% (72 -> 86 tok/s on 2 cores).
 pub fn fix_cpu_threads() -> usize {
-    let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|n| n.parse::<usize>().ok()).filter(|&n| n > 0);
-    let threads = from_env.unwrap_or_else(num_cpus::get_physical);
+    let threads = crate::model::cpu_pool::threads();
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     threads
 }

@@ -67,14 +67,37 @@ pub struct CpuPool {
     submit: Mutex<()>,
 }
 
-/// The process's pool: `RAYON_NUM_THREADS` threads in all (see
-/// [`crate::device::fix_cpu_threads`]), else one per physical core.
+/// Threads for CPU work: `RAYON_NUM_THREADS` when it is a positive number,
+/// else one per physical core.
+pub fn threads() -> usize {
+    let from_env = std::env::var("RAYON_NUM_THREADS").ok().and_then(|n| n.parse::<usize>().ok()).filter(|&n| n > 0);
+    from_env.unwrap_or_else(num_cpus::get_physical).max(1)
+}
+
+/// The process's pool: [`threads`] in all, counting the caller.
 pub fn global() -> &'static CpuPool {
     static POOL: OnceLock<CpuPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|n| n.parse().ok()).unwrap_or_else(num_cpus::get_physical);
-        CpuPool::new(threads.max(1) - 1)
-    })
+    POOL.get_or_init(|| CpuPool::new(threads() - 1))
+}
+
+/// One output buffer that a product's chunks write from several threads,
+/// each at its own elements.
+#[derive(Clone, Copy)]
+pub struct SharedOut(*mut f32);
+// SAFETY: writers never share an element (see `SharedOut::at`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub fn new(out: &mut [f32]) -> Self {
+        Self(out.as_mut_ptr())
+    }
+
+    /// Element `i`. Safety: `i` lies in the buffer, the buffer outlives the
+    /// product, and no other chunk touches the elements written through it.
+    pub unsafe fn at(self, i: usize) -> *mut f32 {
+        self.0.add(i)
+    }
 }
 
 impl CpuPool {

@@ -43,12 +43,10 @@ impl Linear {
         Self::load_with_bias(w, in_dim, out_dim, w.take_optional("bias", out_dim)?)
     }
 
-    /// A weight stored packed (Q8_0 blocks, or f16 on the CPU) stays packed
-    /// unless the weights are [`Weights::dense_only`]; other devices get it dense.
+    /// The weight is packed or dense as [`Weights::take_matrix`] decides.
     fn load_with_bias(w: &Weights, in_dim: usize, out_dim: usize, bias: Option<Tensor>) -> Result<Self> {
         let kernel = match w.take_matrix("weight", out_dim, in_dim)? {
-            Claimed::Packed(q) if w.device().is_cpu() && !w.dense_only() => Kernel::Packed(Arc::new(q)),
-            Claimed::Packed(q) => Kernel::Dense(q.dequantize(w.device())?.to_dtype(w.dtype())?),
+            Claimed::Packed(q) => Kernel::Packed(Arc::new(q)),
             Claimed::Dense(t) => Kernel::Dense(t),
         };
         let adapters = w.lora_layers(in_dim, out_dim)?;
@@ -124,7 +122,7 @@ pub fn load_embeddings_and_head(
         return Ok((w.take_table(&table, (vocab, dim))?, head));
     }
     if stored_head {
-        w.take_stored(&head_weight, (vocab, dim))?;
+        w.discard(&head_weight, (vocab, dim))?;
     }
     let table = w.take(&table, (vocab, dim))?;
     Ok((Embedding::Loaded(table.clone()), Linear::from_dense(table)))

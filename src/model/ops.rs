@@ -3,6 +3,7 @@
 //! model calls these instead of candle directly, so switching a model to the
 //! training path is one flag, not a rewrite (docs/DESIGN.md, "Training through candle").
 
+use super::cpu_pool::SharedOut;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
 
 /// Which kernels a forward pass may use.
@@ -105,7 +106,7 @@ fn few_queries_in_place(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Resul
     let k_at = |h: usize, t: usize| k_layout.start_offset() + h * k_strides[1] + t * k_strides[2];
     let v_at = |h: usize, t: usize| v_layout.start_offset() + h * v_strides[1] + t * v_strides[2];
     let mut out = vec![0f32; heads * rows * dim];
-    let out_rows = RowsOut(out.as_mut_ptr());
+    let out_rows = SharedOut::new(&mut out);
     let task = |items: std::ops::Range<usize>| {
         let mut scores = vec![0f32; len];
         for item in items {
@@ -122,7 +123,7 @@ fn few_queries_in_place(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Resul
                 sum += *score;
             }
             // SAFETY: each item writes only its own row of `out`, which outlives the task.
-            let row = unsafe { out_rows.row(item, dim) };
+            let row = unsafe { std::slice::from_raw_parts_mut(out_rows.at(item * dim), dim) };
             for (t, &p) in scores.iter().enumerate() {
                 for (o, &x) in row.iter_mut().zip(&vs[v_at(h, t)..v_at(h, t) + dim]) {
                     *o += p * x;
@@ -139,19 +140,6 @@ fn few_queries_in_place(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Resul
     drop((q_storage, k_storage, v_storage));
     Ok(Some(Tensor::from_vec(out, (1, heads, rows, dim), q.device())?))
 }
-
-/// The output of [`few_queries_in_place`], written by several threads at disjoint rows.
-#[derive(Clone, Copy)]
-struct RowsOut(*mut f32);
-impl RowsOut {
-    /// Row `item` of `dim` values. Safety: no two threads ask for the same row.
-    unsafe fn row<'a>(self, item: usize, dim: usize) -> &'a mut [f32] {
-        std::slice::from_raw_parts_mut(self.0.add(item * dim), dim)
-    }
-}
-// SAFETY: writers never share a row.
-unsafe impl Send for RowsOut {}
-unsafe impl Sync for RowsOut {}
 
 /// Additive causal mask for `seq` new positions after `past` cached ones:
 /// shape (seq, past + seq), 0 where a query may look, -inf elsewhere.

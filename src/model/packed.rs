@@ -18,10 +18,10 @@
 //!
 //! Work is split over [`super::cpu_pool`], whose calling thread takes a share.
 
+use super::cpu_pool::SharedOut;
 use super::mapped::MappedBytes;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
-use std::ops::{Deref, Range};
-use std::sync::Arc;
+use std::ops::Range;
 
 const BLOCK: usize = 32;
 /// Bytes of one GGML Q8_0 block: f16 scale, then 32 int8 values.
@@ -56,30 +56,13 @@ const GEMM_MIN_ROWS: usize = 64;
 /// Input rows whose dot products share one read of a weight row.
 const GROUP: usize = 8;
 
-/// Where a matrix's blocks live.
-#[derive(Debug, Clone)]
-enum BlockBytes {
-    /// In the mapped model file, used in place.
-    Mapped(MappedBytes),
-    Owned(Arc<[u8]>),
-}
-
-impl Deref for BlockBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            BlockBytes::Mapped(bytes) => bytes,
-            BlockBytes::Owned(bytes) => bytes,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct PackedMatrix {
     rows: usize,
     cols: usize,
     format: Format,
-    blocks: BlockBytes,
+    /// The stored rows, in the mapped model file.
+    blocks: MappedBytes,
 }
 
 fn check_size(format: Format, len: usize, rows: usize, cols: usize) -> candle_core::Result<()> {
@@ -90,28 +73,14 @@ fn check_size(format: Format, len: usize, rows: usize, cols: usize) -> candle_co
 }
 
 impl PackedMatrix {
-    /// A copy of GGML Q8_0 blocks for a (rows, cols) matrix.
-    pub fn from_ggml_q8_0(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
-        check_size(Format::Q8_0, bytes.len(), rows, cols)?;
-        Ok(Self { rows, cols, format: Format::Q8_0, blocks: BlockBytes::Owned(bytes.into()) })
-    }
-
     /// A (rows, cols) matrix stored as `format` in a mapped file, used in place.
     pub fn mapped(format: Format, bytes: MappedBytes, rows: usize, cols: usize) -> candle_core::Result<Self> {
         check_size(format, bytes.len(), rows, cols)?;
-        Ok(Self { rows, cols, format, blocks: BlockBytes::Mapped(bytes) })
+        Ok(Self { rows, cols, format, blocks: bytes })
     }
 
     pub fn shape(&self) -> (usize, usize) {
         (self.rows, self.cols)
-    }
-
-    /// Bytes held outside the mapped file (0 for a mapped matrix).
-    pub fn owned_bytes(&self) -> usize {
-        match &self.blocks {
-            BlockBytes::Mapped(_) => 0,
-            BlockBytes::Owned(bytes) => bytes.len(),
-        }
     }
 
     fn row_bytes(&self) -> usize {
@@ -136,7 +105,7 @@ impl PackedMatrix {
 
     /// `out[t·rows + r] = xs[t] · W[r]` for the `n` rows of `xs`.
     fn matmul_rows(&self, xs: &[f32], n: usize, out: &mut [f32]) {
-        let out = SharedOut(out.as_mut_ptr());
+        let out = SharedOut::new(out);
         let strip = |range: Range<usize>| {
             // SAFETY: every call writes only the columns in its own `range`.
             unsafe {
@@ -162,7 +131,7 @@ impl PackedMatrix {
         for r in range {
             let row = self.row(r);
             if n == 1 {
-                *out.0.add(r) = dot(self.format, row, xs);
+                *out.at(r) = dot(self.format, row, xs);
                 continue;
             }
             for (g, group) in xs.chunks(GROUP * self.cols).enumerate() {
@@ -170,7 +139,7 @@ impl PackedMatrix {
                 let sums = &mut sums[..group.len() / self.cols];
                 dot_rows(self.format, row, group, sums);
                 for (i, &sum) in sums.iter().enumerate() {
-                    *out.0.add((g * GROUP + i) * self.rows + r) = sum;
+                    *out.at((g * GROUP + i) * self.rows + r) = sum;
                 }
             }
         }
@@ -191,7 +160,7 @@ impl PackedMatrix {
                 n,
                 rows,
                 k,
-                out.0.add(range.start),
+                out.at(range.start),
                 1,
                 self.rows as isize,
                 false,
@@ -212,12 +181,6 @@ impl PackedMatrix {
     }
 }
 
-/// The output buffer, written by several threads at disjoint columns.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: see `PackedMatrix::matmul_rows`: writers never share an element.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
 
 impl CustomOp1 for PackedMatrix {
     fn name(&self) -> &'static str {
@@ -611,13 +574,28 @@ mod tests {
     use super::*;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::Device;
+    use std::sync::Arc;
+
+    /// `bytes` after `offset` bytes of padding, in a mapped temporary file.
+    fn in_mapped_file(offset: usize, bytes: &[u8]) -> Arc<memmap2::Mmap> {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![0u8; offset]).unwrap();
+        file.write_all(bytes).unwrap();
+        Arc::new(unsafe { memmap2::Mmap::map(&file) }.unwrap())
+    }
+
+    /// A (rows, cols) matrix of GGML Q8_0 blocks, mapped as the model file's are.
+    fn q8_matrix(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<PackedMatrix> {
+        PackedMatrix::mapped(Format::Q8_0, MappedBytes::new(in_mapped_file(0, bytes), 0..bytes.len())?, rows, cols)
+    }
 
     #[test]
     fn matches_dense_matmul_on_dequantized_weights() {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (200, 96), &dev).unwrap();
         let blocks = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let q = PackedMatrix::from_ggml_q8_0(&blocks.data().unwrap(), 200, 96).unwrap();
+        let q = q8_matrix(&blocks.data().unwrap(), 200, 96).unwrap();
         let dense = q.dequantize(&dev).unwrap();
         let reference = blocks.dequantize(&dev).unwrap();
         assert_eq!(dense.to_vec2::<f32>().unwrap(), reference.to_vec2::<f32>().unwrap());
@@ -635,7 +613,7 @@ mod tests {
     fn low_rank_terms_add_b_times_a_times_x() {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (64, 96), &dev).unwrap();
-        let q = PackedMatrix::from_ggml_q8_0(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), 64, 96).unwrap();
+        let q = q8_matrix(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), 64, 96).unwrap();
         let (a, b) = (Tensor::randn(0f32, 0.1, (4, 96), &dev).unwrap(), Tensor::randn(0f32, 0.1, (64, 4), &dev).unwrap());
         let (a2, b2) = (Tensor::randn(0f32, 0.1, (2, 96), &dev).unwrap(), Tensor::randn(0f32, 0.1, (64, 2), &dev).unwrap());
         let (term, term2) = (LowRank::new(&a, &b).unwrap(), LowRank::new(&a2, &b2).unwrap());
@@ -649,8 +627,8 @@ mod tests {
 
     #[test]
     fn rejects_bytes_of_the_wrong_size() {
-        assert!(PackedMatrix::from_ggml_q8_0(&[0u8; 33], 1, 32).is_err());
-        assert!(PackedMatrix::from_ggml_q8_0(&[0u8; 34], 1, 30).is_err());
+        assert!(q8_matrix(&[0u8; 33], 1, 32).is_err());
+        assert!(q8_matrix(&[0u8; 34], 1, 30).is_err());
     }
 
     #[test]
@@ -659,7 +637,7 @@ mod tests {
         // Wide enough to go through the thread pool, odd block count for the AVX-512 tail.
         let (rows, cols) = (1024, 32 * 19);
         let w = Tensor::randn(0f32, 1.0, (rows, cols), &dev).unwrap();
-        let q = PackedMatrix::from_ggml_q8_0(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), rows, cols).unwrap();
+        let q = q8_matrix(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), rows, cols).unwrap();
         let dense = q.dequantize(&dev).unwrap();
         let x: Vec<f32> = Tensor::randn(0f32, 1.0, cols, &dev).unwrap().to_vec1().unwrap();
         let row = q.row(7);
@@ -682,16 +660,11 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (8, 64), &dev).unwrap();
         let bytes = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap().to_vec();
-        let path = std::env::temp_dir().join(format!("kioku-q8-{}.bin", std::process::id()));
-        let mut file_bytes = vec![0u8; 5];
-        file_bytes.extend(&bytes);
-        std::fs::write(&path, &file_bytes).unwrap();
-        let map = Arc::new(unsafe { memmap2::Mmap::map(&std::fs::File::open(&path).unwrap()) }.unwrap());
-        std::fs::remove_file(&path).unwrap();
+        let map = in_mapped_file(5, &bytes);
         let mapped = PackedMatrix::mapped(Format::Q8_0, MappedBytes::new(map.clone(), 5..5 + bytes.len()).unwrap(), 8, 64).unwrap();
-        assert_eq!(mapped.owned_bytes(), 0);
-        let owned = PackedMatrix::from_ggml_q8_0(&bytes, 8, 64).unwrap();
-        assert_eq!(mapped.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap(), owned.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap());
+        assert_eq!(mapped.row(0).as_ptr(), map[5..].as_ptr(), "the rows are read from the mapping itself");
+        let reference = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().dequantize(&dev).unwrap();
+        assert_eq!(mapped.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap(), reference.to_vec2::<f32>().unwrap());
         assert!(MappedBytes::new(map.clone(), 6..6 + bytes.len()).is_err(), "a range past the end of the file");
         assert!(PackedMatrix::mapped(Format::Q8_0, MappedBytes::new(map, 5..4 + bytes.len()).unwrap(), 8, 64).is_err(), "a short range");
     }
@@ -703,11 +676,7 @@ mod tests {
         let (rows, cols) = (600, 1000);
         let w = Tensor::randn(0f32, 1.0, (rows, cols), &dev).unwrap().to_dtype(candle_core::DType::F16).unwrap();
         let bytes: Vec<u8> = w.flatten_all().unwrap().to_vec1::<half::f16>().unwrap().iter().flat_map(|h| h.to_le_bytes()).collect();
-        let path = std::env::temp_dir().join(format!("kioku-f16-{}.bin", std::process::id()));
-        std::fs::write(&path, &bytes).unwrap();
-        let map = Arc::new(unsafe { memmap2::Mmap::map(&std::fs::File::open(&path).unwrap()) }.unwrap());
-        std::fs::remove_file(&path).unwrap();
-        let m = PackedMatrix::mapped(Format::F16, MappedBytes::new(map, 0..bytes.len()).unwrap(), rows, cols).unwrap();
+        let m = PackedMatrix::mapped(Format::F16, MappedBytes::new(in_mapped_file(0, &bytes), 0..bytes.len()).unwrap(), rows, cols).unwrap();
         let dense = w.to_dtype(candle_core::DType::F32).unwrap();
         assert_eq!(m.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap(), dense.to_vec2::<f32>().unwrap());
         let x: Vec<f32> = Tensor::randn(0f32, 1.0, cols, &dev).unwrap().to_vec1().unwrap();

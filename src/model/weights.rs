@@ -21,7 +21,7 @@ pub enum Stored {
     Mapped(MappedTensor),
 }
 
-/// A claimed tensor, as a model holds it.
+/// A linear layer's weight, as the layer holds it.
 pub enum Claimed {
     Dense(Tensor),
     /// Multiplied as stored, by [`super::packed`]'s CPU kernels.
@@ -110,8 +110,8 @@ impl Weights {
         self.tensors.borrow().contains_key(&self.full_name(name))
     }
 
-    /// Removes the tensor `name` as stored (dense or quantized) and checks its shape.
-    pub fn take_stored<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Claimed> {
+    /// Removes the tensor `name` as stored and checks its shape.
+    fn remove<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Stored> {
         let full = self.full_name(name);
         let stored = self
             .tensors
@@ -119,40 +119,44 @@ impl Weights {
             .remove(&full)
             .with_context(|| format!("the model file has no tensor `{full}`"))?;
         check_shape(&full, &stored, shape)?;
+        Ok(stored)
+    }
+
+    /// `stored` as a dense tensor on this device, in this dtype.
+    fn dense(&self, stored: Stored) -> Result<Tensor> {
         Ok(match stored {
-            Stored::Dense(t) => Claimed::Dense(cast(&t.to_device(&self.device)?, self.dtype)?),
-            Stored::Mapped(m) => Claimed::Dense(cast(&m.load(&self.device)?, self.dtype)?),
-            Stored::Quantized(q) => Claimed::Packed(q),
+            Stored::Dense(t) => cast(&t.to_device(&self.device)?, self.dtype)?,
+            Stored::Mapped(m) => cast(&m.load(&self.device)?, self.dtype)?,
+            Stored::Quantized(q) => q.dequantize(&self.device)?.to_dtype(self.dtype)?,
         })
     }
 
-    /// Like [`Weights::take_stored`] for a linear layer's weight (out, in): on
-    /// the CPU an f16 matrix stays in the mapped file and is multiplied from
-    /// there, unless the weights are for training ([`Weights::dense_only`]).
+    /// Removes a tensor that is not used (a stored copy of a tied head when
+    /// training), after checking its shape.
+    pub fn discard<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<()> {
+        self.remove(name, shape).map(drop)
+    }
+
+    /// A linear layer's weight (out, in). On the CPU, unless the weights are
+    /// for training ([`Weights::dense_only`]), Q8_0 blocks and f16 matrices
+    /// stay in the mapped file and are multiplied from there; everything else
+    /// is dense.
     pub fn take_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Claimed> {
-        let full = self.full_name(name);
-        let in_place = self.device.is_cpu() && !self.dense_only && self.dtype == DType::F32;
-        let removed = self.tensors.borrow_mut().remove(&full);
-        match removed {
-            Some(Stored::Mapped(m)) if in_place && m.dtype() == DType::F16 && m.shape().dims() == [rows, cols] => {
-                Ok(Claimed::Packed(PackedMatrix::mapped(Format::F16, m.bytes().clone(), rows, cols)?))
+        let packs = self.device.is_cpu() && !self.dense_only;
+        Ok(match self.remove(name, (rows, cols))? {
+            Stored::Mapped(m) if packs && self.dtype == DType::F32 && m.dtype() == DType::F16 => {
+                Claimed::Packed(PackedMatrix::mapped(Format::F16, m.bytes().clone(), rows, cols)?)
             }
-            Some(other) => {
-                self.tensors.borrow_mut().insert(full, other);
-                self.take_stored(name, (rows, cols))
-            }
-            None => bail!("the model file has no tensor `{full}`"),
-        }
+            Stored::Quantized(q) if packs => Claimed::Packed(q),
+            other => Claimed::Dense(self.dense(other)?),
+        })
     }
 
     /// An embedding table that only serves row lookups: on the CPU it stays in
     /// the mapped file (only the rows looked up are read); elsewhere it is
     /// loaded in its stored dtype.
     pub fn take_table<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Embedding> {
-        let full = self.full_name(name);
-        let stored = self.tensors.borrow_mut().remove(&full).with_context(|| format!("the model file has no tensor `{full}`"))?;
-        check_shape(&full, &stored, shape)?;
-        Ok(match stored {
+        Ok(match self.remove(name, shape)? {
             Stored::Mapped(m) if self.device.is_cpu() && matches!(m.dtype(), DType::F16 | DType::F32) => Embedding::Mapped(m),
             Stored::Mapped(m) => Embedding::Loaded(m.load(&self.device)?),
             Stored::Dense(t) => Embedding::Loaded(t.to_device(&self.device)?),
@@ -163,10 +167,7 @@ impl Weights {
     /// Removes the tensor `name` as a dense tensor (dequantizing if need be)
     /// and checks its shape.
     pub fn take<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Tensor> {
-        Ok(match self.take_stored(name, shape)? {
-            Claimed::Dense(t) => t,
-            Claimed::Packed(q) => q.dequantize(&self.device)?.to_dtype(self.dtype)?,
-        })
+        self.dense(self.remove(name, shape)?)
     }
 
     /// Like [`Weights::take`] for tensors that may be absent (optional biases).
