@@ -13,8 +13,12 @@ GGUF := $(KIOKU_CACHE)/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 # Python clients for the server tests (the official openai package, pinned).
 VENV := $(KIOKU_CACHE)/venv
 TEST_PYTHON := $(VENV)/bin/python
+# transformers, PEFT and gguf for the ecosystem tests (pinned; about 6 GiB with
+# torch's CUDA wheels, 3 minutes to install).
+ECO_VENV := $(KIOKU_CACHE)/ecosystem-venv
+ECO_PYTHON := $(ECO_VENV)/bin/python
 
-.PHONY: demo test test-venv model model-base deps fetch install bench bench-serve bench-anchors clean-model
+.PHONY: demo test test-venv eco-venv model model-base deps fetch install bench bench-serve bench-anchors clean-model
 
 # Answer the example spoken question with the default model.
 demo: PROFILE := release
@@ -23,16 +27,23 @@ demo: deps model
 	./target/release/kioku ask $(EXAMPLE)
 
 # The whole test suite, on the real weights: Rust tests, then `kioku serve`
-# through real HTTP clients.
-test: deps model test-venv
+# through real HTTP clients, then kioku beside transformers, PEFT and llama.cpp.
+test: deps model test-venv eco-venv
 	cargo test --no-fail-fast
-	cargo build
+	cargo build --bin kioku --example logits
 	$(TEST_PYTHON) -m pytest tests/serve -q
+	$(ECO_PYTHON) -m pytest tests/ecosystem -q
 
 test-venv: $(VENV)/.installed
 $(VENV)/.installed: tests/serve/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r $<
+	touch $@
+
+eco-venv: $(ECO_VENV)/.installed
+$(ECO_VENV)/.installed: tests/ecosystem/requirements.txt
+	python3 -m venv $(ECO_VENV)
+	$(ECO_VENV)/bin/pip install -q -r $<
 	touch $@
 
 model: $(MODEL)
