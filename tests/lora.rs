@@ -147,7 +147,9 @@ fn saved_adapter_loads_back_with_the_same_tensors_and_outputs() {
     assert_eq!(config["r"], 4);
     assert_eq!(config["lora_alpha"], 8.0);
     assert_eq!(config["bias"], "none");
-    assert_eq!(config["base_model_name_or_path"], MODEL_NAME);
+    // Modules carry Hugging Face names, and the base is the checkpoint
+    // Whisper was packed from, so PEFT finds both in WhisperForConditionalGeneration.
+    assert_eq!(config["base_model_name_or_path"], "openai/whisper-tiny.en");
     // An encoder adapter is tied to the Whisper component only: a retrained
     // projector or another LLM leaves it valid.
     assert_eq!(config["kioku"]["base_components"], serde_json::json!(["whisper"]));
@@ -160,9 +162,21 @@ fn saved_adapter_loads_back_with_the_same_tensors_and_outputs() {
     let mut other_whisper = header.clone();
     other_whisper.whisper.n_mels += 1;
     assert!(format!("{:#}", peft::load(&adapter_dir, &other_whisper).unwrap_err()).contains("different base model"));
-    assert_eq!(config["target_modules"].as_array().unwrap().len(), 16);
+    let targets = config["target_modules"].as_array().unwrap();
+    assert_eq!(targets.len(), 16);
+    assert!(targets.contains(&serde_json::json!("model.encoder.layers.0.self_attn.q_proj")));
     let keys = candle_core::safetensors::load(adapter_dir.join(peft::TENSORS_FILE), &Device::Cpu).unwrap();
-    assert!(keys.contains_key("base_model.model.encoder.layers.0.self_attn.q_proj.lora_A.weight"));
+    assert!(keys.contains_key("base_model.model.model.encoder.layers.0.self_attn.q_proj.lora_A.weight"));
+
+    // Adapters written before kept kioku's names in the tensor file; they still load.
+    let old_names: HashMap<String, Tensor> =
+        keys.iter().map(|(k, t)| (k.replace("base_model.model.model.encoder.", "base_model.model.encoder."), t.clone())).collect();
+    let old_dir = dir.path().join("old-names");
+    std::fs::create_dir(&old_dir).unwrap();
+    std::fs::copy(adapter_dir.join(peft::CONFIG_FILE), old_dir.join(peft::CONFIG_FILE)).unwrap();
+    candle_core::safetensors::save(&old_names, old_dir.join(peft::TENSORS_FILE)).unwrap();
+    let old = peft::load(&old_dir, &header).unwrap();
+    assert_eq!(old.modules.keys().collect::<Vec<_>>(), trained.modules.keys().collect::<Vec<_>>());
 
     let loaded = peft::load(&adapter_dir, &header).unwrap();
     assert_eq!(loaded.config, trained.config);
@@ -278,6 +292,25 @@ fn adapters_that_do_not_fit_are_refused_with_a_clear_error() {
         WhisperEncoder::load(&weights(&set, false).pp("encoder"), &header.whisper)?;
         set.ensure_all_attached()
     };
+    // An adapter from elsewhere (no `kioku` fields, as PEFT writes them) is
+    // checked by the checkpoint it names, where that is a Hugging Face id.
+    let foreign = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let path = save(name, &random_adapter(fc1.0, fc1.1), &header);
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(path.join(peft::CONFIG_FILE)).unwrap()).unwrap();
+        config.as_object_mut().unwrap().remove("kioku");
+        edit(&mut config);
+        std::fs::write(path.join(peft::CONFIG_FILE), config.to_string()).unwrap();
+        path
+    };
+    assert!(peft::load(&foreign("peft-same-base", &|_| {}), &header).is_ok());
+    let local = foreign("peft-local-base", &|c| c["base_model_name_or_path"] = "/tmp/my-whisper".into());
+    assert!(peft::load(&local, &header).is_ok(), "a local path is left to the shape checks");
+    let other = foreign("peft-other-base", &|c| c["base_model_name_or_path"] = "openai/whisper-small".into());
+    let e = error_of(peft::load(&other, &header));
+    assert!(e.contains("trained on openai/whisper-small, but this model's whisper is openai/whisper-tiny.en"), "{e}");
+    let saved = foreign("peft-modules-to-save", &|c| c["modules_to_save"] = serde_json::json!(["lm_head"]));
+    assert!(error_of(peft::load(&saved, &header)).contains("modules_to_save"));
+
     let path = save("wrong-shape", &random_adapter(fc1.0, (384, 1000)), &header);
     let e = error_of(load_encoder(&path));
     assert!(e.contains("lora_B.weight` has shape [1000, 4]") && e.contains("needs [1536, 4]"), "{e}");

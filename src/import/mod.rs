@@ -88,6 +88,7 @@ fn provenance_for(component: &str, src: &Path) -> Provenance {
         sha256: None,
         file: None,
         license: None,
+        checkpoint: None,
     });
     p.component = component.to_string();
     p

@@ -47,6 +47,11 @@ pub struct Provenance {
     pub sha256: Option<String>,
     pub file: Option<String>,
     pub license: Option<String>,
+    /// The Hugging Face checkpoint the weights are (`HuggingFaceTB/SmolLM2-135M-Instruct`),
+    /// where known: what adapter files name as their base. A label only, left
+    /// out of the model's identity, so models packed before it existed keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 /// Everything in the file except the tensors.
@@ -98,8 +103,12 @@ impl ModelHeader {
             };
         }
         // The full identity hashes every provenance entry, as it always has.
-        let provenance: Vec<&Provenance> =
-            self.provenance.iter().filter(|p| all || components.contains(&p.component.as_str())).collect();
+        let provenance: Vec<Provenance> = self
+            .provenance
+            .iter()
+            .filter(|p| all || components.contains(&p.component.as_str()))
+            .map(|p| Provenance { checkpoint: None, ..p.clone() })
+            .collect();
         fixed["provenance"] = serde_json::to_value(provenance)?;
         // Added only when present, so packed models keep the identity they always had.
         if let Some(merge) = &self.merge {
@@ -107,6 +116,11 @@ impl ModelHeader {
         }
         let digest = sha2::Sha256::digest(serde_json::to_vec(&fixed)?);
         Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The Hugging Face checkpoint of `component`, where the file records one.
+    pub fn checkpoint_of(&self, component: &str) -> Option<&str> {
+        self.provenance.iter().find(|p| p.component == component)?.checkpoint.as_deref()
     }
 
     fn to_metadata(&self) -> Result<HashMap<String, String>> {

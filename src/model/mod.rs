@@ -5,6 +5,7 @@ pub mod adapter_scope;
 pub mod cpu_pool;
 pub mod file;
 pub mod linear;
+pub mod hf_names;
 pub mod llama;
 pub mod lora;
 pub mod mapped;
