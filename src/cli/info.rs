@@ -67,7 +67,8 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         let version = p.version.as_deref().map(|v| format!("=={v}")).unwrap_or_default();
         let sha = p.sha256.as_deref().map(|s| format!(" sha256:{}", &s[..s.len().min(16)])).unwrap_or_default();
         let licence = p.license.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
-        println!("  {:<10} {}{version}{sha}{licence}", p.component, p.source);
+        let checkpoint = p.checkpoint.as_deref().map(|c| format!(", checkpoint {c}")).unwrap_or_default();
+        println!("  {:<10} {}{version}{sha}{licence}{checkpoint}", p.component, p.source);
     }
     if let Some(merge) = &h.merge {
         let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
