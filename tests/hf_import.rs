@@ -316,8 +316,10 @@ fn tiny_llama_config() -> LlamaConfig {
         rms_norm_eps: 1e-5,
         rope_theta: 10_000.0,
         rope_scaling: None,
+        rope_freq_factors: None,
         max_position_embeddings: 32,
         tie_word_embeddings: true,
+        qkv_bias: false,
         bos_token_id: Some(1),
         eos_token_ids: vec![2],
     }

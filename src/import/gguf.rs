@@ -46,8 +46,10 @@ pub fn import(path: &Path) -> Result<ImportedLlm> {
         rms_norm_eps: meta.f64("llama.attention.layer_norm_rms_epsilon")?,
         rope_theta: meta.f64("llama.rope.freq_base").unwrap_or(10_000.0),
         rope_scaling: None,
+        rope_freq_factors: None,
         max_position_embeddings: meta.usize("llama.context_length")?,
         tie_word_embeddings: !has_output,
+        qkv_bias: false,
         bos_token_id: meta.usize("tokenizer.ggml.bos_token_id").ok().map(|v| v as u32),
         eos_token_ids,
     };

@@ -128,8 +128,10 @@ pub fn import_llama(dir: &Path) -> Result<ImportedLlm> {
         rms_norm_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-6),
         rope_theta: c["rope_theta"].as_f64().unwrap_or(10_000.0),
         rope_scaling,
+        rope_freq_factors: None,
         max_position_embeddings: usize_field(&c, "max_position_embeddings")?,
         tie_word_embeddings: c["tie_word_embeddings"].as_bool().unwrap_or(false),
+        qkv_bias: false,
         bos_token_id: c["bos_token_id"].as_u64().map(|v| v as u32),
         eos_token_ids,
     };
