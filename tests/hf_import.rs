@@ -316,8 +316,10 @@ fn tiny_llama_config() -> LlamaConfig {
         rms_norm_eps: 1e-5,
         rope_theta: 10_000.0,
         rope_scaling: None,
+        rope_freq_factors: None,
         max_position_embeddings: 32,
         tie_word_embeddings: true,
+        qkv_bias: false,
         bos_token_id: Some(1),
         eos_token_ids: vec![2],
     }
@@ -393,4 +395,46 @@ fn hf_llama_config_variants_import() {
     let defaults = (config.hidden_size / config.num_attention_heads, config.num_attention_heads);
     assert_eq!((imported.config.head_dim, imported.config.num_key_value_heads), defaults);
     assert_eq!(imported.tensors.keys().collect::<Vec<_>>(), ["llm.embed_tokens.weight"]);
+}
+
+/// transformers 5 writes the rope settings as `rope_parameters`, theta
+/// included; Qwen2 checkpoints (`model_type: qwen2`) have q/k/v biases
+/// without an `attention_bias` key; a sliding window is refused.
+#[test]
+fn hf_rope_parameters_and_qwen2_configs_import() {
+    use kioku::model::llama::Llama3RopeScaling;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("chat_template.jinja"), "{% for m in messages %}{{ m.content }}{% endfor %}").unwrap();
+    std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
+    let zeros = Tensor::zeros((16, 8), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    write_safetensors(&dir.join("model.safetensors"), &BTreeMap::from([("model.embed_tokens.weight".to_string(), zeros)]));
+    let mut config = tiny_llama_config();
+    let mut c = llama_config_json(&config);
+    let object = c.as_object_mut().unwrap();
+    object.remove("rope_theta");
+    object.remove("rope_scaling");
+    object.insert(
+        "rope_parameters".into(),
+        json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+    );
+    write_json(&dir.join("config.json"), &c);
+    config.rope_theta = 500_000.0;
+    config.rope_scaling =
+        Some(Llama3RopeScaling { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 });
+    assert_eq!(kioku::import::import_llm(dir).unwrap().config, config);
+
+    c["model_type"] = json!("qwen2");
+    c.as_object_mut().unwrap().remove("attention_bias");
+    c["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 1000000.0});
+    c["use_sliding_window"] = json!(false);
+    write_json(&dir.join("config.json"), &c);
+    let imported = kioku::import::import_llm(dir).unwrap().config;
+    assert!(imported.qkv_bias && imported.rope_scaling.is_none() && imported.rope_theta == 1_000_000.0, "{imported:?}");
+
+    c["use_sliding_window"] = json!(true);
+    write_json(&dir.join("config.json"), &c);
+    let e = format!("{:#}", kioku::import::import_llm(dir).map(drop).expect_err("a sliding window must be refused"));
+    assert!(e.contains("sliding-window"), "{e}");
 }

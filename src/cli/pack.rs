@@ -10,7 +10,7 @@ pub struct PackArgs {
     /// Whisper checkpoint: a CTranslate2 directory (model.bin) or a Hugging Face directory.
     #[arg(long)]
     whisper: PathBuf,
-    /// LLM checkpoint: a GGUF file or a Hugging Face directory (Llama family).
+    /// LLM checkpoint: a GGUF file or a Hugging Face directory (Llama family: Llama, SmolLM2, Qwen2).
     #[arg(long)]
     llm: PathBuf,
     /// Trained projector (safetensors) to include for end-to-end answers.

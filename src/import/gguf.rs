@@ -1,13 +1,14 @@
-//! Importer for Llama-family GGUF files (llama.cpp's format): dequantizes every
-//! tensor, converts attention rows to the rotate-half layout kioku uses, and
-//! rebuilds a Hugging Face `tokenizer.json` from the GGUF tokenizer metadata.
+//! Importer for Llama-family GGUF files (llama.cpp's format; `llama` and `qwen2`
+//! architectures): dequantizes every tensor, converts attention rows to the
+//! rotate-half layout kioku uses, and rebuilds a Hugging Face `tokenizer.json`
+//! from the GGUF tokenizer metadata.
 
 use super::ImportedLlm;
 use crate::model::file::LLM;
 use crate::model::llama::LlamaConfig;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,57 +18,69 @@ pub fn import(path: &Path) -> Result<ImportedLlm> {
     let content = Content::read(&mut file).map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
     let meta = Meta(&content.metadata);
     let arch = meta.string("general.architecture")?;
-    if arch != "llama" {
-        bail!("GGUF architecture `{arch}` is not supported (expected llama)");
-    }
+    // llama.cpp's converter interleaves q/k rows for `llama` only; `qwen2` keeps
+    // HF's rotate-half layout (NEOX rope) and adds q/k/v biases.
+    let (interleaved, qkv_bias, end_markers): (bool, bool, &[&str]) = match arch.as_str() {
+        "llama" => (true, false, &["<|im_end|>", "<|eot_id|>", "<|end_of_text|>"]),
+        "qwen2" => (false, true, &["<|im_end|>", "<|endoftext|>"]),
+        _ => bail!("GGUF architecture `{arch}` is not supported (expected llama or qwen2)"),
+    };
+    let key = |name: &str| format!("{arch}.{name}");
     let tokens = meta.get("tokenizer.ggml.tokens")?.to_vec()?.iter().map(|v| Ok(v.to_string()?.clone())).collect::<Result<Vec<_>>>()?;
-    let heads = meta.usize("llama.attention.head_count")?;
-    let hidden = meta.usize("llama.embedding_length")?;
-    let kv_heads = meta.usize("llama.attention.head_count_kv").unwrap_or(heads);
+    let heads = meta.usize(&key("attention.head_count"))?;
+    let hidden = meta.usize(&key("embedding_length"))?;
+    let kv_heads = meta.usize(&key("attention.head_count_kv")).unwrap_or(heads);
     let has_output = content.tensor_infos.contains_key("output.weight");
     let eos = meta.usize("tokenizer.ggml.eos_token_id")? as u32;
     let mut eos_token_ids = vec![eos];
     // Chat models end a turn with their own marker, which may differ from EOS.
-    for marker in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>"] {
+    for marker in end_markers {
         if let Some(id) = tokens.iter().position(|t| t == marker) {
             if !eos_token_ids.contains(&(id as u32)) {
                 eos_token_ids.push(id as u32);
             }
         }
     }
-    let config = LlamaConfig {
+    let mut config = LlamaConfig {
         hidden_size: hidden,
-        intermediate_size: meta.usize("llama.feed_forward_length")?,
-        num_hidden_layers: meta.usize("llama.block_count")?,
+        intermediate_size: meta.usize(&key("feed_forward_length"))?,
+        num_hidden_layers: meta.usize(&key("block_count"))?,
         num_attention_heads: heads,
         num_key_value_heads: kv_heads,
-        head_dim: meta.usize("llama.attention.key_length").unwrap_or(hidden / heads),
+        head_dim: meta.usize(&key("attention.key_length")).unwrap_or(hidden / heads),
         vocab_size: tokens.len(),
-        rms_norm_eps: meta.f64("llama.attention.layer_norm_rms_epsilon")?,
-        rope_theta: meta.f64("llama.rope.freq_base").unwrap_or(10_000.0),
+        rms_norm_eps: meta.f64(&key("attention.layer_norm_rms_epsilon"))?,
+        rope_theta: meta.f64(&key("rope.freq_base")).unwrap_or(10_000.0),
         rope_scaling: None,
-        max_position_embeddings: meta.usize("llama.context_length")?,
+        rope_freq_factors: None,
+        max_position_embeddings: meta.usize(&key("context_length"))?,
         tie_word_embeddings: !has_output,
+        qkv_bias,
         bos_token_id: meta.usize("tokenizer.ggml.bos_token_id").ok().map(|v| v as u32),
         eos_token_ids,
     };
 
     let mut tensors = BTreeMap::new();
     for name in content.tensor_infos.keys() {
-        let Some(hf) = hf_name(name) else { bail!("unexpected GGUF tensor `{name}`") };
         let t = content.tensor(&mut file, name, &Device::Cpu)?.dequantize(&Device::Cpu)?;
-        let t = if name.ends_with("attn_q.weight") {
-            unpermute(&t, heads)?
-        } else if name.ends_with("attn_k.weight") {
-            unpermute(&t, kv_heads)?
-        } else {
-            t
+        if name == ROPE_FREQS {
+            config.rope_freq_factors = Some(t.to_dtype(DType::F64)?.to_vec1()?);
+            continue;
+        }
+        let Some(hf) = hf_name(name) else { bail!("unexpected GGUF tensor `{name}`") };
+        let t = match name.strip_prefix("blk.").and_then(|rest| rest.split_once('.')).map(|(_, part)| part) {
+            Some("attn_q.weight") if interleaved => unpermute(&t, heads)?,
+            Some("attn_k.weight") if interleaved => unpermute(&t, kv_heads)?,
+            _ => t,
         };
         tensors.insert(format!("{LLM}.{hf}"), t);
     }
     let chat_template = meta.string("tokenizer.chat_template").context("the GGUF file has no chat template")?;
     Ok(ImportedLlm { config, tokenizer: tokenizer_json(&meta, &tokens)?, chat_template, tensors })
 }
+
+/// Llama 3 frequency scaling as llama.cpp stores it: one divisor per rotary frequency.
+const ROPE_FREQS: &str = "rope_freqs.weight";
 
 /// llama.cpp stores q/k rows interleaved per head (pairs); HF and kioku use
 /// two halves. GGUF rows are (heads, head_dim/2, 2); swap to (heads, 2, head_dim/2).
@@ -90,6 +103,9 @@ fn hf_name(gguf: &str) -> Option<String> {
                 "attn_q.weight" => "self_attn.q_proj.weight",
                 "attn_k.weight" => "self_attn.k_proj.weight",
                 "attn_v.weight" => "self_attn.v_proj.weight",
+                "attn_q.bias" => "self_attn.q_proj.bias",
+                "attn_k.bias" => "self_attn.k_proj.bias",
+                "attn_v.bias" => "self_attn.v_proj.bias",
                 "attn_output.weight" => "self_attn.o_proj.weight",
                 "ffn_gate.weight" => "mlp.gate_proj.weight",
                 "ffn_up.weight" => "mlp.up_proj.weight",
@@ -154,9 +170,8 @@ fn tokenizer_json(meta: &Meta, tokens: &[String]) -> Result<String> {
     let pre_tokenizer = match pre.as_str() {
         "smollm" => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true}, byte_level]}),
-        "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
-            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+        "llama-bpe" | "llama3" => split_then_bytes(LLAMA3_SPLIT),
+        "qwen2" => split_then_bytes(QWEN2_SPLIT),
         _ => byte_level.clone(),
     };
     let tokenizer = json!({
@@ -173,7 +188,16 @@ fn tokenizer_json(meta: &Meta, tokens: &[String]) -> Result<String> {
     Ok(serde_json::to_string(&tokenizer)?)
 }
 
+/// A regex split followed by byte-level mapping without GPT-2's own regex.
+fn split_then_bytes(regex: &str) -> serde_json::Value {
+    json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]})
+}
+
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's split: Llama 3's, but digits one at a time.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 #[cfg(test)]
 mod tests {
@@ -196,6 +220,7 @@ mod tests {
     #[test]
     fn names_map_to_hf_llama() {
         assert_eq!(hf_name("blk.7.attn_q.weight").as_deref(), Some("layers.7.self_attn.q_proj.weight"));
+        assert_eq!(hf_name("blk.7.attn_v.bias").as_deref(), Some("layers.7.self_attn.v_proj.bias"));
         assert_eq!(hf_name("token_embd.weight").as_deref(), Some("embed_tokens.weight"));
         assert_eq!(hf_name("blk.7.unknown.weight"), None);
     }

@@ -1,6 +1,7 @@
 //! Importer for Hugging Face checkpoint directories (`config.json`,
-//! `*.safetensors`, `tokenizer.json`), for Whisper and Llama models, so a user
-//! with a bigger checkpoint (Whisper small, Llama 3.2 1B) can pack it too.
+//! `*.safetensors`, `tokenizer.json`), for Whisper and Llama-family models
+//! (Llama, Qwen2), so a user with a bigger checkpoint (Whisper small, Llama 3.2
+//! 1B, Qwen2.5 0.5B) can pack it too.
 
 use super::ctranslate2::{read_json, read_text};
 use super::{ImportedLlm, ImportedWhisper};
@@ -93,15 +94,24 @@ pub fn import_whisper(dir: &Path) -> Result<ImportedWhisper> {
 
 pub fn import_llama(dir: &Path) -> Result<ImportedLlm> {
     let c = read_json(&dir.join("config.json"))?;
-    if c["model_type"] != "llama" {
-        bail!("{} is not a Llama-family checkpoint (model_type {})", dir.display(), c["model_type"]);
-    }
+    // Qwen2 is a Llama with q/k/v biases; its sliding window is off in released checkpoints.
+    let qkv_bias = match c["model_type"].as_str() {
+        Some("llama") if c["attention_bias"] == true => bail!("{}: Llama attention biases are not supported", dir.display()),
+        Some("llama") => false,
+        Some("qwen2") if c["use_sliding_window"] == true => bail!("{}: sliding-window attention is not supported", dir.display()),
+        Some("qwen2") => true,
+        _ => bail!("{} is not a Llama-family checkpoint (model_type {})", dir.display(), c["model_type"]),
+    };
     let heads = usize_field(&c, "num_attention_heads")?;
     let hidden = usize_field(&c, "hidden_size")?;
-    let rope_scaling = match &c["rope_scaling"] {
-        Value::Null => None,
-        s if s["rope_type"] == "llama3" => Some(serde_json::from_value::<Llama3RopeScaling>(s.clone())?),
-        s => bail!("rope scaling {s} is not supported"),
+    // transformers 5 writes `rope_parameters` (with the theta inside); 4.x wrote
+    // `rope_theta` and `rope_scaling`, with `type` for `rope_type` in older files.
+    let rope = if c["rope_parameters"].is_object() { &c["rope_parameters"] } else { &c["rope_scaling"] };
+    let rope_theta = rope["rope_theta"].as_f64().or_else(|| c["rope_theta"].as_f64()).unwrap_or(10_000.0);
+    let rope_scaling = match rope["rope_type"].as_str().or_else(|| rope["type"].as_str()) {
+        None | Some("default") => None,
+        Some("llama3") => Some(serde_json::from_value::<Llama3RopeScaling>(rope.clone())?),
+        Some(_) => bail!("rope scaling {rope} is not supported"),
     };
     let tokenizer_config = read_json(&dir.join("tokenizer_config.json")).unwrap_or(Value::Null);
     // Chat checkpoints often list their end-of-turn token only here.
@@ -126,10 +136,12 @@ pub fn import_llama(dir: &Path) -> Result<ImportedLlm> {
         head_dim: usize_field(&c, "head_dim").unwrap_or(hidden / heads),
         vocab_size: usize_field(&c, "vocab_size")?,
         rms_norm_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-6),
-        rope_theta: c["rope_theta"].as_f64().unwrap_or(10_000.0),
+        rope_theta,
         rope_scaling,
+        rope_freq_factors: None,
         max_position_embeddings: usize_field(&c, "max_position_embeddings")?,
         tie_word_embeddings: c["tie_word_embeddings"].as_bool().unwrap_or(false),
+        qkv_bias,
         bos_token_id: c["bos_token_id"].as_u64().map(|v| v as u32),
         eos_token_ids,
     };

@@ -1,5 +1,6 @@
-//! Llama-family decoder (SmolLM2, Llama 3.x): grouped-query attention, rotate-half
-//! RoPE, RMSNorm, SwiGLU MLP, optionally tied output embeddings.
+//! Llama-family decoder (SmolLM2, Llama 3.x, Qwen2/Qwen2.5): grouped-query
+//! attention, rotate-half RoPE, RMSNorm, SwiGLU MLP, optionally tied output
+//! embeddings and q/k/v biases.
 
 use super::linear::{load_embeddings_and_head, Linear};
 use super::mapped::Embedding;
@@ -33,8 +34,17 @@ pub struct LlamaConfig {
     pub rope_theta: f64,
     #[serde(default)]
     pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Per-frequency divisors of the inverse frequencies, as llama.cpp stores
+    /// Llama 3 scaling in GGUF files (`rope_freqs.weight`) instead of its parameters.
+    /// Absent keys keep the identity of models packed before they existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_freq_factors: Option<Vec<f64>>,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
+    /// Whether the query, key and value projections have biases (Qwen2); the
+    /// output projection never does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qkv_bias: bool,
     pub bos_token_id: Option<u32>,
     /// Tokens that end the assistant's turn.
     pub eos_token_ids: Vec<u32>,
@@ -44,6 +54,10 @@ impl LlamaConfig {
     fn inverse_frequencies(&self) -> Vec<f64> {
         let inv: Vec<f64> =
             (0..self.head_dim / 2).map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / self.head_dim as f64)).collect();
+        let inv = match &self.rope_freq_factors {
+            Some(factors) => inv.iter().zip(factors).map(|(f, d)| f / d).collect(),
+            None => inv,
+        };
         let Some(s) = &self.rope_scaling else { return inv };
         let original = s.original_max_position_embeddings as f64;
         let (low_wavelen, high_wavelen) = (original / s.low_freq_factor, original / s.high_freq_factor);
@@ -204,6 +218,9 @@ impl Llama {
         if cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
             bail!("{} attention heads cannot share {} key/value heads", cfg.num_attention_heads, cfg.num_key_value_heads);
         }
+        if cfg.rope_freq_factors.as_ref().is_some_and(|f| f.len() != hd / 2) {
+            bail!("the model has {} rotary frequencies but not as many frequency factors", hd / 2);
+        }
         let eps = cfg.rms_norm_eps as f32;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
@@ -212,9 +229,9 @@ impl Llama {
                 Ok(Block {
                     input_layernorm: RmsNorm::load(&w.pp("input_layernorm"), h, eps)?,
                     self_attn: Attention {
-                        q_proj: Linear::load(&a.pp("q_proj"), h, cfg.num_attention_heads * hd, false)?,
-                        k_proj: Linear::load(&a.pp("k_proj"), h, cfg.num_key_value_heads * hd, false)?,
-                        v_proj: Linear::load(&a.pp("v_proj"), h, cfg.num_key_value_heads * hd, false)?,
+                        q_proj: Linear::load(&a.pp("q_proj"), h, cfg.num_attention_heads * hd, cfg.qkv_bias)?,
+                        k_proj: Linear::load(&a.pp("k_proj"), h, cfg.num_key_value_heads * hd, cfg.qkv_bias)?,
+                        v_proj: Linear::load(&a.pp("v_proj"), h, cfg.num_key_value_heads * hd, cfg.qkv_bias)?,
                         o_proj: Linear::load(&a.pp("o_proj"), cfg.num_attention_heads * hd, h, false)?,
                         heads: cfg.num_attention_heads,
                         kv_heads: cfg.num_key_value_heads,
@@ -317,4 +334,60 @@ fn rotary_tables(cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<(Te
     let angles: Vec<f32> = (0..positions).flat_map(|p| inv.iter().map(move |f| (p as f64 * f) as f32)).collect();
     let angles = Tensor::from_vec(angles, (positions, inv.len()), device)?;
     Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smollm2() -> LlamaConfig {
+        LlamaConfig {
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: 3,
+            head_dim: 64,
+            vocab_size: 49152,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100_000.0,
+            rope_scaling: None,
+            rope_freq_factors: None,
+            max_position_embeddings: 8192,
+            tie_word_embeddings: true,
+            qkv_bias: false,
+            bos_token_id: Some(1),
+            eos_token_ids: vec![2],
+        }
+    }
+
+    /// Model identities hash this serialization: fields added for other
+    /// families must not appear for a SmolLM2 config, or every adapter and
+    /// projector made before them would be refused.
+    #[test]
+    fn llama_config_serializes_as_before_families_were_added() {
+        let keys: Vec<String> = serde_json::to_value(smollm2()).unwrap().as_object().unwrap().keys().cloned().collect();
+        let before = [
+            "bos_token_id", "eos_token_ids", "head_dim", "hidden_size", "intermediate_size", "max_position_embeddings",
+            "num_attention_heads", "num_hidden_layers", "num_key_value_heads", "rms_norm_eps", "rope_scaling", "rope_theta",
+            "tie_word_embeddings", "vocab_size",
+        ];
+        assert_eq!(keys, before);
+        let mut qwen = smollm2();
+        qwen.qkv_bias = true;
+        qwen.rope_freq_factors = Some(vec![1.0; 32]);
+        let round_trip: LlamaConfig = serde_json::from_value(serde_json::to_value(&qwen).unwrap()).unwrap();
+        assert_eq!(round_trip, qwen);
+    }
+
+    #[test]
+    fn frequency_factors_divide_the_inverse_frequencies() {
+        let mut cfg = smollm2();
+        let plain = cfg.inverse_frequencies();
+        cfg.rope_freq_factors = Some((0..32).map(|i| 1.0 + i as f64).collect());
+        let scaled = cfg.inverse_frequencies();
+        for (i, (p, s)) in plain.iter().zip(&scaled).enumerate() {
+            assert!((p / (1.0 + i as f64) - s).abs() <= 1e-15 * p, "frequency {i}: {p} / {} != {s}", 1 + i);
+        }
+    }
 }
