@@ -56,17 +56,26 @@ pub fn import(path: &Path) -> Result<ImportedLlm> {
     for name in content.tensor_infos.keys() {
         let Some(hf) = hf_name(name) else { bail!("unexpected GGUF tensor `{name}`") };
         let t = content.tensor(&mut file, name, &Device::Cpu)?.dequantize(&Device::Cpu)?;
-        let t = if name.ends_with("attn_q.weight") {
-            unpermute(&t, heads)?
-        } else if name.ends_with("attn_k.weight") {
-            unpermute(&t, kv_heads)?
-        } else {
-            t
+        let t = match rope_heads(name, &config) {
+            Some(heads) => unpermute(&t, heads)?,
+            None => t,
         };
         tensors.insert(format!("{LLM}.{hf}"), t);
     }
     let chat_template = meta.string("tokenizer.chat_template").context("the GGUF file has no chat template")?;
     Ok(ImportedLlm { config, tokenizer: tokenizer_json(&meta, &tokens)?, chat_template, tensors })
+}
+
+/// The number of heads whose rows a GGUF tensor lays out for rope, for the
+/// query and key projections (the tensors [`unpermute`] and [`permute`] apply to).
+pub(crate) fn rope_heads(gguf: &str, config: &LlamaConfig) -> Option<usize> {
+    if gguf.ends_with("attn_q.weight") {
+        Some(config.num_attention_heads)
+    } else if gguf.ends_with("attn_k.weight") {
+        Some(config.num_key_value_heads)
+    } else {
+        None
+    }
 }
 
 /// llama.cpp stores q/k rows interleaved per head (pairs); HF and kioku use
@@ -76,29 +85,48 @@ fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
     Ok(w.reshape((heads, rows / heads / 2, 2, cols))?.transpose(1, 2)?.reshape((rows, cols))?)
 }
 
+/// The inverse of [`unpermute`]: kioku's rows in llama.cpp's order, as its
+/// HF -> GGUF converter writes them (and so, for a LoRA, the rows of B).
+pub(crate) fn permute(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    Ok(w.reshape((heads, 2, rows / heads / 2, cols))?.transpose(1, 2)?.reshape((rows, cols))?)
+}
+
+/// Whole-model tensors: (llama.cpp name, Hugging Face name).
+const MODEL_TENSORS: [(&str, &str); 3] =
+    [("token_embd.weight", "embed_tokens.weight"), ("output_norm.weight", "norm.weight"), ("output.weight", "lm_head.weight")];
+
+/// Per-layer tensors, `blk.N.<gguf>` and `layers.N.<hf>`: (llama.cpp name, Hugging Face name).
+const LAYER_TENSORS: [(&str, &str); 9] = [
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+];
+
 fn hf_name(gguf: &str) -> Option<String> {
-    Some(match gguf {
-        "token_embd.weight" => "embed_tokens.weight".into(),
-        "output_norm.weight" => "norm.weight".into(),
-        "output.weight" => "lm_head.weight".into(),
-        _ => {
-            let rest = gguf.strip_prefix("blk.")?;
-            let (layer, part) = rest.split_once('.')?;
-            let hf = match part {
-                "attn_norm.weight" => "input_layernorm.weight",
-                "ffn_norm.weight" => "post_attention_layernorm.weight",
-                "attn_q.weight" => "self_attn.q_proj.weight",
-                "attn_k.weight" => "self_attn.k_proj.weight",
-                "attn_v.weight" => "self_attn.v_proj.weight",
-                "attn_output.weight" => "self_attn.o_proj.weight",
-                "ffn_gate.weight" => "mlp.gate_proj.weight",
-                "ffn_up.weight" => "mlp.up_proj.weight",
-                "ffn_down.weight" => "mlp.down_proj.weight",
-                _ => return None,
-            };
-            format!("layers.{layer}.{hf}")
-        }
-    })
+    rename(gguf, true)
+}
+
+/// llama.cpp's name for the Hugging Face tensor `hf` (e.g. `layers.3.self_attn.q_proj.weight`).
+pub(crate) fn gguf_name(hf: &str) -> Option<String> {
+    rename(hf, false)
+}
+
+fn rename(name: &str, from_gguf: bool) -> Option<String> {
+    let oriented = |&(gguf, hf): &(&'static str, &'static str)| if from_gguf { (gguf, hf) } else { (hf, gguf) };
+    if let Some((_, to)) = MODEL_TENSORS.iter().map(oriented).find(|(from, _)| *from == name) {
+        return Some(to.into());
+    }
+    let (block_from, block_to) = if from_gguf { ("blk.", "layers.") } else { ("layers.", "blk.") };
+    let (layer, part) = name.strip_prefix(block_from)?.split_once('.')?;
+    let (_, to) = LAYER_TENSORS.iter().map(oriented).find(|(from, _)| *from == part)?;
+    Some(format!("{block_to}{layer}.{to}"))
 }
 
 struct Meta<'a>(&'a std::collections::HashMap<String, Value>);
@@ -179,24 +207,31 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 mod tests {
     use super::*;
 
-    /// llama.cpp's `permute` from its HF -> GGUF converter.
-    fn llama_cpp_permute(w: &Tensor, heads: usize) -> Tensor {
-        let (rows, cols) = w.dims2().unwrap();
-        w.reshape((heads, 2, rows / heads / 2, cols)).unwrap().transpose(1, 2).unwrap().reshape((rows, cols)).unwrap()
+    #[test]
+    fn permute_interleaves_each_heads_halves_and_unpermute_inverts_it() {
+        let (heads, head_dim, cols) = (3, 8, 5);
+        let w = Tensor::arange(0f32, (heads * head_dim * cols) as f32, &Device::Cpu).unwrap().reshape((heads * head_dim, cols)).unwrap();
+        let rows = permute(&w, heads).unwrap().to_vec2::<f32>().unwrap();
+        let original = w.to_vec2::<f32>().unwrap();
+        // llama.cpp row h·d + 2i + j holds HF row h·d + j·d/2 + i.
+        for h in 0..heads {
+            for i in 0..head_dim / 2 {
+                for j in 0..2 {
+                    assert_eq!(rows[h * head_dim + 2 * i + j], original[h * head_dim + j * head_dim / 2 + i]);
+                }
+            }
+        }
+        let back = unpermute(&permute(&w, heads).unwrap(), heads).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), original);
     }
 
     #[test]
-    fn unpermute_inverts_llama_cpp_permute() {
-        let w = Tensor::arange(0f32, 3.0 * 8.0 * 5.0, &Device::Cpu).unwrap().reshape((24, 5)).unwrap();
-        let back = unpermute(&llama_cpp_permute(&w, 3), 3).unwrap();
-        assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
-        assert_ne!(llama_cpp_permute(&w, 3).to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
-    }
-
-    #[test]
-    fn names_map_to_hf_llama() {
+    fn names_map_to_hf_llama_and_back() {
         assert_eq!(hf_name("blk.7.attn_q.weight").as_deref(), Some("layers.7.self_attn.q_proj.weight"));
         assert_eq!(hf_name("token_embd.weight").as_deref(), Some("embed_tokens.weight"));
         assert_eq!(hf_name("blk.7.unknown.weight"), None);
+        assert_eq!(gguf_name("layers.7.mlp.down_proj.weight").as_deref(), Some("blk.7.ffn_down.weight"));
+        assert_eq!(gguf_name("lm_head.weight").as_deref(), Some("output.weight"));
+        assert_eq!(gguf_name("blk.7.attn_q.weight"), None);
     }
 }
