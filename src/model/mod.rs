@@ -4,6 +4,7 @@
 pub mod adapter_scope;
 pub mod cpu_pool;
 pub mod file;
+pub mod gguf_lora;
 pub mod linear;
 pub mod llama;
 pub mod lora;
