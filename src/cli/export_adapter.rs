@@ -27,10 +27,11 @@ enum ExportFormat {
 }
 
 pub fn run(args: &ExportAdapterArgs) -> Result<()> {
-    let ExportFormat::Gguf = args.format;
     let header = MappedModel::open(&args.model)?.header;
     let adapter = peft::load(&args.adapter, &header)?;
-    let summary = gguf_lora::export(&adapter, &header.llm, &args.out)?;
+    let summary = match args.format {
+        ExportFormat::Gguf => gguf_lora::export(&adapter, &header.llm, &args.out)?,
+    };
     if !summary.skipped.is_empty() {
         eprintln!("note: skipped {} modules outside the LLM (Whisper, projector), which llama.cpp does not run", summary.skipped.len());
     }
