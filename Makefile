@@ -27,11 +27,14 @@ demo: deps model
 	./target/release/kioku ask $(EXAMPLE)
 
 # The whole test suite, on the real weights: Rust tests, then `kioku serve`
-# through real HTTP clients, then kioku beside transformers, PEFT and llama.cpp.
+# through real HTTP clients, then kioku beside transformers, PEFT and llama.cpp
+# (built from its pinned sdist into $(KIOKU_CACHE)/anchors on the first run).
+test: APT_PACKAGES += cmake build-essential
 test: deps model test-venv eco-venv
 	cargo test --no-fail-fast
 	cargo build --bin kioku --example logits
 	$(TEST_PYTHON) -m pytest tests/serve -q
+	bash scripts/build_anchors.sh llama
 	$(ECO_PYTHON) -m pytest tests/ecosystem -q
 
 test-venv: $(VENV)/.installed

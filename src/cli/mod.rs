@@ -7,6 +7,7 @@ mod devices;
 mod eval_align;
 mod eval;
 mod enroll;
+mod export_adapter;
 mod info;
 mod listen;
 mod merge;
@@ -60,6 +61,8 @@ enum Command {
     Enroll(enroll::EnrollArgs),
     /// Serve the assistant over a local OpenAI-compatible HTTP API (chat with audio, transcription).
     Serve(serve::ServeArgs),
+    /// Write an adapter's LLM part in another format: a GGUF LoRA for llama.cpp.
+    ExportAdapter(export_adapter::ExportAdapterArgs),
 }
 
 /// The model file and where to run it.
@@ -115,5 +118,6 @@ pub fn run() -> Result<()> {
         Command::Adapt(args) => adapt::run(&args),
         Command::Enroll(args) => enroll::run(&args),
         Command::Serve(args) => serve::run(args),
+        Command::ExportAdapter(args) => export_adapter::run(&args),
     }
 }

@@ -5,10 +5,11 @@
 
 use super::ImportedLlm;
 use crate::model::file::LLM;
+use crate::model::gguf_layout::{hf_name, rope_heads, unpermute};
 use crate::model::llama::LlamaConfig;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,11 +19,10 @@ pub fn import(path: &Path) -> Result<ImportedLlm> {
     let content = Content::read(&mut file).map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
     let meta = Meta(&content.metadata);
     let arch = meta.string("general.architecture")?;
-    // llama.cpp's converter interleaves q/k rows for `llama` only; `qwen2` keeps
-    // HF's rotate-half layout (NEOX rope) and adds q/k/v biases.
-    let (interleaved, qkv_bias, end_markers): (bool, bool, &[&str]) = match arch.as_str() {
-        "llama" => (true, false, &["<|im_end|>", "<|eot_id|>", "<|end_of_text|>"]),
-        "qwen2" => (false, true, &["<|im_end|>", "<|endoftext|>"]),
+    // `qwen2` adds q/k/v biases, and keeps HF's rotate-half q/k rows (see [`rope_heads`]).
+    let (qkv_bias, end_markers): (bool, &[&str]) = match arch.as_str() {
+        "llama" => (false, &["<|im_end|>", "<|eot_id|>", "<|end_of_text|>"]),
+        "qwen2" => (true, &["<|im_end|>", "<|endoftext|>"]),
         _ => bail!("GGUF architecture `{arch}` is not supported (expected llama or qwen2)"),
     };
     let key = |name: &str| format!("{arch}.{name}");
@@ -68,10 +68,9 @@ pub fn import(path: &Path) -> Result<ImportedLlm> {
             continue;
         }
         let Some(hf) = hf_name(name) else { bail!("unexpected GGUF tensor `{name}`") };
-        let t = match name.strip_prefix("blk.").and_then(|rest| rest.split_once('.')).map(|(_, part)| part) {
-            Some("attn_q.weight") if interleaved => unpermute(&t, heads)?,
-            Some("attn_k.weight") if interleaved => unpermute(&t, kv_heads)?,
-            _ => t,
+        let t = match rope_heads(name, &config) {
+            Some(heads) => unpermute(&t, heads)?,
+            None => t,
         };
         tensors.insert(format!("{LLM}.{hf}"), t);
     }
@@ -81,41 +80,6 @@ pub fn import(path: &Path) -> Result<ImportedLlm> {
 
 /// Llama 3 frequency scaling as llama.cpp stores it: one divisor per rotary frequency.
 const ROPE_FREQS: &str = "rope_freqs.weight";
-
-/// llama.cpp stores q/k rows interleaved per head (pairs); HF and kioku use
-/// two halves. GGUF rows are (heads, head_dim/2, 2); swap to (heads, 2, head_dim/2).
-fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
-    let (rows, cols) = w.dims2()?;
-    Ok(w.reshape((heads, rows / heads / 2, 2, cols))?.transpose(1, 2)?.reshape((rows, cols))?)
-}
-
-fn hf_name(gguf: &str) -> Option<String> {
-    Some(match gguf {
-        "token_embd.weight" => "embed_tokens.weight".into(),
-        "output_norm.weight" => "norm.weight".into(),
-        "output.weight" => "lm_head.weight".into(),
-        _ => {
-            let rest = gguf.strip_prefix("blk.")?;
-            let (layer, part) = rest.split_once('.')?;
-            let hf = match part {
-                "attn_norm.weight" => "input_layernorm.weight",
-                "ffn_norm.weight" => "post_attention_layernorm.weight",
-                "attn_q.weight" => "self_attn.q_proj.weight",
-                "attn_k.weight" => "self_attn.k_proj.weight",
-                "attn_v.weight" => "self_attn.v_proj.weight",
-                "attn_q.bias" => "self_attn.q_proj.bias",
-                "attn_k.bias" => "self_attn.k_proj.bias",
-                "attn_v.bias" => "self_attn.v_proj.bias",
-                "attn_output.weight" => "self_attn.o_proj.weight",
-                "ffn_gate.weight" => "mlp.gate_proj.weight",
-                "ffn_up.weight" => "mlp.up_proj.weight",
-                "ffn_down.weight" => "mlp.down_proj.weight",
-                _ => return None,
-            };
-            format!("layers.{layer}.{hf}")
-        }
-    })
-}
 
 struct Meta<'a>(&'a std::collections::HashMap<String, Value>);
 
@@ -198,30 +162,3 @@ fn split_then_bytes(regex: &str) -> serde_json::Value {
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split: Llama 3's, but digits one at a time.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// llama.cpp's `permute` from its HF -> GGUF converter.
-    fn llama_cpp_permute(w: &Tensor, heads: usize) -> Tensor {
-        let (rows, cols) = w.dims2().unwrap();
-        w.reshape((heads, 2, rows / heads / 2, cols)).unwrap().transpose(1, 2).unwrap().reshape((rows, cols)).unwrap()
-    }
-
-    #[test]
-    fn unpermute_inverts_llama_cpp_permute() {
-        let w = Tensor::arange(0f32, 3.0 * 8.0 * 5.0, &Device::Cpu).unwrap().reshape((24, 5)).unwrap();
-        let back = unpermute(&llama_cpp_permute(&w, 3), 3).unwrap();
-        assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
-        assert_ne!(llama_cpp_permute(&w, 3).to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
-    }
-
-    #[test]
-    fn names_map_to_hf_llama() {
-        assert_eq!(hf_name("blk.7.attn_q.weight").as_deref(), Some("layers.7.self_attn.q_proj.weight"));
-        assert_eq!(hf_name("blk.7.attn_v.bias").as_deref(), Some("layers.7.self_attn.v_proj.bias"));
-        assert_eq!(hf_name("token_embd.weight").as_deref(), Some("embed_tokens.weight"));
-        assert_eq!(hf_name("blk.7.unknown.weight"), None);
-    }
-}

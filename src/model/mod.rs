@@ -4,8 +4,10 @@
 pub mod adapter_scope;
 pub mod cpu_pool;
 pub mod file;
-pub mod linear;
+pub mod gguf_layout;
+pub mod gguf_lora;
 pub mod hf_names;
+pub mod linear;
 pub mod llama;
 pub mod lora;
 pub mod mapped;

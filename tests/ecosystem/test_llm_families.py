@@ -29,7 +29,7 @@ from transformers import (
 from conftest import CACHE, REPO, WHISPER_CT2, kioku_logits, run_kioku
 
 # llama.cpp's HF -> GGUF converter, as vendored in the pinned llama-cpp-python
-# sdist that `make bench-anchors` unpacks.
+# sdist that `scripts/build_anchors.sh llama` unpacks (`make test` runs it).
 LLAMA_CPP = CACHE / "anchors" / "src" / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp"
 TOLERANCE = 1e-4
 SEQ = 64
@@ -187,7 +187,7 @@ def to_gguf(hf_dir, out, pre):
     a sentencepiece `tokenizer.model` first, importing sentencepiece (absent
     from the test venv) before it finds there is none: it is told so directly."""
     if not (LLAMA_CPP / "convert_hf_to_gguf.py").exists():
-        pytest.skip(f"llama.cpp's converter is not unpacked at {LLAMA_CPP} (make bench-anchors)")
+        pytest.fail(f"llama.cpp's converter is not unpacked at {LLAMA_CPP}: run `bash scripts/build_anchors.sh llama`")
     code = (
         "import runpy, sys\n"
         "from conversion import base\n"
