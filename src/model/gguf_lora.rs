@@ -103,8 +103,10 @@ mod tests {
             rms_norm_eps: 1e-5,
             rope_theta: 10_000.0,
             rope_scaling: None,
+            rope_freq_factors: None,
             max_position_embeddings: 64,
             tie_word_embeddings: true,
+            qkv_bias: false,
             bos_token_id: None,
             eos_token_ids: vec![2],
         }
@@ -173,6 +175,19 @@ mod tests {
         }
         assert_eq!(tensors["blk.0.attn_v.weight.lora_a"], rows(&v.a));
         assert_eq!(tensors["blk.0.attn_v.weight.lora_b"], rows(&v.b));
+    }
+
+    /// llama.cpp's converter keeps Qwen2's q/k rows in Hugging Face's order.
+    #[test]
+    fn a_qwen2_adapter_keeps_its_rows_and_names_its_architecture() {
+        let llm = LlamaConfig { qkv_bias: true, ..config() };
+        let q = pair(8, 8, 0.0);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("adapter.gguf");
+        export(&adapter(&[("llm.layers.0.self_attn.q_proj", q.clone())]), &llm, &out).unwrap();
+        let (content, tensors) = read_back(&out);
+        assert_eq!(content.metadata["general.architecture"].to_string().unwrap(), "qwen2");
+        assert_eq!(tensors["blk.0.attn_q.weight.lora_b"], q.b.to_vec2::<f32>().unwrap());
     }
 
     #[test]
