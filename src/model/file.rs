@@ -222,8 +222,31 @@ pub fn write_encoded(path: &Path, header: &ModelHeader, tensors: Vec<(String, En
     }
     crate::atomic::replace_with(path, |tmp| {
         safetensors::serialize_to_file(stored.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata), tmp)?;
-        Ok(())
+        sort_header(tmp)
     })
+}
+
+/// Rewrites the JSON header of the safetensors file at `path` with its keys
+/// sorted. safetensors writes the metadata map in hash order, which differs
+/// from run to run; sorted, the same tensors and header give the same bytes.
+/// The header keeps its length (same entries, other order), so the data stays put.
+fn sort_header(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)?;
+    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
+    file.read_exact(&mut header)?;
+    // serde_json's maps are BTreeMaps (no `preserve_order`): parsing sorts the keys.
+    let value: serde_json::Value = serde_json::from_slice(&header)?;
+    let mut sorted = serde_json::to_vec(&value)?;
+    if sorted.len() > header.len() {
+        bail!("the sorted safetensors header is longer than the one written");
+    }
+    sorted.resize(header.len(), b' ');
+    file.seek(SeekFrom::Start(8))?;
+    file.write_all(&sorted)?;
+    Ok(())
 }
 
 /// The block formats kioku stores, by the names used in the file.
