@@ -1,21 +1,30 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::ProgressBar;
-use kioku::import::{pack, PackOptions};
+use kioku::import::random::RandomShapes;
+use kioku::import::{pack, PackOptions, PackSource};
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Args)]
 pub struct PackArgs {
     /// Whisper checkpoint: a CTranslate2 directory (model.bin) or a Hugging Face directory.
-    #[arg(long)]
-    whisper: PathBuf,
+    #[arg(long, required_unless_present = "random_shapes")]
+    whisper: Option<PathBuf>,
     /// LLM checkpoint: a GGUF file or a Hugging Face directory (Llama family: Llama, SmolLM2, Qwen2).
-    #[arg(long)]
-    llm: PathBuf,
+    #[arg(long, required_unless_present = "random_shapes")]
+    llm: Option<PathBuf>,
     /// Trained projector (safetensors) to include for end-to-end answers.
     #[arg(long)]
     projector: Option<PathBuf>,
+    /// Instead of checkpoints, seeded random weights with the default model's
+    /// shapes (`default`) or small ones (`tiny`), and made-up tokenizers: for
+    /// speed and parity checks without downloads.
+    #[arg(long, value_name = "SHAPES", conflicts_with_all = ["whisper", "llm", "projector"])]
+    random_shapes: Option<RandomShapes>,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0, requires = "random_shapes")]
+    seed: u64,
     /// Storage dtype of the weights.
     #[arg(long, default_value = "f16")]
     dtype: String,
@@ -40,10 +49,15 @@ pub fn run(args: &PackArgs) -> Result<()> {
     };
     let spinner = ProgressBar::new_spinner().with_message(format!("packing {}", args.output.display()));
     spinner.enable_steady_tick(Duration::from_millis(120));
+    let source = match (args.random_shapes, &args.whisper, &args.llm) {
+        (Some(shapes), _, _) => PackSource::Random { shapes, seed: args.seed },
+        (None, Some(whisper), Some(llm)) => {
+            PackSource::Checkpoints { whisper: whisper.clone(), llm: llm.clone(), projector: args.projector.clone() }
+        }
+        _ => bail!("give --whisper and --llm, or --random-shapes"),
+    };
     let header = pack(&PackOptions {
-        whisper: args.whisper.clone(),
-        llm: args.llm.clone(),
-        projector: args.projector.clone(),
+        source,
         dtype,
         quantize,
         output: args.output.clone(),

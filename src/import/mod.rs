@@ -4,6 +4,8 @@
 pub mod ctranslate2;
 pub mod gguf;
 pub mod hf;
+pub mod random;
+pub mod synthetic_tokenizer;
 
 use crate::audio::{mel::HOP_LENGTH, MelExtractor};
 use crate::model::file::{self, ModelHeader, Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY};
@@ -46,9 +48,14 @@ pub fn import_whisper(src: &Path) -> Result<ImportedWhisper> {
     } else {
         hf::import_whisper(src)?
     };
-    let silence = silence_context(&whisper)?;
-    whisper.tensors.insert(format!("{ASR_DECODER}.{SILENCE_CONTEXT}"), silence);
+    add_silence_context(&mut whisper)?;
     Ok(whisper)
+}
+
+fn add_silence_context(whisper: &mut ImportedWhisper) -> Result<()> {
+    let silence = silence_context(whisper)?;
+    whisper.tensors.insert(format!("{ASR_DECODER}.{SILENCE_CONTEXT}"), silence);
+    Ok(())
 }
 
 /// The encoder's output for 30 s of silence, which the ASR decoder uses to
@@ -94,11 +101,20 @@ fn provenance_for(component: &str, src: &Path) -> Provenance {
     p
 }
 
+/// What a model file is packed from.
+pub enum PackSource {
+    Checkpoints {
+        whisper: PathBuf,
+        llm: PathBuf,
+        /// A safetensors file with `projector.*` tensors and a `projector.config` metadata entry.
+        projector: Option<PathBuf>,
+    },
+    /// Seeded random weights in the shapes given (see [`random`]).
+    Random { shapes: random::RandomShapes, seed: u64 },
+}
+
 pub struct PackOptions {
-    pub whisper: PathBuf,
-    pub llm: PathBuf,
-    /// A safetensors file with `projector.*` tensors and a `projector.config` metadata entry.
-    pub projector: Option<PathBuf>,
+    pub source: PackSource,
     pub dtype: DType,
     /// Block format for the matrices read once per decoded token (None: dense).
     pub quantize: Option<GgmlDType>,
@@ -113,12 +129,40 @@ fn is_decode_matrix(name: &str) -> bool {
     llm_projection || name == format!("{LLM}.lm_head.weight") || name == format!("{ASR_DECODER}.proj_out.weight")
 }
 
-/// Imports both components (and the projector), checks that they fit together,
-/// and writes one merged model file atomically.
+/// Imports both components (and the projector), or makes them up from a
+/// seed, checks that they fit together, and writes one merged model file atomically.
 pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
-    let whisper = import_whisper(&opts.whisper).with_context(|| format!("cannot import Whisper from {}", opts.whisper.display()))?;
-    let llm = import_llm(&opts.llm).with_context(|| format!("cannot import the LLM from {}", opts.llm.display()))?;
-    let mut provenance = vec![provenance_for("whisper", &opts.whisper), provenance_for("llm", &opts.llm)];
+    match &opts.source {
+        PackSource::Checkpoints { whisper, llm, projector } => {
+            let imported_whisper = import_whisper(whisper).with_context(|| format!("cannot import Whisper from {}", whisper.display()))?;
+            let imported_llm = import_llm(llm).with_context(|| format!("cannot import the LLM from {}", llm.display()))?;
+            let mut provenance = vec![provenance_for("whisper", whisper), provenance_for("llm", llm)];
+            let projector = match projector {
+                Some(path) => {
+                    provenance.push(provenance_for("projector", path));
+                    Some((read_projector(path)?, path.display().to_string()))
+                }
+                None => None,
+            };
+            write_packed(opts, imported_whisper, imported_llm, projector, provenance)
+        }
+        PackSource::Random { shapes, seed } => {
+            let mut model = random::random_model(*shapes, *seed)?;
+            add_silence_context(&mut model.whisper)?;
+            let projector = Some((model.projector, format!("random {shapes:?} projector")));
+            write_packed(opts, model.whisper, model.llm, projector, model.provenance)
+        }
+    }
+}
+
+/// Writes the components as one model file; `projector` comes with a name for errors.
+fn write_packed(
+    opts: &PackOptions,
+    whisper: ImportedWhisper,
+    llm: ImportedLlm,
+    projector: Option<(ProjectorFile, String)>,
+    provenance: Vec<Provenance>,
+) -> Result<ModelHeader> {
     let mut tensors = whisper.tensors;
     if opts.quantize.is_some() {
         // Tied heads get their own quantized copy; lookups keep the dense tables.
@@ -130,18 +174,16 @@ pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
     }
     tensors.extend(llm.tensors);
     let mut speech_lora = None;
-    let projector = match &opts.projector {
-        Some(path) => {
-            let ProjectorFile { config, speech_lora: speech, tensors: projector_tensors } = read_projector(path)?;
+    let projector = match projector {
+        Some((ProjectorFile { config, speech_lora: speech, tensors: projector_tensors }, name)) => {
             speech_lora = speech;
             if config.input_dim != whisper.config.d_model || config.output_dim != llm.config.hidden_size {
                 bail!(
-                    "projector {} maps {} -> {}, but these models need {} -> {}",
-                    path.display(), config.input_dim, config.output_dim, whisper.config.d_model, llm.config.hidden_size
+                    "projector {name} maps {} -> {}, but these models need {} -> {}",
+                    config.input_dim, config.output_dim, whisper.config.d_model, llm.config.hidden_size
                 );
             }
             tensors.extend(projector_tensors);
-            provenance.push(provenance_for("projector", path));
             Some(config)
         }
         None => None,
