@@ -21,5 +21,6 @@ pub mod home;
 pub mod import;
 pub mod listen;
 pub mod model;
+pub mod parity;
 pub mod server;
 pub mod train;
