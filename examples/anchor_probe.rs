@@ -4,7 +4,7 @@
 //! reference runs, so every figure here is a first run in a new process, as
 //! theirs are.
 //!
-//!   cargo run --release --example anchor_probe -- MODEL WAV [--prefill 64,128,512] [--depths 0,512] [--decode 128]
+//!   cargo run --release --example anchor_probe -- MODEL WAV [--prefill 64,128,512] [--depths 0,512] [--decode 128] [--device cpu|cuda|metal]
 //!
 //! A depth of 0 in --depths stands for the example question's chat prompt
 //! (its length is printed as `chat_prompt_tokens`). Threads: RAYON_NUM_THREADS.
@@ -13,7 +13,7 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, D};
-use kioku::assistant::{load_audio_16k, Assistant};
+use kioku::assistant::{load_audio_16k, Assistant, Mode};
 use kioku::generation::{ChatTemplate, SamplingOptions};
 use kioku::model::file::{MappedModel, ASR_DECODER, ENCODER, LLM};
 use kioku::model::llama::Llama;
@@ -44,11 +44,12 @@ struct Args {
     prefill: Vec<usize>,
     depths: Vec<usize>,
     decode: usize,
+    device: String,
 }
 
 fn parse_args() -> Result<Args> {
     let mut positional = Vec::new();
-    let (mut prefill, mut depths, mut decode) = (vec![64, 128, 512], vec![0, 512], 128);
+    let (mut prefill, mut depths, mut decode, mut device) = (vec![64, 128, 512], vec![0, 512], 128, "cpu".to_string());
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
@@ -56,11 +57,12 @@ fn parse_args() -> Result<Args> {
             "--prefill" => prefill = list(&value()?)?,
             "--depths" => depths = list(&value()?)?,
             "--decode" => decode = value()?.parse()?,
+            "--device" => device = value()?,
             _ => positional.push(PathBuf::from(&a)),
         }
     }
-    let [model, wav] = <[PathBuf; 2]>::try_from(positional).ok().context("usage: anchor_probe MODEL WAV [--prefill N,..] [--depths N,..] [--decode N]")?;
-    Ok(Args { model, wav, prefill, depths, decode })
+    let [model, wav] = <[PathBuf; 2]>::try_from(positional).ok().context("usage: anchor_probe MODEL WAV [--prefill N,..] [--depths N,..] [--decode N] [--device D]")?;
+    Ok(Args { model, wav, prefill, depths, decode, device })
 }
 
 /// The LLM alone, as llama.cpp loads it: map the file, build the model, parse its tokenizer.
@@ -109,7 +111,7 @@ fn prefill_then_decode(llm: &Llama, ids: &[u32], n: usize, device: &Device) -> R
 
 fn main() -> Result<()> {
     let args = parse_args()?;
-    let device = Device::Cpu;
+    let device = kioku::device::parse_device(&args.device)?;
     let samples = load_audio_16k(&args.wav)?;
 
     // Whole file (Whisper + LLM + both tokenizers), as `kioku ask` loads it.
@@ -131,6 +133,16 @@ fn main() -> Result<()> {
     let chat_prompt = ChatTemplate::new(&assistant.header().chat_template)?.render(None, &transcript)?;
     let answer = assistant.ask_text(&transcript, &SamplingOptions { max_tokens: 1, ..Default::default() }, &mut |_| {})?;
     let chat_prompt_tokens = answer.prompt_tokens;
+    // End of audio -> first answer token, each way of answering (warm).
+    let one_token = SamplingOptions { max_tokens: 1, ..Default::default() };
+    let mut first_token = BTreeMap::new();
+    for (name, mode) in [("cascade", Mode::Cascade), ("e2e", Mode::E2e)] {
+        if mode == Mode::E2e && !assistant.has_projector() {
+            continue;
+        }
+        let answer = assistant.ask_audio(&samples, mode, &one_token, &mut |_| {})?;
+        first_token.insert(name, answer.timings_ms.first_token);
+    }
     // Encoder frames kioku computes for the clip (whisper.cpp's -ac to match).
     let encoder_frames = assistant.encode_audio(&samples)?.dim(1)?;
     drop(assistant);
@@ -168,6 +180,7 @@ fn main() -> Result<()> {
         "whisper_load_ms": whisper_load_ms,
         "whisper_cold": { "mel_ms": cold.mel, "encoder_ms": cold.encoder, "decode_ms": cold.asr_decode, "total_ms": cold.total },
         "whisper_warm": { "mel_ms": warm.mel, "encoder_ms": warm.encoder, "decode_ms": warm.asr_decode, "total_ms": warm.total },
+        "first_token_ms": first_token,
         "prefill": prefill,
         "decode_tokens": args.decode,
         "decode": decode,
