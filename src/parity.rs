@@ -3,7 +3,9 @@
 //! attention and LoRA terms, the speech-adapter gate) compute what the plain
 //! f32 tensor ops compute. The reference always runs on the CPU with every
 //! weight dense and `Path::Trainable`; the candidate runs on `device` as
-//! kioku serves (its default dtype, `Path::Fast`, stored blocks).
+//! kioku serves (its default dtype, `Path::Fast`, stored blocks). Both read
+//! the same stored values (the reference dequantizes the q8 blocks), so what
+//! differs is the arithmetic alone.
 
 use crate::audio::MelExtractor;
 use crate::device::default_dtype;
@@ -124,7 +126,7 @@ impl Side {
                 None => self.llm.embed(&self.ids(ids)?)?,
             };
             let hidden = self.llm.forward_embeds(&embeds, Some(&mut cache), self.path)?;
-            Ok(self.llm.logits(&hidden.narrow(1, hidden.dim(1)? - 1, 1)?)?)
+            self.llm.logits(&hidden.narrow(1, hidden.dim(1)? - 1, 1)?)
         })
     }
 
