@@ -18,7 +18,7 @@ TEST_PYTHON := $(VENV)/bin/python
 ECO_VENV := $(KIOKU_CACHE)/ecosystem-venv
 ECO_PYTHON := $(ECO_VENV)/bin/python
 
-.PHONY: demo test test-venv eco-venv model model-base deps fetch install bench bench-serve bench-anchors clean-model
+.PHONY: demo test test-venv eco-venv model model-base deps fetch install bench bench-serve bench-anchors build-cuda clean-model
 
 # Answer the example spoken question with the default model.
 demo: PROFILE := release
@@ -111,6 +111,16 @@ bench-anchors: deps model
 	cargo build --release --bin kioku --example anchor_probe
 	bash scripts/build_anchors.sh
 	python3 scripts/bench_anchors.py
+
+# kioku and the parity example for NVIDIA GPUs, in their own target directory
+# so the CPU build is untouched. Needs no GPU and no system CUDA toolkit: the
+# CUDA 13.0 compiler and libraries come from NVIDIA's PyPI wheels (about 1 GiB
+# in $(KIOKU_CACHE)/cuda). CUDA_COMPUTE_CAP picks the GPU generation: 90
+# (Hopper, the default), 89 (Ada), 86 or 80 (Ampere).
+CUDA_TARGET_DIR ?= target/cuda
+build-cuda:
+	source scripts/cuda-toolchain.sh $(KIOKU_CACHE)/cuda && \
+		cargo build --release --features cuda --target-dir $(CUDA_TARGET_DIR) --bin kioku --example parity --example anchor_probe
 
 clean-model:
 	rm -f $(MODEL)
