@@ -7,6 +7,11 @@
 #
 #   bash scripts/gpu-check.sh [BIN_DIR]     # BIN_DIR: target/cuda/release
 #
+# The three binaries are 168 MB stripped; to carry them, pack them here
+#   (cd target/cuda/release && strip kioku examples/parity examples/anchor_probe &&
+#    tar cJf ../../../cuda-bins.tar.xz kioku examples/parity examples/anchor_probe)   # 24 MB
+# and unpack there with `mkdir -p bin && tar xJf cuda-bins.tar.xz -C bin`, BIN_DIR=bin.
+#
 # A dry run of every step on a CPU build, here: DEVICE=cpu SHAPES=tiny
 # bash scripts/gpu-check.sh target/debug (SHAPES: the model of the speed and
 # adaptation runs).
