@@ -346,3 +346,25 @@ fn ask_applies_adapters_given_on_the_command_line() {
     let err = stderr(&out);
     assert!(err.starts_with("error: cannot load adapter") && err.trim().lines().count() == 1, "{err}");
 }
+
+#[test]
+fn export_adapter_refuses_bad_input_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    let one_line_error = |args: &[&str]| {
+        let run = kioku(args);
+        assert!(!run.status.success());
+        let err = stderr(&run);
+        assert!(err.starts_with("error: ") && err.trim().lines().count() == 1, "{err}");
+        err
+    };
+    let missing = dir.path().join("nobody");
+    let err = one_line_error(&["export-adapter", missing.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(err.contains("cannot load adapter"), "{err}");
+
+    let whisper_only = dir.path().join("whisper-only");
+    peft::save(&random_adapter("encoder.layers.0.fc1", (384, 1536)), &whisper_only, &header(), MODEL_NAME).unwrap();
+    let err = one_line_error(&["export-adapter", whisper_only.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(err.contains("no LLM module"), "{err}");
+    assert!(!out.exists(), "a refused export writes nothing");
+}
