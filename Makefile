@@ -9,6 +9,7 @@ EXAMPLE := examples/what-is-the-capital-of-france.wav
 # Cargo profile the model is packed with: the one the goal builds anyway.
 PROFILE ?= dev
 GGUF := $(KIOKU_CACHE)/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+SILERO := $(KIOKU_CACHE)/silero-vad
 
 # Python clients for the server tests (the official openai package, pinned).
 VENV := $(KIOKU_CACHE)/venv
@@ -54,15 +55,15 @@ model: $(MODEL)
 # Re-packed when the importers or the file format change.
 PACK_INPUTS := models/sources.json scripts/fetch_models.py $(wildcard src/import/*.rs) src/model/file.rs
 $(MODEL): $(PACK_INPUTS) $(PROJECTOR)
-	python3 scripts/fetch_models.py whisper-tiny.en smollm2-135m-instruct
+	python3 scripts/fetch_models.py whisper-tiny.en smollm2-135m-instruct silero-vad
 	cargo run --quiet --profile $(PROFILE) -- pack --whisper $(KIOKU_CACHE)/whisper-tiny.en --llm $(GGUF) \
-		$(if $(PROJECTOR),--projector $(PROJECTOR)) -o $@
+		$(if $(PROJECTOR),--projector $(PROJECTOR)) --vad $(SILERO) -o $@
 
 # The larger, multilingual Whisper base with the same LLM.
 model-base: models/kioku-base.safetensors
 models/kioku-base.safetensors: $(PACK_INPUTS)
-	python3 scripts/fetch_models.py whisper-base smollm2-135m-instruct
-	cargo run --quiet --profile $(PROFILE) -- pack --whisper $(KIOKU_CACHE)/whisper-base --llm $(GGUF) -o $@
+	python3 scripts/fetch_models.py whisper-base smollm2-135m-instruct silero-vad
+	cargo run --quiet --profile $(PROFILE) -- pack --whisper $(KIOKU_CACHE)/whisper-base --llm $(GGUF) --vad $(SILERO) -o $@
 
 # Puts kioku on the PATH and the default model where kioku looks when run
 # outside this checkout (see src/home.rs). The model is copied beside its
@@ -80,7 +81,7 @@ install: deps model
 	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "add $(PREFIX)/bin to your PATH";; esac
 
 fetch:
-	python3 scripts/fetch_models.py whisper-tiny.en smollm2-135m-instruct
+	python3 scripts/fetch_models.py whisper-tiny.en smollm2-135m-instruct silero-vad
 
 # Installs the system packages kioku's build and tests need, if any is missing.
 deps:

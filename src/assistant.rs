@@ -6,12 +6,13 @@ use crate::audio::mel::HOP_LENGTH;
 use crate::audio::MelExtractor;
 use crate::generation::{ChatMessage, ChatTemplate, Sampler, SamplingOptions, StopFilter, TokenStream};
 use crate::model::adapter_scope::{self, ActiveAdapter, AdapterScope, ScopedAdapter};
-use crate::model::file::{take_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
+use crate::model::file::{take_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR, VAD};
 use crate::model::llama::{Llama, LlamaCache};
 use crate::model::lora::{Adapter, LinearShapes};
 use crate::model::ops::Path as OpsPath;
 use crate::model::peft::{self, AdapterSpec};
 use crate::model::projector::Projector;
+use crate::model::silero::SileroVad;
 use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -141,6 +142,8 @@ pub struct Assistant {
     /// What per-call adapters are checked against.
     linear_shapes: LinearShapes,
     mel: MelExtractor,
+    /// Silero VAD, when the model file has one: shared with the threads that listen.
+    vad: Option<Arc<SileroVad>>,
     device: Device,
     load_ms: f64,
 }
@@ -198,6 +201,8 @@ impl Assistant {
             let llm = Llama::load(&weights.pp(LLM), &header.llm).with_context(describe)?;
             let projector =
                 header.projector.as_ref().map(|cfg| Projector::load(&weights.pp(PROJECTOR), cfg)).transpose().with_context(describe)?;
+            let vad_weights = weights.pp(VAD);
+            let vad = if vad_weights.contains("stft_conv.weight") { Some(Arc::new(SileroVad::load(&vad_weights).with_context(describe)?)) } else { None };
             weights.ensure_all_claimed().with_context(describe)?;
             lora.ensure_all_attached()?;
             let linear_shapes = lora.linear_shapes();
@@ -222,6 +227,7 @@ impl Assistant {
                 speech_adapter,
                 linear_shapes,
                 mel: MelExtractor::new(header.whisper.n_mels),
+                vad,
                 header: header.clone(),
                 device: device.clone(),
                 load_ms: ms_since(start),
@@ -235,6 +241,11 @@ impl Assistant {
 
     pub fn has_projector(&self) -> bool {
         self.projector.is_some()
+    }
+
+    /// The model file's voice activity detector, if it has one.
+    pub fn vad(&self) -> Option<&Arc<SileroVad>> {
+        self.vad.as_ref()
     }
 
     pub fn llm_tokenizer(&self) -> &Tokenizer {

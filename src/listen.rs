@@ -2,6 +2,7 @@
 //! activity or push-to-talk) -> utterances -> answers. Answers come from a thread of their own, fed
 //! by a channel, so inference never holds up capture.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -12,8 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use serde::Serialize;
 
-use crate::assistant::{Assistant, Mode};
+use crate::assistant::{Assistant, Mode, Question, Request};
+use crate::audio::vad::{Boundary, EnergyDetector, FrameDetector};
 use crate::audio::{read_wav, Resampler16k, Speech, Vad, VadConfig, SAMPLE_RATE};
+use crate::model::silero::SileroDetector;
 use crate::generation::SamplingOptions;
 
 /// Mono audio at its native rate, chunk by chunk.
@@ -100,11 +103,35 @@ impl AudioSource for crate::audio::capture::Microphone {
     }
 }
 
+/// What judges whether a frame is speech.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detector {
+    /// Silero VAD's speech probability (needs a model file with `vad.*`).
+    Silero,
+    /// Energy and voicing: needs no model.
+    Energy,
+}
+
+impl Detector {
+    /// Silero when the model file has it, else energy.
+    pub fn best_for(assistant: &Assistant) -> Self {
+        if assistant.vad().is_some() { Self::Silero } else { Self::Energy }
+    }
+
+    /// The endpointer's defaults for this detector.
+    pub fn default_config(self) -> VadConfig {
+        match self {
+            Self::Silero => VadConfig::for_probability(),
+            Self::Energy => VadConfig::default(),
+        }
+    }
+}
+
 /// How utterances are cut from the stream.
 #[derive(Debug, Clone)]
 pub enum Endpointing {
     /// Voice activity detection.
-    Voice(VadConfig),
+    Voice(VadConfig, Detector),
     /// An utterance lasts while `talking` is set (e.g. Enter to start, Enter to stop), cut at
     /// `max_utterance_s` like spoken ones.
     PushToTalk { talking: Arc<AtomicBool>, max_utterance_s: f32 },
@@ -114,7 +141,7 @@ impl Endpointing {
     /// Fails with a one-line message when a setting is out of range.
     pub fn check(&self) -> Result<()> {
         match self {
-            Self::Voice(config) => config.check(),
+            Self::Voice(config, _) => config.check(),
             Self::PushToTalk { max_utterance_s, .. } => {
                 ensure!(*max_utterance_s > 0.0, "the maximum utterance length must be above 0 s, got {max_utterance_s}");
                 Ok(())
@@ -165,6 +192,15 @@ struct Queued {
     ended_at: Option<Instant>,
 }
 
+/// What capture tells inference.
+enum Heard {
+    /// Speech paused: the utterance so far, to start answering before the end is certain.
+    Paused(Queued),
+    /// The pause was not the end: drop the early answer.
+    Resumed,
+    Ended(Queued),
+}
+
 /// Listens to `source` until it ends (or fails), answering every utterance. Returns once every
 /// utterance heard has been answered; a source error (a lost device) is returned after that.
 pub fn listen(
@@ -173,13 +209,13 @@ pub fn listen(
     options: &ListenOptions,
     on_event: impl FnMut(Event<'_>) + Send,
 ) -> Result<()> {
-    let mut segmenter = Segmenter::new(&options.endpointing)?;
+    let mut segmenter = Segmenter::new(&options.endpointing, assistant)?;
     let mut resampler = Resampler16k::new(source.sample_rate())?;
     let handler = Mutex::new(on_event);
     let emit = |event: Event<'_>| (handler.lock().unwrap_or_else(PoisonError::into_inner))(event);
-    let (queue, utterances) = channel();
+    let (queue, heard) = channel();
     thread::scope(|scope| {
-        let answering = scope.spawn(|| answer_all(assistant, options, utterances, &emit));
+        let answering = scope.spawn(|| answer_all(assistant, options, heard, &emit));
         let captured = capture(source, &mut segmenter, &mut resampler, queue, &emit);
         if let Err(panic) = answering.join() {
             std::panic::resume_unwind(panic);
@@ -192,23 +228,30 @@ fn capture(
     source: &mut dyn AudioSource,
     segmenter: &mut Segmenter,
     resampler: &mut Resampler16k,
-    queue: Sender<Queued>,
+    queue: Sender<Heard>,
     emit: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<()> {
     let (rate, realtime) = (f64::from(source.sample_rate()), source.is_realtime());
     let (mut samples_in, mut dropped) = (0usize, 0);
     // Sending fails only if the inference thread died; its join reports why.
-    let send = |speeches: Vec<Speech>, stream_s: f64, arrived: Instant| {
-        for speech in speeches {
+    let send = |boundaries: Vec<Boundary>, stream_s: f64, arrived: Instant| {
+        let queued = |speech: Speech| {
             let behind = Duration::from_secs_f64((stream_s - speech.end_s).max(0.0));
             let ended_at = if realtime { arrived.checked_sub(behind) } else { None };
-            let _ = queue.send(Queued { speech, ended_at });
+            Queued { speech, ended_at }
+        };
+        for boundary in boundaries {
+            let _ = queue.send(match boundary {
+                Boundary::Paused(speech) => Heard::Paused(queued(speech)),
+                Boundary::Resumed => Heard::Resumed,
+                Boundary::Ended(speech) => Heard::Ended(queued(speech)),
+            });
         }
     };
     while let Some((chunk, arrived)) = source.next_chunk()? {
         samples_in += chunk.len();
         let audio = resampler.process(&chunk);
-        let done = segmenter.push(&audio);
+        let done = segmenter.push(&audio)?;
         if !audio.is_empty() {
             emit(Event::Level { level_db: level_db(&audio), speaking: segmenter.in_speech() });
         }
@@ -218,37 +261,127 @@ fn capture(
             emit(Event::Dropped(dropped));
         }
     }
-    let mut done = segmenter.push(&resampler.flush());
-    done.extend(segmenter.finish());
+    let mut done = segmenter.push(&resampler.flush())?;
+    done.extend(segmenter.finish().map(Boundary::Ended));
     send(done, samples_in as f64 / rate, Instant::now());
     Ok(())
 }
 
-fn answer_all(assistant: &Assistant, options: &ListenOptions, utterances: Receiver<Queued>, emit: &(dyn Fn(Event<'_>) + Sync)) {
+fn answer_all(assistant: &Assistant, options: &ListenOptions, heard: Receiver<Heard>, emit: &(dyn Fn(Event<'_>) + Sync)) {
     // Before anyone speaks: otherwise the first reply pays for building the prompt prefix.
     if let Err(e) = assistant.warm_up() {
         emit(Event::Failed { start_s: 0.0, end_s: 0.0, error: &e });
     }
-    for Queued { speech, ended_at } in utterances {
-        let taken = Instant::now();
-        let (start_s, end_s) = (speech.start_s, speech.end_s);
-        emit(Event::Answering { start_s, end_s });
-        let answered = assistant.ask_audio(&speech.samples, options.mode, &options.sampling, &mut |text| emit(Event::AnswerText(text)));
-        match answered {
-            Ok(answer) => {
-                let waited_ms = ended_at.map_or(0.0, |t| taken.duration_since(t).as_secs_f64() * 1e3);
-                let reply = Reply {
-                    start_s,
-                    end_s,
-                    transcript: answer.transcript,
-                    answer: answer.answer,
-                    latency_ms: waited_ms + answer.timings_ms.first_token,
-                };
-                emit(Event::Answered(&reply));
-            }
-            Err(error) => emit(Event::Failed { start_s, end_s, error: &error }),
+    // Messages read while an early answer was worked out, not handled yet.
+    let mut backlog = VecDeque::new();
+    while let Some(next) = backlog.pop_front().or_else(|| heard.recv().ok()) {
+        match next {
+            Heard::Resumed => {}
+            Heard::Ended(queued) => answer_now(assistant, options, queued, emit),
+            Heard::Paused(queued) => answer_early(assistant, options, queued, &heard, &mut backlog, emit),
         }
     }
+}
+
+/// Answers an utterance that has ended, streaming the answer as it comes.
+fn answer_now(assistant: &Assistant, options: &ListenOptions, Queued { speech, ended_at }: Queued, emit: &(dyn Fn(Event<'_>) + Sync)) {
+    let taken = Instant::now();
+    let (start_s, end_s) = (speech.start_s, speech.end_s);
+    emit(Event::Answering { start_s, end_s });
+    let answered = assistant.ask_audio(&speech.samples, options.mode, &options.sampling, &mut |text| emit(Event::AnswerText(text)));
+    match answered {
+        Ok(answer) => {
+            let waited_ms = ended_at.map_or(0.0, |t| ms_between(t, taken));
+            let latency_ms = waited_ms + answer.timings_ms.first_token;
+            emit(Event::Answered(&Reply { start_s, end_s, transcript: answer.transcript, answer: answer.answer, latency_ms }));
+        }
+        Err(error) => emit(Event::Failed { start_s, end_s, error: &error }),
+    }
+}
+
+/// What became of an utterance answered at a pause.
+enum Fate {
+    /// Capture has not said yet.
+    Open,
+    /// It ended at that pause (when this thread learnt it): the answer goes out.
+    Ended(Queued, Instant),
+    /// Speech resumed: the answer was for half a question.
+    Resumed,
+}
+
+impl Fate {
+    /// Takes capture's next message: the first end or resumption decides; the rest is for later.
+    fn hear(&mut self, message: Heard, backlog: &mut VecDeque<Heard>) {
+        match (&self, message) {
+            (Fate::Open, Heard::Ended(queued)) => *self = Fate::Ended(queued, Instant::now()),
+            (Fate::Open, Heard::Resumed) => *self = Fate::Resumed,
+            (_, later) => backlog.push_back(later),
+        }
+    }
+}
+
+/// Starts answering the utterance heard up to a pause, so that the answer is ready when the
+/// hangover confirms the end. Nothing is shown before then. If speech resumes instead, the answer
+/// is cancelled and dropped, and the whole utterance is answered when it ends. A paused
+/// utterance's audio is the start of the ended one's, with the same speech in it.
+fn answer_early(
+    assistant: &Assistant,
+    options: &ListenOptions,
+    paused: Queued,
+    heard: &Receiver<Heard>,
+    backlog: &mut VecDeque<Heard>,
+    emit: &(dyn Fn(Event<'_>) + Sync),
+) {
+    let cancel = AtomicBool::new(false);
+    let (mut fate, mut held, mut first_token_at, mut shown) = (Fate::Open, String::new(), None, false);
+    let (start_s, end_s) = (paused.speech.start_s, paused.speech.end_s);
+    let question = Question::Audio { samples: &paused.speech.samples, mode: options.mode, instruction: None };
+    let request = Request { cancel: Some(&cancel), ..Request::new(question, options.sampling.clone()) };
+    let answered = assistant.respond(&request, &mut |text| {
+        first_token_at.get_or_insert_with(Instant::now);
+        while matches!(fate, Fate::Open) {
+            let Ok(message) = heard.try_recv() else { break };
+            fate.hear(message, backlog);
+        }
+        match fate {
+            Fate::Open => held.push_str(text),
+            Fate::Resumed => cancel.store(true, Ordering::Relaxed),
+            Fate::Ended(..) => {
+                if !std::mem::replace(&mut shown, true) {
+                    emit(Event::Answering { start_s, end_s });
+                    if !held.is_empty() {
+                        emit(Event::AnswerText(&std::mem::take(&mut held)));
+                    }
+                }
+                emit(Event::AnswerText(text));
+            }
+        }
+    });
+    while matches!(fate, Fate::Open) {
+        // Capture gone without an end (a lost device): nobody is waiting for this answer.
+        let Ok(message) = heard.recv() else { return };
+        fate.hear(message, backlog);
+    }
+    let Fate::Ended(Queued { ended_at, .. }, confirmed_at) = fate else { return };
+    if !shown {
+        emit(Event::Answering { start_s, end_s });
+        if !held.is_empty() {
+            emit(Event::AnswerText(&held));
+        }
+    }
+    match answered {
+        Ok(answer) => {
+            // The first token is seen when it exists and the end is confirmed, whichever is later.
+            let seen_at = first_token_at.map_or(confirmed_at, |t| t.max(confirmed_at));
+            let latency_ms = ms_between(ended_at.unwrap_or(confirmed_at), seen_at);
+            emit(Event::Answered(&Reply { start_s, end_s, transcript: answer.transcript, answer: answer.answer, latency_ms }));
+        }
+        Err(error) => emit(Event::Failed { start_s, end_s, error: &error }),
+    }
+}
+
+fn ms_between(from: Instant, to: Instant) -> f64 {
+    to.saturating_duration_since(from).as_secs_f64() * 1e3
 }
 
 /// Energy of a stretch of audio in dBFS.
@@ -270,10 +403,19 @@ enum Segmenter {
 }
 
 impl Segmenter {
-    fn new(endpointing: &Endpointing) -> Result<Self> {
+    fn new(endpointing: &Endpointing, assistant: &Assistant) -> Result<Self> {
         endpointing.check()?;
         Ok(match endpointing {
-            Endpointing::Voice(config) => Self::Voice(Box::new(Vad::new(config.clone())?)),
+            Endpointing::Voice(config, detector) => {
+                let detector: Box<dyn FrameDetector> = match (detector, assistant.vad()) {
+                    (Detector::Energy, _) => Box::new(EnergyDetector::new(config)),
+                    (Detector::Silero, Some(model)) => Box::new(SileroDetector::new(Arc::clone(model), config.threshold)?),
+                    (Detector::Silero, None) => {
+                        anyhow::bail!("this model file has no voice activity detector (`vad.*`); repack it with `make model`, or use --vad energy")
+                    }
+                };
+                Self::Voice(Box::new(Vad::with_detector(config.clone(), detector)?))
+            }
             Endpointing::PushToTalk { talking, max_utterance_s } => {
                 let max_samples = (max_utterance_s * SAMPLE_RATE as f32) as usize;
                 Self::PushToTalk { talking: Arc::clone(talking), max_samples: max_samples.max(1), position: 0, recording: None }
@@ -288,26 +430,26 @@ impl Segmenter {
         }
     }
 
-    fn push(&mut self, samples: &[f32]) -> Vec<Speech> {
+    fn push(&mut self, samples: &[f32]) -> Result<Vec<Boundary>> {
         match self {
             Self::Voice(vad) => vad.push(samples),
             Self::PushToTalk { talking, max_samples, position, recording } => {
                 let seconds = |samples: usize| samples as f64 / f64::from(SAMPLE_RATE);
                 let mut done = Vec::new();
                 if !talking.load(Ordering::Relaxed) {
-                    done.extend(recording.take().map(|r| Speech { end_s: seconds(*position), ..r }));
+                    done.extend(recording.take().map(|r| Boundary::Ended(Speech { end_s: seconds(*position), ..r })));
                     *position += samples.len();
-                    return done;
+                    return Ok(done);
                 }
                 for &sample in samples {
                     let r = recording.get_or_insert_with(|| Speech { start_s: seconds(*position), end_s: 0.0, samples: Vec::new() });
                     r.samples.push(sample);
                     *position += 1;
                     if r.samples.len() >= *max_samples {
-                        done.extend(recording.take().map(|r| Speech { end_s: seconds(*position), ..r }));
+                        done.extend(recording.take().map(|r| Boundary::Ended(Speech { end_s: seconds(*position), ..r })));
                     }
                 }
-                done
+                Ok(done)
             }
         }
     }

@@ -1,13 +1,18 @@
 //! Endpointing: where speech starts and ends in a 16 kHz stream, offline and in real time.
 //!
-//! Every 30 ms frame gets two features:
-//! - its energy in dB above an adaptive noise floor (and above an absolute minimum level);
-//! - its voicing: the peak normalised autocorrelation of the pre-emphasised frame at pitch lags
-//!   (80 to 400 Hz). Voiced speech repeats itself every pitch period (0.7 to 1); hiss and rumble do
-//!   not, once pre-emphasis has whitened them (about 0.2).
+//! A [`FrameDetector`] judges each frame as silence, weak activity or speech. Two exist:
+//! - Silero VAD's speech probability (`model::silero`), with hysteresis: speech at `threshold`,
+//!   still active down to 0.15 below it, as the silero-vad package's own segmenter does;
+//! - this file's [`EnergyDetector`], the fallback for a model file without a VAD. Every 30 ms frame
+//!   gets its energy in dB above an adaptive noise floor (and above an absolute minimum level), and
+//!   its voicing: the peak normalised autocorrelation of the pre-emphasised frame at pitch lags (80
+//!   to 400 Hz). Voiced speech repeats itself every pitch period (0.7 to 1); hiss and rumble do
+//!   not, once pre-emphasis has whitened them (about 0.2). Loud frames are active, loud voiced
+//!   frames are speech.
 //!
-//! An utterance starts after `min_speech_ms` of loud frames, at least half of them voiced; it keeps
-//! going while frames are loud (so unvoiced consonants count) and ends after `hangover_ms` without. Its audio starts `pre_roll_ms` before the detected start so first syllables are kept.
+//! An utterance starts after `min_speech_ms` of active frames, at least half of them speech; it
+//! keeps going while frames are active (so unvoiced consonants count) and ends after `hangover_ms`
+//! without. Its audio starts `pre_roll_ms` before the detected start so first syllables are kept.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,9 +23,11 @@ use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
 use super::SAMPLE_RATE;
 
-/// Samples per analysis frame: 30 ms at 16 kHz.
+/// Samples per frame of the energy detector: 30 ms at 16 kHz.
 pub const FRAME: usize = 480;
 const FRAME_S: f32 = FRAME as f32 / SAMPLE_RATE as f32;
+/// How far below its threshold a speech probability may fall and still keep an utterance going.
+const PROBABILITY_HYSTERESIS: f32 = 0.15;
 /// Pitch lags searched for voicing: 400 Hz down to 80 Hz.
 const LAGS: std::ops::RangeInclusive<usize> = 40..=200;
 /// Long enough that the autocorrelation by FFT does not wrap around at the longest lag.
@@ -36,48 +43,58 @@ const SILENCE_DB: f32 = -100.0;
 /// Thresholds of the endpointer; every one can be set from the command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VadConfig {
-    /// How far above the noise floor a frame must be to count as speech (dB).
+    /// Speech probability at which a frame counts as speech, for a detector that gives one (Silero).
+    pub threshold: f32,
+    /// Energy detector: how far above the noise floor a frame must be to count as speech (dB).
     pub threshold_db: f32,
-    /// Frames quieter than this (dBFS) never count as speech, whatever the floor.
+    /// Energy detector: frames quieter than this (dBFS) never count as speech, whatever the floor.
     pub min_level_db: f32,
-    /// Frames at least this voiced (0 to 1; noise is about 0.2, vowels 0.7 to 1) can start speech.
+    /// Energy detector: frames at least this voiced (0 to 1; noise is about 0.2, vowels 0.7 to 1) can start speech.
     pub min_voicing: f32,
-    /// Loud audio, at least half of it voiced, needed before an utterance starts (ms).
+    /// Active audio, at least half of it speech, needed before an utterance starts (ms).
     pub min_speech_ms: u32,
     /// Audio kept from before the detected start (ms).
     pub pre_roll_ms: u32,
     /// Silence that ends an utterance (ms).
     pub hangover_ms: u32,
+    /// Silence after which the utterance so far is reported as [`Boundary::Paused`], so that
+    /// answering can start before the hangover confirms the end (ms; 0: never).
+    pub pause_ms: u32,
     /// Longer speech is cut into utterances of at most this length (s).
     pub max_utterance_s: f32,
 }
 
+/// The energy detector's defaults: its loudness dips between syllables need a long hangover.
 impl Default for VadConfig {
     fn default() -> Self {
         Self {
+            threshold: 0.5,
             threshold_db: 9.0,
             min_level_db: -50.0,
             min_voicing: 0.5,
             min_speech_ms: 120,
             pre_roll_ms: 300,
             hangover_ms: 700,
+            pause_ms: 0,
             max_utterance_s: 15.0,
         }
     }
 }
 
 impl VadConfig {
-    /// Whole frames covering `ms`.
-    fn frames(ms: u32) -> usize {
-        (ms as usize * SAMPLE_RATE as usize / 1000).div_ceil(FRAME)
+    /// Defaults for Silero's speech probability. MEASURED_HANGOVER
+    pub fn for_probability() -> Self {
+        Self { min_speech_ms: 96, hangover_ms: 400, pause_ms: 150, ..Self::default() }
     }
 
     /// Fails with a one-line message when a threshold is out of range.
     pub fn check(&self) -> Result<()> {
+        ensure!(self.threshold > PROBABILITY_HYSTERESIS && self.threshold < 1.0, "the speech probability threshold must be in ({PROBABILITY_HYSTERESIS}, 1), got {}", self.threshold);
         ensure!(self.threshold_db > 0.0, "the speech threshold must be above 0 dB, got {}", self.threshold_db);
         ensure!((0.0..=1.0).contains(&self.min_voicing), "the minimum voicing must be in [0, 1], got {}", self.min_voicing);
         ensure!(self.min_speech_ms > 0, "the minimum speech length must be above 0 ms");
         ensure!(self.hangover_ms > 0, "the hangover must be above 0 ms");
+        ensure!(self.pause_ms < self.hangover_ms, "the pause that starts an early answer ({} ms) must be shorter than the hangover ({} ms)", self.pause_ms, self.hangover_ms);
         let shortest = self.min_speech_ms as f32 / 1000.0;
         ensure!(
             self.max_utterance_s >= shortest && self.max_utterance_s.is_finite(),
@@ -87,10 +104,53 @@ impl VadConfig {
         Ok(())
     }
 
-    /// The most whole frames that fit in the maximum utterance length.
-    fn max_frames(&self) -> u64 {
-        ((self.max_utterance_s / FRAME_S + 1e-4).floor() as u64).max(1)
+}
+
+/// Whole frames of `frame_len` samples covering `ms`.
+fn frames(ms: u32, frame_len: usize) -> usize {
+    (ms as usize * SAMPLE_RATE as usize / 1000).div_ceil(frame_len)
+}
+
+/// How a frame sounds to the endpointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// Counts toward the silence that ends an utterance.
+    Silence,
+    /// Keeps an utterance going, but cannot start one alone: a consonant, a trailing syllable.
+    Active,
+    /// Speech: can start an utterance.
+    Speech,
+}
+
+/// Judges a 16 kHz stream frame by frame, in order.
+pub trait FrameDetector: Send {
+    /// Samples per frame.
+    fn frame_len(&self) -> usize;
+    /// The next frame of the stream (`frame_len` samples); `in_speech` says whether an utterance is
+    /// under way.
+    fn classify(&mut self, frame: &[f32], in_speech: bool) -> Result<Activity>;
+}
+
+/// Hysteresis on a speech probability: speech at `threshold`, active down to 0.15 below it.
+pub fn activity_of_probability(probability: f32, threshold: f32) -> Activity {
+    if probability >= threshold {
+        Activity::Speech
+    } else if probability >= threshold - PROBABILITY_HYSTERESIS {
+        Activity::Active
+    } else {
+        Activity::Silence
     }
+}
+
+/// What the endpointer found in the audio pushed to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Boundary {
+    /// Speech paused for `pause_ms`: the utterance so far, which may yet go on.
+    Paused(Speech),
+    /// Speech went on after a pause reported as [`Boundary::Paused`].
+    Resumed,
+    /// An utterance ended.
+    Ended(Speech),
 }
 
 /// One utterance found in the stream.
@@ -160,74 +220,128 @@ impl Features {
     }
 }
 
+/// The fallback detector: energy above an adaptive noise floor, and voicing (see the module docs).
+pub struct EnergyDetector {
+    config: VadConfig,
+    features: Features,
+    floor_db: Option<f32>,
+}
+
+impl EnergyDetector {
+    pub fn new(config: &VadConfig) -> Self {
+        Self { config: config.clone(), features: Features::new(), floor_db: None }
+    }
+}
+
+impl FrameDetector for EnergyDetector {
+    fn frame_len(&self) -> usize {
+        FRAME
+    }
+
+    fn classify(&mut self, frame: &[f32], in_speech: bool) -> Result<Activity> {
+        let (energy_db, voicing) = self.features.of(frame);
+        let floor = *self.floor_db.get_or_insert(energy_db);
+        let loud = energy_db >= self.config.min_level_db && energy_db >= floor + self.config.threshold_db;
+        let rise_s = if in_speech { FLOOR_RISE_SPEECH_S } else { FLOOR_RISE_IDLE_S };
+        let tau_s = if energy_db < floor { FLOOR_FALL_S } else { rise_s };
+        self.floor_db = Some(floor + (energy_db - floor) * (FRAME_S / tau_s).min(1.0));
+        Ok(match (loud, voicing >= self.config.min_voicing) {
+            (false, _) => Activity::Silence,
+            (true, false) => Activity::Active,
+            (true, true) => Activity::Speech,
+        })
+    }
+}
+
 enum State {
     Idle {
-        /// Consecutive loud frames, and how many of them were voiced.
-        loud_run: usize,
-        voiced_in_run: usize,
+        /// Consecutive active frames, and how many of them were speech.
+        active_run: usize,
+        speech_in_run: usize,
     },
     Speech {
         start_frame: u64,
         samples: Vec<f32>,
-        /// Frame index just after the last frame with speech energy.
+        /// Frame index just after the last active frame.
         last_active: u64,
+        /// The current silence was reported as [`Boundary::Paused`].
+        paused: bool,
     },
 }
 
 /// Streaming endpointer: feed 16 kHz audio with [`push`](Self::push), collect finished utterances.
 pub struct Vad {
     config: VadConfig,
-    features: Features,
+    detector: Box<dyn FrameDetector>,
+    frame_len: usize,
     /// Samples that do not fill a frame yet.
     pending: Vec<f32>,
     /// The most recent audio: pre-roll plus onset frames.
     recent: VecDeque<f32>,
     recent_len: usize,
     frames_seen: u64,
-    floor_db: Option<f32>,
     state: State,
 }
 
+const IDLE: State = State::Idle { active_run: 0, speech_in_run: 0 };
+
 impl Vad {
+    /// An endpointer on the energy detector.
     pub fn new(config: VadConfig) -> Result<Self> {
+        let detector = Box::new(EnergyDetector::new(&config));
+        Self::with_detector(config, detector)
+    }
+
+    pub fn with_detector(config: VadConfig, detector: Box<dyn FrameDetector>) -> Result<Self> {
         config.check()?;
-        let keep = (VadConfig::frames(config.pre_roll_ms) + VadConfig::frames(config.min_speech_ms)) * FRAME;
+        let frame_len = detector.frame_len();
+        let keep = (frames(config.pre_roll_ms, frame_len) + frames(config.min_speech_ms, frame_len)) * frame_len;
         Ok(Self {
             config,
-            features: Features::new(),
-            pending: Vec::with_capacity(FRAME),
+            detector,
+            frame_len,
+            pending: Vec::with_capacity(frame_len),
             recent: VecDeque::with_capacity(keep),
             recent_len: keep,
             frames_seen: 0,
-            floor_db: None,
-            state: State::Idle { loud_run: 0, voiced_in_run: 0 },
+            state: IDLE,
         })
+    }
+
+    fn frames(&self, ms: u32) -> usize {
+        frames(ms, self.frame_len)
+    }
+
+    /// The most whole frames that fit in the maximum utterance length.
+    fn max_frames(&self) -> u64 {
+        let frame_s = self.frame_len as f32 / SAMPLE_RATE as f32;
+        ((self.config.max_utterance_s / frame_s + 1e-4).floor() as u64).max(1)
     }
 
     pub fn in_speech(&self) -> bool {
         matches!(self.state, State::Speech { .. })
     }
 
-    /// Takes more 16 kHz audio; returns the utterances it completed.
-    pub fn push(&mut self, samples: &[f32]) -> Vec<Speech> {
+    /// Takes more 16 kHz audio; returns what it found, in order. Fails only if the detector does.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<Boundary>> {
         let mut done = Vec::new();
         for &s in samples {
             self.pending.push(s);
-            if self.pending.len() == FRAME {
+            if self.pending.len() == self.frame_len {
                 let frame = std::mem::take(&mut self.pending);
-                done.extend(self.frame(&frame));
+                done.extend(self.frame(&frame)?);
                 self.pending = frame;
                 self.pending.clear();
             }
         }
-        done
+        Ok(done)
     }
 
     /// Ends the stream: returns the utterance under way, if any.
     pub fn finish(&mut self) -> Option<Speech> {
         let tail = std::mem::take(&mut self.pending);
-        match std::mem::replace(&mut self.state, State::Idle { loud_run: 0, voiced_in_run: 0 }) {
-            State::Speech { start_frame, mut samples, last_active } => {
+        match std::mem::replace(&mut self.state, IDLE) {
+            State::Speech { start_frame, mut samples, last_active, .. } => {
                 samples.extend_from_slice(&tail);
                 (last_active > start_frame).then(|| self.speech(start_frame, last_active, samples, usize::MAX))
             }
@@ -235,55 +349,62 @@ impl Vad {
         }
     }
 
-    fn frame(&mut self, frame: &[f32]) -> Option<Speech> {
-        let (energy_db, voicing) = self.features.of(frame);
-        let floor = *self.floor_db.get_or_insert(energy_db);
-        let loud = energy_db >= self.config.min_level_db && energy_db >= floor + self.config.threshold_db;
-        let voiced = loud && voicing >= self.config.min_voicing;
-        let rise_s = if self.in_speech() { FLOOR_RISE_SPEECH_S } else { FLOOR_RISE_IDLE_S };
-        let tau_s = if energy_db < floor { FLOOR_FALL_S } else { rise_s };
-        self.floor_db = Some(floor + (energy_db - floor) * (FRAME_S / tau_s).min(1.0));
-
-        let excess = (self.recent.len() + FRAME).saturating_sub(self.recent_len);
+    fn frame(&mut self, frame: &[f32]) -> Result<Option<Boundary>> {
+        let activity = self.detector.classify(frame, self.in_speech())?;
+        let active = activity != Activity::Silence;
+        let frame_len = self.frame_len;
+        let excess = (self.recent.len() + frame_len).saturating_sub(self.recent_len);
         self.recent.drain(..excess.min(self.recent.len()));
         self.recent.extend(frame);
         let index = self.frames_seen;
         self.frames_seen += 1;
 
+        let (needed, pre_roll, hangover, max_frames) =
+            (self.frames(self.config.min_speech_ms), self.frames(self.config.pre_roll_ms), self.frames(self.config.hangover_ms), self.max_frames());
+        let pause = (self.config.pause_ms > 0).then(|| self.frames(self.config.pause_ms));
+        // Silence kept after the end of an utterance.
+        let pad = self.frames(self.config.pre_roll_ms.min(self.config.hangover_ms)) * frame_len;
         match &mut self.state {
-            State::Idle { loud_run, voiced_in_run } => {
-                (*loud_run, *voiced_in_run) = if loud { (*loud_run + 1, *voiced_in_run + usize::from(voiced)) } else { (0, 0) };
-                let needed = VadConfig::frames(self.config.min_speech_ms);
-                // Half the frames voiced: syllables are short, and consonants between them are not.
-                if *loud_run >= needed && 2 * *voiced_in_run >= needed {
-                    let onset = (*loud_run).min(needed);
-                    let wanted = (VadConfig::frames(self.config.pre_roll_ms) + onset) * FRAME;
+            State::Idle { active_run, speech_in_run } => {
+                (*active_run, *speech_in_run) =
+                    if active { (*active_run + 1, *speech_in_run + usize::from(activity == Activity::Speech)) } else { (0, 0) };
+                // Half the frames speech: syllables are short, and consonants between them are not.
+                if *active_run >= needed && 2 * *speech_in_run >= needed {
+                    let onset = (*active_run).min(needed);
+                    let wanted = (pre_roll + onset) * frame_len;
                     let samples = self.recent.iter().skip(self.recent.len().saturating_sub(wanted)).copied().collect();
-                    self.state = State::Speech { start_frame: index + 1 - onset as u64, samples, last_active: index + 1 };
+                    self.state = State::Speech { start_frame: index + 1 - onset as u64, samples, last_active: index + 1, paused: false };
                 }
-                None
+                Ok(None)
             }
-            State::Speech { start_frame, samples, last_active } => {
+            State::Speech { start_frame, samples, last_active, paused } => {
                 samples.extend_from_slice(frame);
-                if loud {
+                if active {
                     *last_active = index + 1;
+                    if std::mem::take(paused) {
+                        return Ok(Some(Boundary::Resumed));
+                    }
                 }
                 let silent = (index + 1 - *last_active) as usize;
-                let too_long = index + 1 - *start_frame >= self.config.max_frames();
+                let too_long = index + 1 - *start_frame >= max_frames;
                 if too_long && silent == 0 {
                     // Cut mid-speech and carry straight on: no pre-roll for the next piece, so no word is heard twice.
                     let (start, samples) = (*start_frame, std::mem::take(samples));
                     *start_frame = index + 1;
-                    return Some(self.speech(start, index + 1, samples, 0));
+                    return Ok(Some(Boundary::Ended(self.speech(start, index + 1, samples, 0))));
                 }
-                if too_long || silent >= VadConfig::frames(self.config.hangover_ms) {
+                if too_long || silent >= hangover {
                     let (start, end, samples) = (*start_frame, *last_active, std::mem::take(samples));
-                    self.state = State::Idle { loud_run: 0, voiced_in_run: 0 };
-                    let pad = VadConfig::frames(self.config.pre_roll_ms.min(self.config.hangover_ms)) * FRAME;
+                    self.state = IDLE;
                     // After a cut at the maximum length, the rest may be nothing but this silence.
-                    return (end > start).then(|| self.speech(start, end, samples, pad));
+                    return Ok((end > start).then(|| Boundary::Ended(self.speech(start, end, samples, pad))));
                 }
-                None
+                if pause == Some(silent) && !*paused {
+                    *paused = true;
+                    let (start, end, samples) = (*start_frame, *last_active, samples.clone());
+                    return Ok(Some(Boundary::Paused(self.speech(start, end, samples, pad))));
+                }
+                Ok(None)
             }
         }
     }
@@ -291,10 +412,10 @@ impl Vad {
     /// The utterance from `start` to `end` (frame indices), keeping `pad` samples past the end.
     fn speech(&self, start: u64, end: u64, mut samples: Vec<f32>, pad: usize) -> Speech {
         // `samples` ends at the newest frame; trim the silence after `end` down to `pad`.
-        let after_end = (self.frames_seen - end) as usize * FRAME;
+        let after_end = (self.frames_seen - end) as usize * self.frame_len;
         let silence = after_end.min(samples.len());
         samples.truncate(samples.len() - silence + silence.min(pad));
-        let seconds = |frame: u64| (frame as usize * FRAME) as f64 / f64::from(SAMPLE_RATE);
+        let seconds = |frame: u64| (frame as usize * self.frame_len) as f64 / f64::from(SAMPLE_RATE);
         Speech { start_s: seconds(start), end_s: seconds(end), samples }
     }
 }
@@ -337,7 +458,10 @@ mod tests {
         let mut found = Vec::new();
         // Odd-sized chunks, as a sound card would deliver them.
         for chunk in parts.concat().chunks(333) {
-            found.extend(vad.push(chunk));
+            found.extend(vad.push(chunk).unwrap().into_iter().filter_map(|b| match b {
+                Boundary::Ended(speech) => Some(speech),
+                Boundary::Paused(_) | Boundary::Resumed => None,
+            }));
         }
         found.extend(vad.finish());
         found
@@ -413,6 +537,29 @@ mod tests {
     }
 
     #[test]
+    fn pauses_are_reported_before_the_end_and_taken_back_when_speech_resumes() {
+        let config = VadConfig { hangover_ms: 500, pause_ms: 150, ..VadConfig::default() };
+        let mut vad = Vad::new(config).unwrap();
+        let audio = [silence(0.5), vowel(0.8, 0.3), silence(0.3), vowel(0.8, 0.3), silence(1.0)].concat();
+        let found: Vec<Boundary> = audio.chunks(333).flat_map(|chunk| vad.push(chunk).unwrap()).collect();
+        let kinds: Vec<&str> = found
+            .iter()
+            .map(|b| match b {
+                Boundary::Paused(_) => "paused",
+                Boundary::Resumed => "resumed",
+                Boundary::Ended(_) => "ended",
+            })
+            .collect();
+        assert_eq!(kinds, ["paused", "resumed", "paused", "ended"]);
+        let (Boundary::Paused(first), Boundary::Paused(last), Boundary::Ended(whole)) = (&found[0], &found[2], &found[3]) else { unreachable!() };
+        assert!(near(first.end_s, 1.3) && near(whole.end_s, 2.4), "{first:?} {whole:?}");
+        // The last pause holds the whole utterance: answering it early answers the right question.
+        assert_eq!((last.start_s, last.end_s), (whole.start_s, whole.end_s));
+        assert_eq!(last.samples[..], whole.samples[..last.samples.len()]);
+        assert!(Vad::new(VadConfig { hangover_ms: 300, pause_ms: 300, ..VadConfig::default() }).is_err());
+    }
+
+    #[test]
     fn blips_shorter_than_the_minimum_speech_are_ignored() {
         assert!(run(VadConfig::default(), &[silence(1.0), vowel(0.06, 0.3), silence(1.0)]).is_empty());
     }
@@ -450,5 +597,6 @@ mod tests {
         assert!(Vad::new(VadConfig { max_utterance_s: 0.0, ..VadConfig::default() }).is_err());
         assert!(Vad::new(VadConfig { threshold_db: -1.0, ..VadConfig::default() }).is_err());
         assert!(Vad::new(VadConfig { min_voicing: 2.0, ..VadConfig::default() }).is_err());
+        assert!(Vad::new(VadConfig { threshold: 0.1, ..VadConfig::default() }).is_err());
     }
 }

@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::Args;
-use kioku::model::file::{MappedModel, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA};
+use kioku::model::file::{MappedModel, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, VAD};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         (PROJECTOR, "projector", "speech-to-LLM projector"),
         (SPEECH_LORA, "lora", "LLM adapter for audio turns"),
         (LLM, "llama", "chat LLM"),
+        (VAD, "silero", "voice activity detector"),
     ]
     .into_iter()
     .filter_map(|(prefix, architecture, role)| {

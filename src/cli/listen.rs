@@ -1,10 +1,10 @@
 use super::ModelArgs;
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use kioku::assistant::Mode;
 use kioku::audio::VadConfig;
 use kioku::generation::SamplingOptions;
-use kioku::listen::{listen, AudioSource, Endpointing, Event, ListenOptions, Pace, WavSource};
+use kioku::listen::{listen, AudioSource, Detector, Endpointing, Event, ListenOptions, Pace, WavSource};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,47 +38,84 @@ pub struct ListenArgs {
     /// Longest answer, in tokens.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
-    /// Speech must be this many dB above the (adaptive) noise floor.
+    /// What detects speech: silero (the model file's Silero VAD) or energy (loudness and voicing).
+    /// Default: silero when the model file has it.
+    #[arg(long, value_enum, value_name = "DETECTOR")]
+    vad: Option<VadChoice>,
+    /// Silero: speech probability (0 to 1) at which audio counts as speech; speech continues down
+    /// to 0.15 below it.
+    #[arg(long, default_value_t = VadConfig::default().threshold)]
+    vad_threshold: f32,
+    /// Speech needed before an utterance starts (ms). Default: 96 (silero), 120 (energy).
+    #[arg(long, value_name = "MS", alias = "min-speech-ms")]
+    vad_min_speech_duration_ms: Option<u32>,
+    /// Silence that ends an utterance (ms). Default: DEFAULT_SILENCE (silero), 700 (energy).
+    #[arg(long, value_name = "MS", alias = "hangover-ms")]
+    vad_min_silence_duration_ms: Option<u32>,
+    /// Silence after which answering starts, shown only if the silence lasts the whole
+    /// --vad-min-silence-duration-ms (ms; 0: wait for the end). Default: DEFAULT_PAUSE (silero), 0 (energy).
+    #[arg(long, value_name = "MS")]
+    early_answer_ms: Option<u32>,
+    /// Audio kept from before the detected start of speech (ms).
+    #[arg(long, value_name = "MS", alias = "pre-roll-ms", default_value_t = VadConfig::default().pre_roll_ms)]
+    vad_speech_pad_ms: u32,
+    /// Longer speech is cut into utterances of at most this many seconds.
+    #[arg(long, value_name = "SECONDS", alias = "max-utterance", default_value_t = VadConfig::default().max_utterance_s)]
+    vad_max_speech_duration_s: f32,
+    /// Energy detector: speech must be this many dB above the (adaptive) noise floor.
     #[arg(long, default_value_t = VadConfig::default().threshold_db)]
     threshold_db: f32,
-    /// Sounds quieter than this (dBFS) are never speech.
+    /// Energy detector: sounds quieter than this (dBFS) are never speech.
     #[arg(long, default_value_t = VadConfig::default().min_level_db, allow_negative_numbers = true)]
     min_level_db: f32,
-    /// Sounds less voiced than this (0 to 1) cannot start speech; lower it if soft voices are missed.
+    /// Energy detector: sounds less voiced than this (0 to 1) cannot start speech; lower it if soft
+    /// voices are missed.
     #[arg(long, default_value_t = VadConfig::default().min_voicing)]
     min_voicing: f32,
-    /// Speech needed before an utterance starts (ms).
-    #[arg(long, default_value_t = VadConfig::default().min_speech_ms)]
-    min_speech_ms: u32,
-    /// Audio kept from before the detected start of speech (ms).
-    #[arg(long, default_value_t = VadConfig::default().pre_roll_ms)]
-    pre_roll_ms: u32,
-    /// Silence that ends an utterance (ms).
-    #[arg(long, default_value_t = VadConfig::default().hangover_ms)]
-    hangover_ms: u32,
-    /// Longer speech is cut into utterances of at most this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = VadConfig::default().max_utterance_s)]
-    max_utterance: f32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VadChoice {
+    Silero,
+    Energy,
+}
+
+impl ListenArgs {
+    /// The endpointer's settings for `detector`: its defaults, overridden by the flags given.
+    fn vad_config(&self, detector: Detector) -> VadConfig {
+        let defaults = detector.default_config();
+        VadConfig {
+            threshold: self.vad_threshold,
+            threshold_db: self.threshold_db,
+            min_level_db: self.min_level_db,
+            min_voicing: self.min_voicing,
+            min_speech_ms: self.vad_min_speech_duration_ms.unwrap_or(defaults.min_speech_ms),
+            pre_roll_ms: self.vad_speech_pad_ms,
+            hangover_ms: self.vad_min_silence_duration_ms.unwrap_or(defaults.hangover_ms),
+            pause_ms: self.early_answer_ms.unwrap_or(defaults.pause_ms),
+            max_utterance_s: self.vad_max_speech_duration_s,
+        }
+    }
 }
 
 pub fn run(args: &ListenArgs) -> Result<()> {
-    let endpointing = if args.ptt {
-        Endpointing::PushToTalk { talking: enter_toggles(), max_utterance_s: args.max_utterance }
-    } else {
-        Endpointing::Voice(VadConfig {
-            threshold_db: args.threshold_db,
-            min_level_db: args.min_level_db,
-            min_voicing: args.min_voicing,
-            min_speech_ms: args.min_speech_ms,
-            pre_roll_ms: args.pre_roll_ms,
-            hangover_ms: args.hangover_ms,
-            max_utterance_s: args.max_utterance,
-        })
-    };
-    endpointing.check()?;
+    // Bad settings are reported before the model loads; both detectors' defaults must pass.
+    for detector in [Detector::Silero, Detector::Energy] {
+        args.vad_config(detector).check()?;
+    }
     // Open the source before loading the model, so that a missing microphone is reported at once.
     let mut source = open_source(args)?;
     let assistant = args.model.load()?;
+    let endpointing = if args.ptt {
+        Endpointing::PushToTalk { talking: enter_toggles(), max_utterance_s: args.vad_max_speech_duration_s }
+    } else {
+        let detector = match args.vad {
+            Some(VadChoice::Silero) => Detector::Silero,
+            Some(VadChoice::Energy) => Detector::Energy,
+            None => Detector::best_for(&assistant),
+        };
+        Endpointing::Voice(args.vad_config(detector), detector)
+    };
     let mode = args.mode;
     let sampling = SamplingOptions { max_tokens: args.max_tokens, ..SamplingOptions::default() };
     let mut terminal = Terminal::new(args.json, args.ptt);

@@ -17,10 +17,14 @@ pub struct PackArgs {
     /// Trained projector (safetensors) to include for end-to-end answers.
     #[arg(long)]
     projector: Option<PathBuf>,
+    /// Silero VAD v6 weights (`silero_vad_16k.safetensors`, or its directory) for endpointing
+    /// live speech; without them `kioku listen` falls back to energy endpointing.
+    #[arg(long, value_name = "FILE")]
+    vad: Option<PathBuf>,
     /// Instead of checkpoints, seeded random weights with the default model's
     /// shapes (`default`) or small ones (`tiny`), and made-up tokenizers: for
     /// speed and parity checks without downloads.
-    #[arg(long, value_name = "SHAPES", conflicts_with_all = ["whisper", "llm", "projector"])]
+    #[arg(long, value_name = "SHAPES", conflicts_with_all = ["whisper", "llm", "projector", "vad"])]
     random_shapes: Option<RandomShapes>,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0, requires = "random_shapes")]
@@ -52,7 +56,7 @@ pub fn run(args: &PackArgs) -> Result<()> {
     let source = match (args.random_shapes, &args.whisper, &args.llm) {
         (Some(shapes), _, _) => PackSource::Random { shapes, seed: args.seed },
         (None, Some(whisper), Some(llm)) => {
-            PackSource::Checkpoints { whisper: whisper.clone(), llm: llm.clone(), projector: args.projector.clone() }
+            PackSource::Checkpoints { whisper: whisper.clone(), llm: llm.clone(), projector: args.projector.clone(), vad: args.vad.clone() }
         }
         _ => bail!("give --whisper and --llm, or --random-shapes"),
     };
@@ -65,13 +69,14 @@ pub fn run(args: &PackArgs) -> Result<()> {
     spinner.finish_and_clear();
     let header = header?;
     eprintln!(
-        "wrote {} (whisper d={} {}+{} layers, llm {} layers{})",
+        "wrote {} (whisper d={} {}+{} layers, llm {} layers{}{})",
         args.output.display(),
         header.whisper.d_model,
         header.whisper.encoder_layers,
         header.whisper.decoder_layers,
         header.llm.num_hidden_layers,
-        if header.projector.is_some() { ", projector" } else { "" }
+        if header.projector.is_some() { ", projector" } else { "" },
+        if header.provenance.iter().any(|p| p.component == kioku::model::file::VAD) { ", VAD" } else { "" }
     );
     Ok(())
 }

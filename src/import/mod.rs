@@ -5,10 +5,11 @@ pub mod ctranslate2;
 pub mod gguf;
 pub mod hf;
 pub mod random;
+pub mod silero;
 pub mod synthetic_tokenizer;
 
 use crate::audio::{mel::HOP_LENGTH, MelExtractor};
-use crate::model::file::{self, ModelHeader, Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY};
+use crate::model::file::{self, ModelHeader, Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY, VAD};
 use crate::model::lora::LoraConfig;
 use crate::model::ops::Path as OpsPath;
 use crate::model::weights::Weights;
@@ -108,6 +109,8 @@ pub enum PackSource {
         llm: PathBuf,
         /// A safetensors file with `projector.*` tensors and a `projector.config` metadata entry.
         projector: Option<PathBuf>,
+        /// Silero VAD weights (see [`silero`]).
+        vad: Option<PathBuf>,
     },
     /// Seeded random weights in the shapes given (see [`random`]).
     Random { shapes: random::RandomShapes, seed: u64 },
@@ -133,7 +136,7 @@ fn is_decode_matrix(name: &str) -> bool {
 /// seed, checks that they fit together, and writes one merged model file atomically.
 pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
     match &opts.source {
-        PackSource::Checkpoints { whisper, llm, projector } => {
+        PackSource::Checkpoints { whisper, llm, projector, vad } => {
             let imported_whisper = import_whisper(whisper).with_context(|| format!("cannot import Whisper from {}", whisper.display()))?;
             let imported_llm = import_llm(llm).with_context(|| format!("cannot import the LLM from {}", llm.display()))?;
             let mut provenance = vec![provenance_for("whisper", whisper), provenance_for("llm", llm)];
@@ -144,26 +147,34 @@ pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
                 }
                 None => None,
             };
-            write_packed(opts, imported_whisper, imported_llm, projector, provenance)
+            let mut vad_tensors = BTreeMap::new();
+            if let Some(path) = vad {
+                vad_tensors = silero::import(path).with_context(|| format!("cannot import Silero VAD from {}", path.display()))?;
+                provenance.push(provenance_for(VAD, path));
+            }
+            write_packed(opts, imported_whisper, imported_llm, projector, vad_tensors, provenance)
         }
         PackSource::Random { shapes, seed } => {
             let mut model = random::random_model(*shapes, *seed)?;
             add_silence_context(&mut model.whisper)?;
             let projector = Some((model.projector, format!("random {shapes:?} projector")));
-            write_packed(opts, model.whisper, model.llm, projector, model.provenance)
+            write_packed(opts, model.whisper, model.llm, projector, BTreeMap::new(), model.provenance)
         }
     }
 }
 
-/// Writes the components as one model file; `projector` comes with a name for errors.
+/// Writes the components as one model file; `projector` comes with a name for errors, `vad` is
+/// empty or Silero's `vad.*` tensors.
 fn write_packed(
     opts: &PackOptions,
     whisper: ImportedWhisper,
     llm: ImportedLlm,
     projector: Option<(ProjectorFile, String)>,
+    vad: BTreeMap<String, Tensor>,
     provenance: Vec<Provenance>,
 ) -> Result<ModelHeader> {
     let mut tensors = whisper.tensors;
+    tensors.extend(vad);
     if opts.quantize.is_some() {
         // Tied heads get their own quantized copy; lookups keep the dense tables.
         let embeddings = format!("{ASR_DECODER}.embed_tokens.weight");

@@ -16,5 +16,6 @@ pub mod ops;
 pub mod packed;
 pub mod peft;
 pub mod projector;
+pub mod silero;
 pub mod weights;
 pub mod whisper;
