@@ -372,8 +372,9 @@ fn answer_early(
     match answered {
         Ok(answer) => {
             // The first token is seen when it exists and the end is confirmed, whichever is later.
+            // Without a real-time clock, latency is the work to the first token, as for `answer_now`.
             let seen_at = first_token_at.map_or(confirmed_at, |t| t.max(confirmed_at));
-            let latency_ms = ms_between(ended_at.unwrap_or(confirmed_at), seen_at);
+            let latency_ms = ended_at.map_or(answer.timings_ms.first_token, |t| ms_between(t, seen_at));
             emit(Event::Answered(&Reply { start_s, end_s, transcript: answer.transcript, answer: answer.answer, latency_ms }));
         }
         Err(error) => emit(Event::Failed { start_s, end_s, error: &error }),
