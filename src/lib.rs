@@ -7,6 +7,15 @@
 //! together by [`assistant`]; [`model::file`] is the single-file model format and
 //! [`import`] builds it from the pinned upstream checkpoints. [`adapt`] holds what
 //! speaker adaptation needs to keep old skills, starting with the replay buffer.
+//!
+//! The modules form layers, and each uses its own layer or those below: shared
+//! pieces ([`atomic`], [`home`], [`generation`], [`train`]), then [`audio`] and
+//! [`model`], then [`device`], [`import`] and [`assistant`], then the features
+//! ([`listen`], [`server`], [`parity`], [`corpus`], [`adapt`], [`align`],
+//! [`eval`]). [`model`] never uses [`import`], and the command line
+//! (`src/cli/`, in the binary) uses the library, never the other way.
+//! docs/ARCHITECTURE.md has the whole map, the fast and the trainable path, and
+//! where to add a model family, an importer or a command.
 
 pub mod adapt;
 pub mod align;

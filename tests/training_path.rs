@@ -1,6 +1,7 @@
 //! The training-safe path (`Path::Trainable`) reaches every weight: with the
-//! fused kernels some ops silently return no gradient (docs/DESIGN.md), so each
-//! module is checked tensor by tensor on the real weights.
+//! fused kernels some ops silently return no gradient (docs/DESIGN.md,
+//! "Training through candle"), so each module is checked tensor by tensor on
+//! the real weights.
 
 mod common;
 

@@ -24,7 +24,7 @@ pub enum ReplaySource {
 }
 
 /// Earlier-voice clips a new buffer is seeded with when no corpus is given:
-/// the study's buffer held 200 (README, "The forgetting study").
+/// the study's buffer held 200 (docs/ADAPTATION.md, "The forgetting study").
 const SEED_CLIPS: usize = 200;
 
 /// The replay buffer a model uses by default: `replay.kbuf` beside it.

@@ -1,15 +1,15 @@
 //! Speaker adaptation: LoRA adapters trained on a new speaker's recordings with
 //! Whisper's own objective, teacher-forced cross-entropy on the transcript
 //! tokens after the prompt the inference decoder uses. Every step mixes in
-//! items replayed from the buffer (docs/DESIGN.md: the strongest remedy
-//! against forgetting): replayed speech trains the same ASR loss, replayed text
-//! (prompt + the base model's answer) trains the LLM's cross-entropy when LLM
-//! modules are among the targets. When the LLM trains and the model has a
-//! projector, each new-speaker clip also trains the end-to-end path: the LLM
-//! repeats the transcript from the projected audio, so the adapter learns the
-//! voice where spoken questions reach it (and text forgetting can appear,
-//! which replayed text answers hold back). An optional L2 pull keeps the
-//! adapter tensors near their start.
+//! items replayed from the buffer (docs/DESIGN.md, "Forgetting, and the
+//! remedies kioku offers": the strongest remedy against forgetting): replayed
+//! speech trains the same ASR loss, replayed text (prompt + the base model's
+//! answer) trains the LLM's cross-entropy when LLM modules are among the
+//! targets. When the LLM trains and the model has a projector, each new-speaker
+//! clip also trains the end-to-end path: the LLM repeats the transcript from
+//! the projected audio, so the adapter learns the voice where spoken questions
+//! reach it (and text forgetting can appear, which replayed text answers hold
+//! back). An optional L2 pull keeps the adapter tensors near their start.
 
 use super::data::Recording;
 use super::replay::{ReplayBuffer, ReplayContent, ReplayItem};
@@ -68,9 +68,9 @@ impl Default for AdaptConfig {
         Self {
             targets: DEFAULT_TARGETS.iter().map(|t| t.to_string()).collect(),
             lora: LoraConfig { rank: 8, alpha: 16.0, dropout: 0.05 },
-            // Chosen on the study's new speaker (README, "The forgetting study"):
-            // lr 2e-3 gained as much on the new voice but cost real speech
-            // twice as much (+0.022 vs +0.011 WER).
+            // Chosen on the study's new speaker (docs/ADAPTATION.md, "The
+            // forgetting study"): lr 2e-3 gained as much on the new voice but
+            // cost real speech twice as much (+0.022 vs +0.011 WER).
             steps: 20,
             batch_size: 8,
             peak_lr: 1e-3,

@@ -17,7 +17,7 @@ pub struct ListenArgs {
     model: ModelArgs,
     /// cascade: transcribe then answer; e2e: audio straight into the LLM
     /// (needs a projector). Cascade stays the default until the projector
-    /// reaches its accuracy target (README, "Speech straight into the LLM").
+    /// reaches its accuracy target (docs/PROJECTOR.md, "Status").
     #[arg(long, value_enum, default_value = "cascade")]
     mode: Mode,
     /// Listen to a WAV file, at real-time pace, instead of the microphone.

@@ -1,4 +1,6 @@
-//! Argument parsing and dispatch; one file per command.
+//! Argument parsing and dispatch; one file per command. Each file parses its
+//! flags, calls the library and prints; the work itself lives in the library
+//! (docs/ARCHITECTURE.md, "A new command").
 
 mod adapt;
 mod ask;

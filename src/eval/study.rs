@@ -1,8 +1,8 @@
-//! The study kioku grew from, reproduced on our task (docs/DESIGN.md, "Forgetting"): from the
-//! same start, adapt to one new synthetic speaker with each remedy against
-//! forgetting (none, replay, a discounted LoRA scale, a linear merge with the
-//! base, and their combinations; Whisper-only and with LoRA on the LLM), and
-//! hand every result to the forgetting report as one arm with its cost.
+//! The study kioku grew from, reproduced on our task (docs/DESIGN.md, "Forgetting, and the remedies
+//! kioku offers"): from the same start, adapt to one new synthetic speaker with each remedy against
+//! forgetting (none, replay, a discounted LoRA scale, a linear merge with the base, and their
+//! combinations; Whisper-only and with LoRA on the LLM), and hand every result to the forgetting
+//! report as one arm with its cost.
 //!
 //! Everything lands in one work directory and is reused when present, so a
 //! stopped study resumes where it was: the speaker's clips, the seeded replay

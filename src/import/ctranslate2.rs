@@ -1,5 +1,6 @@
 //! Importer for CTranslate2 Whisper checkpoints (`model.bin`, binary version 6,
-//! plus `tokenizer.json` and `config.json`). Format and layout: docs/DESIGN.md.
+//! plus `tokenizer.json` and `config.json`). Format and layout: docs/DESIGN.md,
+//! "The CTranslate2 Whisper checkpoint".
 
 use super::ImportedWhisper;
 use crate::model::file::{ASR_DECODER, ENCODER};

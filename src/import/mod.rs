@@ -1,5 +1,6 @@
 //! Builds kioku's merged model file from upstream checkpoints: CTranslate2 or
-//! HF Whisper, GGUF or HF Llama, and optionally a trained projector.
+//! HF Whisper, GGUF or HF Llama, and optionally a trained projector. Adding an
+//! importer: docs/ARCHITECTURE.md, "A new importer".
 
 pub mod ctranslate2;
 pub mod gguf;

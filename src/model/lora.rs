@@ -1,7 +1,8 @@
 //! LoRA adapters on any [`Linear`](super::linear::Linear), with llama.cpp's
-//! scale: `y = W·x + s·(α/r)·B·(A·x)`, A (r, in), B (out, r). `s` is chosen
-//! per run (docs/DESIGN.md, "Forgetting": discounting it below 1 trades new
-//! skill for less forgetting); baking writes `W + s·(α/r)·B·A`.
+//! scale: `y = W·x + s·(α/r)·B·(A·x)`, A (r, in), B (out, r). `s` is chosen per
+//! run (docs/DESIGN.md, "Forgetting, and the remedies kioku offers":
+//! discounting it below 1 trades new skill for less forgetting); baking writes
+//! `W + s·(α/r)·B·A`.
 //!
 //! A [`LoraSet`] travels inside [`Weights`](super::weights::Weights): every
 //! `Linear` asks it for the adapters of its module name as it loads. The set

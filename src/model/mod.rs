@@ -1,5 +1,8 @@
 //! Neural modules (our own code, so they can carry LoRA and be trained through)
-//! and the merged model file that holds them.
+//! and the merged model file that holds them. Nothing here uses the importers
+//! or the assistant: the modules only read a kioku model file, and each runs
+//! on a fast path or a trainable one (docs/ARCHITECTURE.md, "Two ways to run
+//! every model: fast and trainable").
 
 pub mod adapter_scope;
 pub mod cpu_pool;

@@ -1,7 +1,8 @@
-//! The few ops that exist in two flavours: candle's fused kernels (fast, but they
-//! return no gradient) and plain tensor-op versions that backpropagate. Every
-//! model calls these instead of candle directly, so switching a model to the
-//! training path is one flag, not a rewrite (docs/DESIGN.md, "Training through candle").
+//! The few ops that exist in two flavours: candle's fused kernels (fast, but
+//! they return no gradient) and plain tensor-op versions that backpropagate.
+//! Every model calls these instead of candle directly, so switching a model to
+//! the training path is one flag, not a rewrite (docs/DESIGN.md, "Training
+//! through candle: ops without gradients").
 
 use super::cpu_pool::SharedOut;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};

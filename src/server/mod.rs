@@ -3,6 +3,8 @@
 //! model slot ([`slots`]), and runs the library call on a blocking thread;
 //! everything per request (adapters and scales, the speech adapter, caches)
 //! lives in that call, so concurrent requests cannot see each other's state.
+//! Answering itself is [`Assistant::respond`], as for `kioku ask`
+//! (docs/ARCHITECTURE.md, "Layers and what may depend on what").
 //!
 //! Built on axum (tokio's HTTP framework over hyper): multipart uploads,
 //! server-sent events, body limits and graceful shutdown come with it, and

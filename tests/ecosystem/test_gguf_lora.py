@@ -9,8 +9,8 @@ Q4_1 GGUF as Q8_0 blocks, so the GGUF is the Q4_1 file requantized to Q8_0
 (build_anchors.sh makes it) and then widened to F32. On it llama.cpp multiplies
 in f32 like kioku's dense path. On the Q4_1 or Q8_0 files themselves
 llama.cpp rounds activations to 8 bits for its dot products, and greedy
-answers part from kioku's after some tokens (README, "Exporting adapters for
-llama.cpp", has the measured numbers)."""
+answers part from kioku's after some tokens (docs/ADAPTATION.md, "Exporting
+adapters for llama.cpp", has the measured numbers)."""
 
 import json
 import re
