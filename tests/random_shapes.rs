@@ -35,6 +35,7 @@ fn tiny_model_packs_fast_and_runs_every_command() {
         vec!["ask", "--model", model, "--text", "hi", "--max-tokens", "4"],
         vec!["ask", "--model", model, "--max-tokens", "4", wav],
         vec!["transcribe", "--model", model, wav],
+        vec!["listen", "--model", model, "--fast", "--max-tokens", "4", "--input", wav],
     ] {
         let out = kioku(&args);
         assert!(out.status.success(), "kioku {args:?} failed: {}", stderr(&out));

@@ -159,7 +159,7 @@ pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
             let mut model = random::random_model(*shapes, *seed)?;
             add_silence_context(&mut model.whisper)?;
             let projector = Some((model.projector, format!("random {shapes:?} projector")));
-            write_packed(opts, model.whisper, model.llm, projector, BTreeMap::new(), model.provenance)
+            write_packed(opts, model.whisper, model.llm, projector, model.vad, model.provenance)
         }
     }
 }

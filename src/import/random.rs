@@ -5,7 +5,8 @@
 
 use super::synthetic_tokenizer::SyntheticVocab;
 use super::{ImportedLlm, ImportedWhisper, ProjectorFile};
-use crate::model::file::{Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA};
+use crate::model::file::{Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, VAD};
+use crate::model::silero::TENSORS;
 use crate::model::llama::LlamaConfig;
 use crate::model::lora::LoraConfig;
 use crate::model::projector::ProjectorConfig;
@@ -262,6 +263,8 @@ pub struct RandomModel {
     pub whisper: ImportedWhisper,
     pub llm: ImportedLlm,
     pub projector: ProjectorFile,
+    /// Silero VAD's tensors (`vad.*`), in their only shapes.
+    pub vad: BTreeMap<String, Tensor>,
     pub provenance: Vec<Provenance>,
 }
 
@@ -277,6 +280,11 @@ pub fn random_model(shapes: RandomShapes, seed: u64) -> Result<RandomModel> {
     filler.projector(&projector_cfg)?;
     filler.speech_lora(&llm_cfg, &lora_cfg)?;
     let projector_tensors = std::mem::take(&mut filler.tensors);
+    // Last, so that the other components are the same as before models had a VAD.
+    for (name, shape) in TENSORS {
+        filler.random(format!("{VAD}.{name}"), shape, 0.1)?;
+    }
+    let vad = std::mem::take(&mut filler.tensors);
 
     let whisper_text_tokens = match shapes {
         RandomShapes::Default => WHISPER_TEXT_TOKENS,
@@ -299,7 +307,7 @@ pub fn random_model(shapes: RandomShapes, seed: u64) -> Result<RandomModel> {
     }
     .to_json();
     let source = format!("random-shapes:{}:seed={seed}", shapes.name());
-    let provenance = ["whisper", "llm", "projector"]
+    let provenance = ["whisper", "llm", "projector", VAD]
         .map(|component| Provenance {
             component: component.into(),
             source: source.clone(),
@@ -314,6 +322,7 @@ pub fn random_model(shapes: RandomShapes, seed: u64) -> Result<RandomModel> {
         whisper: ImportedWhisper { config: whisper_cfg, tokenizer: whisper_tokenizer, tensors: whisper_tensors },
         llm: ImportedLlm { config: llm_cfg, tokenizer: llm_tokenizer, chat_template: CHAT_TEMPLATE.into(), tensors: llm_tensors },
         projector: ProjectorFile { config: projector_cfg, speech_lora: Some(lora_cfg), tensors: projector_tensors },
+        vad,
         provenance,
     })
 }

@@ -30,6 +30,25 @@ const HOP: usize = 128;
 const BINS: usize = WINDOW / 2 + 1;
 const HIDDEN: usize = 128;
 
+/// Every tensor of the network (names as in the silero-vad package's safetensors file) and its shape.
+pub const TENSORS: [(&str, &[usize]); 15] = [
+    ("stft_conv.weight", &[2 * BINS, 1, WINDOW]),
+    ("conv1.weight", &[HIDDEN, BINS, 3]),
+    ("conv1.bias", &[HIDDEN]),
+    ("conv2.weight", &[64, HIDDEN, 3]),
+    ("conv2.bias", &[64]),
+    ("conv3.weight", &[64, 64, 3]),
+    ("conv3.bias", &[64]),
+    ("conv4.weight", &[HIDDEN, 64, 3]),
+    ("conv4.bias", &[HIDDEN]),
+    ("lstm_cell.weight_ih", &[4 * HIDDEN, HIDDEN]),
+    ("lstm_cell.weight_hh", &[4 * HIDDEN, HIDDEN]),
+    ("lstm_cell.bias_ih", &[4 * HIDDEN]),
+    ("lstm_cell.bias_hh", &[4 * HIDDEN]),
+    ("final_conv.weight", &[1, HIDDEN, 1]),
+    ("final_conv.bias", &[1]),
+];
+
 /// A tensor claimed from `w`, as f32 on the CPU.
 fn take_cpu(w: &Weights, name: &str, shape: &[usize]) -> Result<Tensor> {
     Ok(w.take(name, shape)?.to_device(&Device::Cpu)?.to_dtype(DType::F32)?)
