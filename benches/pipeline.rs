@@ -55,6 +55,13 @@ fn main() {
         let answers: Vec<_> = (0..RUNS).map(|_| assistant.ask_audio(&samples, Mode::E2e, &sampling, &mut |_| {}).unwrap()).collect();
         (median(answers.iter().map(|a| a.timings_ms.first_token).collect()), median(answers.iter().map(|a| a.tokens_per_s).collect()))
     });
+    // Silero VAD runs on every 32 ms of live audio: the time per chunk, over the whole clip.
+    let vad_chunk_ms = assistant.vad().map(|vad| {
+        let mut state = kioku::model::silero::SileroState::new().unwrap();
+        let chunks: Vec<&[f32]> = samples.chunks_exact(kioku::model::silero::CHUNK).collect();
+        let run = |state: &mut kioku::model::silero::SileroState| chunks.iter().map(|c| vad.probability(c, state).unwrap()).sum::<f32>();
+        median((0..RUNS).map(|_| time_ms(|| run(&mut state)).0 / chunks.len() as f64).collect())
+    });
     let ours_rss = peak_rss_mb();
 
     // --- reference: candle-transformers Whisper (30 s padded, as upstream) + quantized Llama ---
@@ -143,6 +150,9 @@ fn main() {
     if let Some((_, e2e_tps)) = e2e {
         let speech = if assistant.header().speech_lora.is_some() { ", through the speech adapter" } else { "" };
         println!("| decode (e2e{speech}; cascade's in the reference column) | {e2e_tps:.1} tok/s | {ours_tps:.1} tok/s | {:.2}× |", e2e_tps / ours_tps);
+    }
+    if let Some(ms) = vad_chunk_ms {
+        println!("| Silero VAD, one 32 ms chunk of live audio | {ms:.3} ms | — | — |");
     }
     println!("| peak RSS (kioku only, before the reference loads) | {:.0} MB | — | — |", ours_rss.unwrap_or(f64::NAN));
 }
