@@ -33,3 +33,4 @@ pub mod model;
 pub mod parity;
 pub mod server;
 pub mod train;
+pub mod tts;

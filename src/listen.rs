@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::assistant::{Assistant, Mode, Question, Request};
 use crate::audio::vad::{Boundary, EnergyDetector, FrameDetector};
-use crate::audio::{read_wav, Resampler16k, Speech, Vad, VadConfig, SAMPLE_RATE};
+use crate::audio::{read_wav, Resampler, Speech, Vad, VadConfig, SAMPLE_RATE};
 use crate::model::silero::SileroDetector;
 use crate::generation::SamplingOptions;
 
@@ -210,7 +210,7 @@ pub fn listen(
     on_event: impl FnMut(Event<'_>) + Send,
 ) -> Result<()> {
     let mut segmenter = Segmenter::new(&options.endpointing, assistant)?;
-    let mut resampler = Resampler16k::new(source.sample_rate())?;
+    let mut resampler = Resampler::to_16k(source.sample_rate())?;
     let handler = Mutex::new(on_event);
     let emit = |event: Event<'_>| (handler.lock().unwrap_or_else(PoisonError::into_inner))(event);
     let (queue, heard) = channel();
@@ -227,7 +227,7 @@ pub fn listen(
 fn capture(
     source: &mut dyn AudioSource,
     segmenter: &mut Segmenter,
-    resampler: &mut Resampler16k,
+    resampler: &mut Resampler,
     queue: Sender<Heard>,
     emit: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<()> {

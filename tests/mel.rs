@@ -8,7 +8,7 @@ use candle_core::Device;
 use hound::{SampleFormat, WavSpec, WavWriter};
 use kioku::audio::{
     mel_filters, read_wav, read_wav_from, resample_to_16k, write_wav_16k, Audio, MelExtractor,
-    Resampler16k,
+    Resampler,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -104,7 +104,7 @@ fn streaming_resampler_matches_whole_clip() {
         sample_rate: 44_100,
     };
     let whole = resample_to_16k(&audio).unwrap();
-    let mut resampler = Resampler16k::new(44_100).unwrap();
+    let mut resampler = Resampler::to_16k(44_100).unwrap();
     for _ in 0..2 {
         // Reusable after flush.
         let mut streamed = Vec::new();
@@ -123,7 +123,7 @@ fn resampling_16k_is_identity_and_bad_rates_fail() {
         sample_rate: 16_000,
     };
     assert_eq!(resample_to_16k(&audio).unwrap(), audio.samples);
-    let err = Resampler16k::new(0).err().unwrap().to_string();
+    let err = Resampler::to_16k(0).err().unwrap().to_string();
     assert!(err.contains("unsupported sample rate 0 Hz"), "{err}");
 }
 

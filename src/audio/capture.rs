@@ -180,7 +180,7 @@ where
 /// cannot find card '0'" on a machine without sound cards), while cpal reports the same failures
 /// as errors. A guard sends alsa-lib's messages on this thread nowhere while we probe.
 #[cfg(any(target_os = "linux", target_os = "dragonfly", target_os = "freebsd", target_os = "netbsd"))]
-mod alsa_quiet {
+pub(super) mod alsa_quiet {
     use std::ffi::{c_char, c_int, c_void};
 
     /// `snd_local_error_handler_t`; its last argument is a `va_list`, passed as a pointer.
@@ -211,7 +211,7 @@ mod alsa_quiet {
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "dragonfly", target_os = "freebsd", target_os = "netbsd")))]
-mod alsa_quiet {
+pub(super) mod alsa_quiet {
     pub struct Guard;
 
     impl Guard {

@@ -2,6 +2,8 @@
 
 #[cfg(feature = "mic")]
 pub mod capture;
+#[cfg(feature = "mic")]
+pub mod playback;
 pub mod mel;
 pub mod mp3;
 pub mod resample;
@@ -10,9 +12,9 @@ pub mod wav;
 
 pub use mel::{mel_filters, Mel, MelExtractor};
 pub use mp3::{looks_like_mp3, read_mp3};
-pub use resample::{resample_to_16k, Resampler16k};
+pub use resample::{resample_to_16k, Resampler};
 pub use vad::{Speech, Vad, VadConfig};
-pub use wav::{read_wav, read_wav_from, write_wav_16k, Audio};
+pub use wav::{read_wav, read_wav_from, write_wav, write_wav_16k, Audio};
 
 /// The sample rate every model in kioku expects.
 pub const SAMPLE_RATE: u32 = 16_000;

@@ -1,30 +1,32 @@
-//! Resampling to 16 kHz with rubato's synchronous FFT resampler.
+//! Resampling with rubato's synchronous FFT resampler: to 16 kHz for the models, and from the
+//! speech synthesizer's rate to a sound card's.
 
 use anyhow::{anyhow, ensure, Result};
-use rubato::{FftFixedIn, Resampler};
+use rubato::{FftFixedIn, Resampler as _};
 
 use super::{Audio, SAMPLE_RATE};
 
-/// Highest input rate accepted; it bounds the FFT sizes a bogus WAV header could ask for.
-const MAX_INPUT_RATE: u32 = 768_000;
+/// Highest rate accepted; it bounds the FFT sizes a bogus WAV header could ask for.
+const MAX_RATE: u32 = 768_000;
 
 /// Resamples a whole clip to 16 kHz: `round(len * 16000 / rate)` samples, aligned in time
 /// with the input. 16 kHz input is returned unchanged.
 pub fn resample_to_16k(audio: &Audio) -> Result<Vec<f32>> {
-    let mut resampler = Resampler16k::new(audio.sample_rate)?;
+    let mut resampler = Resampler::to_16k(audio.sample_rate)?;
     let mut out = resampler.process(&audio.samples);
     out.extend(resampler.flush());
     Ok(out)
 }
 
-/// Streaming mono resampler to 16 kHz: feed any number of samples to [`process`](Self::process),
-/// then call [`flush`](Self::flush) at the end of a stream (after which it can be reused).
-/// The concatenated output equals [`resample_to_16k`] of the concatenated input.
-pub struct Resampler16k(Option<Stream>);
+/// Streaming mono resampler: feed any number of samples to [`process`](Self::process), then call
+/// [`flush`](Self::flush) at the end of a stream (after which it can be reused). To 16 kHz, the
+/// concatenated output equals [`resample_to_16k`] of the concatenated input.
+pub struct Resampler(Option<Stream>);
 
 struct Stream {
     fft: FftFixedIn<f32>,
     input_rate: u64,
+    output_rate: u64,
     /// Input waiting until it fills a chunk.
     pending: Vec<f32>,
     /// Leading output still to drop: the filter delay.
@@ -34,23 +36,27 @@ struct Stream {
     n_out: u64,
 }
 
-impl Resampler16k {
-    pub fn new(input_rate: u32) -> Result<Self> {
-        ensure!(
-            (1..=MAX_INPUT_RATE).contains(&input_rate),
-            "unsupported sample rate {input_rate} Hz (supported: 1 to {MAX_INPUT_RATE} Hz)"
-        );
-        if input_rate == SAMPLE_RATE {
+impl Resampler {
+    /// From `input_rate` to the models' 16 kHz.
+    pub fn to_16k(input_rate: u32) -> Result<Self> {
+        Self::new(input_rate, SAMPLE_RATE)
+    }
+
+    pub fn new(input_rate: u32, output_rate: u32) -> Result<Self> {
+        for rate in [input_rate, output_rate] {
+            ensure!((1..=MAX_RATE).contains(&rate), "unsupported sample rate {rate} Hz (supported: 1 to {MAX_RATE} Hz)");
+        }
+        if input_rate == output_rate {
             return Ok(Self(None));
         }
-        let g = gcd(input_rate, SAMPLE_RATE);
-        let (unit_in, unit_out) = ((input_rate / g) as usize, (SAMPLE_RATE / g) as usize);
+        let g = gcd(input_rate, output_rate);
+        let (unit_in, unit_out) = ((input_rate / g) as usize, (output_rate / g) as usize);
         // About 1024 samples per FFT on the longer side, and an even number of units so that
         // the filter delay (half the FFT) is a whole number of samples on both sides.
         let units = 2 * 512usize.div_ceil(unit_in.max(unit_out));
         let fft = FftFixedIn::new(
             input_rate as usize,
-            SAMPLE_RATE as usize,
+            output_rate as usize,
             units * unit_in,
             1,
             1,
@@ -60,6 +66,7 @@ impl Resampler16k {
         Ok(Self(Some(Stream {
             fft,
             input_rate: input_rate.into(),
+            output_rate: output_rate.into(),
             pending: Vec::new(),
             skip,
             n_in: 0,
@@ -67,7 +74,7 @@ impl Resampler16k {
         })))
     }
 
-    /// Returns the 16 kHz output that is ready; the rest comes with later calls or `flush`.
+    /// Returns the output that is ready; the rest comes with later calls or `flush`.
     pub fn process(&mut self, input: &[f32]) -> Vec<f32> {
         let Some(s) = &mut self.0 else {
             return input.to_vec();
@@ -90,8 +97,7 @@ impl Resampler16k {
         let Some(s) = &mut self.0 else {
             return Vec::new();
         };
-        let rate = u64::from(SAMPLE_RATE);
-        let total = ((s.n_in * rate + s.input_rate / 2) / s.input_rate) as usize;
+        let total = ((s.n_in * s.output_rate + s.input_rate / 2) / s.input_rate) as usize;
         let wanted = total - s.n_out as usize;
         let chunk = s.fft.input_frames_next();
         let mut out = Vec::new();

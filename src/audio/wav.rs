@@ -113,12 +113,18 @@ fn collect(
     Ok(out)
 }
 
-/// Writes 16-bit PCM mono 16 kHz, atomically (see [`crate::atomic`]): a crash leaves the old
-/// file or none, never a half-written one.
+/// Writes 16-bit PCM mono 16 kHz, atomically (see [`write_wav`]).
 pub fn write_wav_16k(path: &Path, samples: &[f32]) -> Result<()> {
+    write_wav(path, &Audio { samples: samples.to_vec(), sample_rate: SAMPLE_RATE })
+}
+
+/// Writes 16-bit PCM mono, atomically (see [`crate::atomic`]): a crash leaves the old file or
+/// none, never a half-written one.
+pub fn write_wav(path: &Path, audio: &Audio) -> Result<()> {
+    let samples = &audio.samples;
     let spec = WavSpec {
         channels: 1,
-        sample_rate: SAMPLE_RATE,
+        sample_rate: audio.sample_rate,
         bits_per_sample: 16,
         sample_format: SampleFormat::Int,
     };

@@ -1,3 +1,4 @@
+use super::speak::SpeakArgs;
 use super::ModelArgs;
 use anyhow::{bail, Result};
 use clap::Args;
@@ -6,11 +7,14 @@ use kioku::generation::SamplingOptions;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(Args)]
 pub struct AskArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    speak: SpeakArgs,
     /// cascade: transcribe then answer; e2e: audio straight into the LLM
     /// (needs a projector). Cascade stays the default until the projector
     /// reaches its accuracy target (docs/PROJECTOR.md, "Status").
@@ -49,8 +53,14 @@ pub fn run(args: &AskArgs) -> Result<()> {
     let sampling = SamplingOptions { temperature: args.temperature, top_p: args.top_p, max_tokens: args.max_tokens, seed: args.seed, stop: Vec::new() };
     let samples = args.file.as_deref().map(load_audio_16k).transpose()?;
     let assistant = args.model.load()?;
+    let mut talker = args.speak.talker()?;
     let streaming = !args.json;
+    let mut first_text_at = None;
     let mut print = |text: &str| {
+        first_text_at.get_or_insert_with(Instant::now);
+        if let Some(talker) = &mut talker {
+            talker.say(text);
+        }
         if streaming {
             print!("{text}");
             let _ = std::io::stdout().flush();
@@ -62,6 +72,14 @@ pub fn run(args: &AskArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires a file or --text"),
     };
     let answer = assistant.respond(&Request::new(question, sampling), &mut print)?;
+    // End of the question → first spoken sample: the first token's latency, plus the time from
+    // that token to its clause's audio.
+    let mut first_audio_ms = None;
+    if let Some(talker) = &mut talker {
+        if let (Some(audio_at), Some(text_at)) = (talker.end_answer()?, first_text_at) {
+            first_audio_ms = Some(answer.timings_ms.first_token + audio_at.saturating_duration_since(text_at).as_secs_f64() * 1e3);
+        }
+    }
     if args.json {
         let mut out = json!({
             "transcript": answer.transcript.as_deref().or(args.text.as_deref()),
@@ -73,9 +91,12 @@ pub fn run(args: &AskArgs) -> Result<()> {
         if let Some(file) = &args.file {
             out["file"] = json!(file);
         }
+        if let Some(ms) = first_audio_ms {
+            out["first_audio_ms"] = json!(ms);
+        }
         println!("{out}");
     } else {
         println!();
     }
-    Ok(())
+    talker.map_or(Ok(()), |talker| talker.finish())
 }

@@ -1,9 +1,11 @@
+use super::speak::SpeakArgs;
 use super::ModelArgs;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use kioku::assistant::Mode;
 use kioku::audio::VadConfig;
 use kioku::generation::SamplingOptions;
+use kioku::tts::Talker;
 use kioku::listen::{listen, AudioSource, Detector, Endpointing, Event, ListenOptions, Pace, WavSource};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -15,6 +17,8 @@ use std::time::{Duration, Instant};
 pub struct ListenArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    speak: SpeakArgs,
     /// cascade: transcribe then answer; e2e: audio straight into the LLM
     /// (needs a projector). Cascade stays the default until the projector
     /// reaches its accuracy target (docs/PROJECTOR.md, "Status").
@@ -29,7 +33,9 @@ pub struct ListenArgs {
     /// The microphone to use, by name (see `kioku devices`). Default: the system's default input.
     #[arg(long, value_name = "NAME", conflicts_with = "input")]
     input_device: Option<String>,
-    /// One JSON object per answered utterance: start_s, end_s, transcript, answer, latency_ms.
+    /// One JSON object per answered utterance: start_s, end_s, transcript, answer, latency_ms
+    /// (end of speech → first answer token), and with --speak or --speak-to first_audio_ms (end of
+    /// speech → first spoken sample).
     #[arg(long)]
     json: bool,
     /// Push to talk: Enter starts and stops a question, instead of voice detection.
@@ -118,10 +124,11 @@ pub fn run(args: &ListenArgs) -> Result<()> {
     };
     let mode = args.mode;
     let sampling = SamplingOptions { max_tokens: args.max_tokens, ..SamplingOptions::default() };
-    let mut terminal = Terminal::new(args.json, args.ptt);
+    let mut terminal = Terminal::new(args.json, args.ptt, args.speak.talker()?);
     let result = listen(&assistant, source.as_mut(), &ListenOptions { mode, sampling, endpointing }, |event| terminal.show(event));
     terminal.clear_meter();
-    result
+    let spoken = terminal.talker.take().map_or(Ok(()), |talker| talker.finish());
+    result.and(spoken)
 }
 
 fn open_source(args: &ListenArgs) -> Result<Box<dyn AudioSource>> {
@@ -154,10 +161,13 @@ fn enter_toggles() -> Arc<AtomicBool> {
     talking
 }
 
-/// Prints answers (stdout) and, on a terminal, a level meter (stderr).
+/// Prints answers (stdout), speaks them if asked, and on a terminal draws a level meter (stderr).
 struct Terminal {
     json: bool,
     ptt: bool,
+    talker: Option<Talker>,
+    /// When the current answer's first text came.
+    first_text_at: Option<Instant>,
     /// Draw the meter: stderr is a terminal and stdout is not JSON.
     meter: bool,
     meter_drawn: Option<Instant>,
@@ -167,12 +177,12 @@ struct Terminal {
 const METER_PERIOD: Duration = Duration::from_millis(100);
 
 impl Terminal {
-    fn new(json: bool, ptt: bool) -> Self {
+    fn new(json: bool, ptt: bool, talker: Option<Talker>) -> Self {
         let on_terminal = std::io::stderr().is_terminal();
         if on_terminal && ptt {
             eprintln!("Press Enter to start a question and Enter again to end it.");
         }
-        Self { json, ptt, meter: on_terminal && !json, meter_drawn: None, answering: false }
+        Self { json, ptt, talker, first_text_at: None, meter: on_terminal && !json, meter_drawn: None, answering: false }
     }
 
     fn show(&mut self, event: Event<'_>) {
@@ -186,25 +196,52 @@ impl Terminal {
                 self.clear_meter();
                 self.answering = true;
             }
-            Event::AnswerText(text) if !self.json => {
-                print!("{text}");
-                let _ = std::io::stdout().flush();
+            Event::AnswerText(text) => {
+                self.first_text_at.get_or_insert_with(Instant::now);
+                if let Some(talker) = &mut self.talker {
+                    talker.say(text);
+                }
+                if !self.json {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
+                }
             }
-            Event::AnswerText(_) => {}
             Event::Answered(reply) => {
                 self.answering = false;
+                let first_audio_ms = self.end_speech().map(|audio_after_text_ms| reply.latency_ms + audio_after_text_ms);
                 if self.json {
-                    println!("{}", serde_json::to_string(reply).expect("a reply serialises"));
+                    let mut line = serde_json::to_value(reply).expect("a reply serialises");
+                    if let Some(ms) = first_audio_ms {
+                        line["first_audio_ms"] = ms.into();
+                    }
+                    println!("{line}");
                 } else {
                     println!();
                     let heard = reply.transcript.as_deref().map(|t| format!(" heard \"{t}\";")).unwrap_or_default();
-                    eprintln!("[{}]{heard} first token after {:.0} ms", span(reply.start_s, reply.end_s), reply.latency_ms);
+                    let spoken = first_audio_ms.map(|ms| format!(", first sound after {ms:.0} ms")).unwrap_or_default();
+                    eprintln!("[{}]{heard} first token after {:.0} ms{spoken}", span(reply.start_s, reply.end_s), reply.latency_ms);
                 }
             }
             Event::Failed { start_s, end_s, error } => {
                 self.answering = false;
+                self.end_speech();
                 self.clear_meter();
                 eprintln!("[{}] skipped: {error:#}", span(start_s, end_s));
+            }
+        }
+    }
+
+    /// Ends the spoken answer; returns how long after the answer's first text its first audio came
+    /// (ms). A speech failure is reported once, and the answers go on in text.
+    fn end_speech(&mut self) -> Option<f64> {
+        let text_at = self.first_text_at.take();
+        let talker = self.talker.as_mut()?;
+        match talker.end_answer() {
+            Ok(audio_at) => Some(audio_at?.saturating_duration_since(text_at?).as_secs_f64() * 1e3),
+            Err(e) => {
+                eprintln!("warning: {e:#}; answers are printed only from now on");
+                self.talker = None;
+                None
             }
         }
     }

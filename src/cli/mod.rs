@@ -17,6 +17,7 @@ mod pack;
 mod train_projector;
 mod replay;
 mod serve;
+mod speak;
 mod transcribe;
 
 use anyhow::Result;

@@ -1,0 +1,272 @@
+//! Answers spoken aloud: the streamed answer is cut into clauses, each clause is spoken by
+//! espeak-ng as soon as it is complete, and the audio goes to a sink (the sound card, or a file).
+//!
+//! espeak-ng runs as a command, one process per clause, not through its C library: the command is
+//! what `make demo` installs, it keeps kioku's build free of a C dependency and bindings, and one
+//! clause takes about 25 ms to synthesise (start-up included), far less than it takes to say.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::audio::{read_wav_from, write_wav, Audio, Resampler};
+
+/// The speech synthesiser.
+#[derive(Debug, Clone)]
+pub struct Espeak {
+    /// An espeak-ng voice (`espeak-ng --voices` lists them), e.g. `en-us`.
+    pub voice: String,
+    pub words_per_minute: u32,
+}
+
+impl Default for Espeak {
+    fn default() -> Self {
+        Self { voice: "en-us".into(), words_per_minute: 175 }
+    }
+}
+
+impl Espeak {
+    /// `text` spoken, at espeak-ng's own rate (22 050 Hz).
+    pub fn synthesize(&self, text: &str) -> Result<Audio> {
+        let out = Command::new("espeak-ng")
+            .args(["--stdout", "-v", &self.voice, "-s", &self.words_per_minute.to_string(), "--", text])
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => anyhow!("espeak-ng is not installed (`make demo` installs it)"),
+                _ => anyhow!("cannot run espeak-ng: {e}"),
+            })?;
+        if !out.status.success() {
+            bail!("espeak-ng failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        read_wav_from(Cursor::new(with_sizes(out.stdout)?), "espeak-ng's output")
+    }
+}
+
+/// espeak-ng streams its WAV to stdout before it knows its length, so the RIFF and data sizes in
+/// its 44-byte header are placeholders; they are filled in from the bytes received.
+fn with_sizes(mut wav: Vec<u8>) -> Result<Vec<u8>> {
+    if wav.len() < 44 || &wav[36..40] != b"data" {
+        bail!("espeak-ng's output is not the WAV it writes");
+    }
+    let len = wav.len() as u32;
+    wav[4..8].copy_from_slice(&(len - 8).to_le_bytes());
+    wav[40..44].copy_from_slice(&(len - 44).to_le_bytes());
+    Ok(wav)
+}
+
+/// Cuts streamed text into clauses worth speaking on their own: at the end of a sentence, and at a
+/// comma, semicolon or colon once a few words have gathered.
+#[derive(Default)]
+pub struct ClauseSplitter {
+    pending: String,
+}
+
+/// A clause shorter than this (characters) waits for more at a comma: "Yes," alone sounds clipped.
+const MIN_CLAUSE_AT_COMMA: usize = 20;
+
+impl ClauseSplitter {
+    /// Takes more text; returns the clauses it completed.
+    pub fn push(&mut self, text: &str) -> Vec<String> {
+        let mut done = Vec::new();
+        for c in text.chars() {
+            // A boundary is the punctuation followed by white space.
+            if c.is_whitespace() {
+                let last = self.pending.trim_end().chars().last();
+                let ends_sentence = matches!(last, Some('.' | '!' | '?' | '\n'));
+                let ends_clause = matches!(last, Some(',' | ';' | ':')) && self.pending.trim().len() >= MIN_CLAUSE_AT_COMMA;
+                if (ends_sentence || ends_clause || c == '\n') && !self.pending.trim().is_empty() {
+                    done.push(std::mem::take(&mut self.pending).trim().to_string());
+                    continue;
+                }
+            }
+            self.pending.push(c);
+        }
+        done
+    }
+
+    /// The text left over at the end of the answer.
+    pub fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.pending);
+        let rest = rest.trim();
+        (!rest.is_empty()).then(|| rest.to_string())
+    }
+}
+
+/// Where spoken audio goes. Made and used on the speech thread (a cpal stream cannot move between
+/// threads).
+pub trait AudioSink {
+    fn play(&mut self, audio: &Audio) -> Result<()>;
+    /// Everything has been given: write it out, or wait until it has been heard.
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// Collects the speech and writes it to a WAV file at the end, atomically.
+pub struct WavFileSink {
+    path: PathBuf,
+    audio: Option<Audio>,
+}
+
+impl WavFileSink {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, audio: None }
+    }
+}
+
+impl AudioSink for WavFileSink {
+    fn play(&mut self, audio: &Audio) -> Result<()> {
+        let all = self.audio.get_or_insert_with(|| Audio { samples: Vec::new(), sample_rate: audio.sample_rate });
+        if audio.sample_rate == all.sample_rate {
+            all.samples.extend_from_slice(&audio.samples);
+        } else {
+            let mut resampler = Resampler::new(audio.sample_rate, all.sample_rate)?;
+            all.samples.extend(resampler.process(&audio.samples));
+            all.samples.extend(resampler.flush());
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        // An answer with nothing to say still leaves a (silent) file, so the caller finds one.
+        let audio = self.audio.get_or_insert_with(|| Audio { samples: vec![0.0; 160], sample_rate: 16_000 });
+        write_wav(&self.path, audio).with_context(|| format!("cannot write the spoken answer to {}", self.path.display()))
+    }
+}
+
+#[cfg(feature = "mic")]
+impl AudioSink for crate::audio::playback::Player {
+    fn play(&mut self, audio: &Audio) -> Result<()> {
+        crate::audio::playback::Player::play(self, audio)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.drain(std::time::Duration::from_secs(120));
+        Ok(())
+    }
+}
+
+enum Job {
+    Say(String),
+    /// The answer is complete: report when its first audio went to the sink.
+    EndOfAnswer,
+}
+
+/// Speaks answers as they stream, on a thread of its own so generation never waits for speech.
+pub struct Talker {
+    splitter: ClauseSplitter,
+    jobs: Option<Sender<Job>>,
+    reports: Receiver<Result<Option<Instant>>>,
+    worker: Option<JoinHandle<Result<()>>>,
+}
+
+impl Talker {
+    /// Starts the speech thread, which opens its sink with `open_sink`; fails if that does.
+    pub fn start(espeak: Espeak, open_sink: impl FnOnce() -> Result<Box<dyn AudioSink>> + Send + 'static) -> Result<Self> {
+        let (jobs, queue) = channel::<Job>();
+        let (report, reports) = channel();
+        let worker = std::thread::spawn(move || {
+            let mut sink = match open_sink() {
+                Ok(sink) => {
+                    let _ = report.send(Ok(None));
+                    sink
+                }
+                Err(e) => {
+                    let _ = report.send(Err(anyhow!("{e:#}")));
+                    return Err(e);
+                }
+            };
+            let mut first_audio = None;
+            let mut failed: Option<anyhow::Error> = None;
+            for job in queue {
+                match job {
+                    Job::Say(clause) if failed.is_none() => {
+                        match espeak.synthesize(&clause).and_then(|audio| sink.play(&audio)) {
+                            Ok(()) => drop(first_audio.get_or_insert_with(Instant::now)),
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                    Job::Say(_) => {}
+                    Job::EndOfAnswer => {
+                        let _ = report.send(failed.take().map_or(Ok(first_audio.take()), Err));
+                    }
+                }
+            }
+            sink.finish()
+        });
+        reports.recv().map_err(|_| anyhow!("the speech thread stopped"))??;
+        Ok(Self { splitter: ClauseSplitter::default(), jobs: Some(jobs), reports, worker: Some(worker) })
+    }
+
+    fn send(&self, job: Job) {
+        // The worker only stops when `finish` drops the sender, so a send cannot fail before.
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(job);
+        }
+    }
+
+    /// More answer text: complete clauses start being spoken at once.
+    pub fn say(&mut self, text: &str) {
+        for clause in self.splitter.push(text) {
+            self.send(Job::Say(clause));
+        }
+    }
+
+    /// Ends the current answer; waits until all of it went to the sink and returns when its first
+    /// audio did (None if there was nothing to say).
+    pub fn end_answer(&mut self) -> Result<Option<Instant>> {
+        if let Some(rest) = self.splitter.finish() {
+            self.send(Job::Say(rest));
+        }
+        self.send(Job::EndOfAnswer);
+        self.reports.recv().map_err(|_| anyhow!("the speech thread stopped"))?
+    }
+
+    /// Ends speaking: writes the file, or waits until the sound card has played everything.
+    pub fn finish(mut self) -> Result<()> {
+        self.jobs.take();
+        match self.worker.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => bail!("the speech thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clauses of `text` streamed in pieces of `piece` characters.
+    fn clauses(text: &str, piece: usize) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut splitter = ClauseSplitter::default();
+        let mut out: Vec<String> = chars.chunks(piece).flat_map(|p| splitter.push(&p.iter().collect::<String>())).collect();
+        out.extend(splitter.finish());
+        out
+    }
+
+    #[test]
+    fn streamed_text_is_cut_at_sentences_and_long_clauses() {
+        let text = "Yes, it is. The capital of France is Paris, a city on the Seine; it has 2.1 million people! Why?";
+        let expected = ["Yes, it is.", "The capital of France is Paris,", "a city on the Seine;", "it has 2.1 million people!", "Why?"];
+        for piece in [1, 3, 7, 1000] {
+            assert_eq!(clauses(text, piece), expected, "pieces of {piece}");
+        }
+        assert!(clauses("  ", 1).is_empty());
+    }
+
+    #[test]
+    fn espeak_streams_are_given_their_sizes() {
+        let mut wav = b"RIFF\xff\xff\xff\x7fWAVEfmt ".to_vec();
+        wav.extend([16, 0, 0, 0, 1, 0, 1, 0, 0x22, 0x56, 0, 0, 0x44, 0xac, 0, 0, 2, 0, 16, 0]);
+        wav.extend(b"data\xff\xff\xff\x7f");
+        wav.extend([0u8; 8]);
+        let audio = read_wav_from(Cursor::new(with_sizes(wav).unwrap()), "test").unwrap();
+        assert_eq!((audio.sample_rate, audio.samples.len()), (22_050, 4));
+        assert!(with_sizes(b"RIFF".to_vec()).is_err());
+    }
+}
