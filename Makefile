@@ -30,7 +30,9 @@ demo: deps model
 # The whole test suite, on the real weights: Rust tests, then `kioku serve`
 # through real HTTP clients, then kioku beside transformers, PEFT and llama.cpp
 # (built from its pinned sdist into $(KIOKU_CACHE)/anchors on the first run).
-test: APT_PACKAGES += cmake build-essential
+# PulseAudio and ALSA's pulse plugin carry the tests of the real audio path
+# (tests/audio_server.rs), which start and stop their own sound server.
+test: APT_PACKAGES += cmake build-essential pulseaudio pulseaudio-utils libasound2-plugins
 test: deps model test-venv eco-venv
 	cargo test --no-fail-fast
 	cargo build --bin kioku --example logits

@@ -12,6 +12,8 @@ use anyhow::{anyhow, bail, Result};
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, SampleFormat, SizedSample};
 
+use super::quiet;
+
 /// Buffers the queue holds: seconds of audio at usual callback sizes, so a busy consumer loses
 /// nothing while a stalled one costs bounded memory.
 const QUEUE_BUFFERS: usize = 512;
@@ -57,7 +59,7 @@ fn no_microphone(why: &str) -> anyhow::Error {
 
 /// Every input device of the default host, with its default recording format.
 pub fn input_devices() -> Result<Vec<InputDevice>> {
-    let _quiet = alsa_quiet::Guard::new();
+    let _quiet = quiet::Guard::new();
     let host = cpal::default_host();
     let default_name = host.default_input_device().and_then(|d| d.name().ok());
     let devices = host.input_devices().map_err(|e| anyhow!("cannot list input devices: {e}"))?;
@@ -76,7 +78,7 @@ pub fn input_devices() -> Result<Vec<InputDevice>> {
 impl Microphone {
     /// Starts recording from the named input device, or the default one.
     pub fn open(device_name: Option<&str>) -> Result<Self> {
-        let _quiet = alsa_quiet::Guard::new();
+        let _quiet = quiet::Guard::new();
         let host = cpal::default_host();
         let device = match device_name {
             None => host.default_input_device().ok_or_else(|| no_microphone("no audio input device was found"))?,
@@ -174,49 +176,4 @@ where
         },
         None,
     )
-}
-
-/// alsa-lib prints every failed probe to stderr (eight lines of "ALSA lib confmisc.c:855:(parse_card)
-/// cannot find card '0'" on a machine without sound cards), while cpal reports the same failures
-/// as errors. A guard sends alsa-lib's messages on this thread nowhere while we probe.
-#[cfg(any(target_os = "linux", target_os = "dragonfly", target_os = "freebsd", target_os = "netbsd"))]
-pub(super) mod alsa_quiet {
-    use std::ffi::{c_char, c_int, c_void};
-
-    /// `snd_local_error_handler_t`; its last argument is a `va_list`, passed as a pointer.
-    type Handler = Option<unsafe extern "C" fn(*const c_char, c_int, *const c_char, c_int, *const c_char, *mut c_void)>;
-
-    // libasound is linked through cpal's alsa-sys; the local handler is thread-local (alsa-lib >= 1.1.6).
-    extern "C" {
-        fn snd_lib_error_set_local(handler: Handler) -> Handler;
-    }
-
-    unsafe extern "C" fn ignore(_: *const c_char, _: c_int, _: *const c_char, _: c_int, _: *const c_char, _: *mut c_void) {}
-
-    pub struct Guard(Handler);
-
-    impl Guard {
-        pub fn new() -> Self {
-            // SAFETY: swaps a thread-local function pointer; `ignore` matches the handler's signature.
-            Self(unsafe { snd_lib_error_set_local(Some(ignore)) })
-        }
-    }
-
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            // SAFETY: restores the handler this thread had before.
-            unsafe { snd_lib_error_set_local(self.0) };
-        }
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "dragonfly", target_os = "freebsd", target_os = "netbsd")))]
-pub(super) mod alsa_quiet {
-    pub struct Guard;
-
-    impl Guard {
-        pub fn new() -> Self {
-            Self
-        }
-    }
 }

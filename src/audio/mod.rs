@@ -4,6 +4,8 @@
 pub mod capture;
 #[cfg(feature = "mic")]
 pub mod playback;
+#[cfg(feature = "mic")]
+mod quiet;
 pub mod mel;
 pub mod mp3;
 pub mod resample;

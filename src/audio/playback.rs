@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, SampleFormat, SizedSample};
 
-use super::capture::alsa_quiet;
+use super::quiet;
 use super::{Audio, Resampler};
 
 /// A running output stream.
@@ -29,7 +29,7 @@ fn no_speaker(why: &str) -> anyhow::Error {
 
 /// Every output device of the default host, and whether it is the default.
 pub fn output_devices() -> Result<Vec<(String, bool)>> {
-    let _quiet = alsa_quiet::Guard::new();
+    let _quiet = quiet::Guard::new();
     let host = cpal::default_host();
     let default_name = host.default_output_device().and_then(|d| d.name().ok());
     let devices = host.output_devices().map_err(|e| anyhow!("cannot list output devices: {e}"))?;
@@ -45,7 +45,7 @@ pub fn output_devices() -> Result<Vec<(String, bool)>> {
 impl Player {
     /// Opens the named output device, or the default one.
     pub fn open(device_name: Option<&str>) -> Result<Self> {
-        let _quiet = alsa_quiet::Guard::new();
+        let _quiet = quiet::Guard::new();
         let host = cpal::default_host();
         let device = match device_name {
             None => host.default_output_device().ok_or_else(|| no_speaker("no audio output device was found"))?,

@@ -1,0 +1,138 @@
+//! The real audio path: kioku's cpal capture and playback through a PulseAudio server that the test
+//! starts on its own socket, with two null sinks standing in for a microphone (`mic`, whose monitor
+//! is the default source) and speakers (`spk`, the default sink). ALSA's `default` device, which
+//! cpal opens, goes to PulseAudio through Debian's libasound2-plugins; `make test` installs
+//! pulseaudio, pulseaudio-utils and libasound2-plugins.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A PulseAudio server for one test, stopped when dropped.
+struct SoundServer {
+    runtime: tempfile::TempDir,
+    daemon: Child,
+}
+
+impl SoundServer {
+    fn start() -> Self {
+        let runtime = tempfile::tempdir().unwrap();
+        let daemon = Command::new("pulseaudio")
+            .args(["-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "--log-target=stderr"])
+            .args(["--load=module-native-protocol-unix", "--load=module-null-sink sink_name=mic", "--load=module-null-sink sink_name=spk"])
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pulseaudio runs (`make test` installs it)");
+        let server = Self { runtime, daemon };
+        let started = Instant::now();
+        while !server.command("pactl").arg("info").output().is_ok_and(|o| o.status.success()) {
+            assert!(started.elapsed() < Duration::from_secs(20), "PulseAudio did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server.run("pactl", &["set-default-source", "mic.monitor"]);
+        server.run("pactl", &["set-default-sink", "spk"]);
+        server
+    }
+
+    /// `program` talking to this server.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.env("XDG_RUNTIME_DIR", self.runtime.path()).env_remove("PULSE_SERVER").env_remove("KIOKU_MODEL").current_dir(repo());
+        command
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self.command(program).args(args).output().unwrap_or_else(|e| panic!("{program} runs: {e}"));
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn kioku(&self) -> Command {
+        self.command(env!("CARGO_BIN_EXE_kioku"))
+    }
+
+    /// Records what is played into `spk` until the returned child is stopped.
+    fn record_speakers(&self, wav: &Path) -> Child {
+        self.command("parecord").args(["-d", "spk.monitor", "--file-format=wav", wav.to_str().unwrap()]).spawn().unwrap()
+    }
+
+    /// Waits until something records from the server (kioku has opened its microphone).
+    fn wait_for_recording(&self, child: &mut Child) {
+        let started = Instant::now();
+        loop {
+            let out = self.command("pactl").args(["list", "short", "source-outputs"]).output().unwrap();
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "kioku exited before it started listening");
+            assert!(started.elapsed() < Duration::from_secs(60), "kioku never opened the microphone");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for SoundServer {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// Stops a child that runs until told (parecord, kioku listen) and returns its stdout.
+fn stop(mut child: Child) -> String {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn espeak(dir: &Path, name: &str, voice: &str, text: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.wav"));
+    assert!(Command::new("espeak-ng").args(["-v", voice, "-s", "140", "-w", path.to_str().unwrap(), text]).status().unwrap().success());
+    path
+}
+
+#[test]
+fn speak_plays_the_answer_through_the_sound_server() {
+    let server = SoundServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let heard_wav = dir.path().join("speakers.wav");
+    let recorder = server.record_speakers(&heard_wav);
+    let out = server.kioku().args(["ask", "--speak", "--text", "What is the capital of France?", "--max-tokens", "16"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Paris"), "{}", stdout(&out));
+    assert!(stderr(&out).trim().is_empty(), "no warning and no probing chatter: {}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(300));
+    stop(recorder);
+    let heard = kioku(&["transcribe", heard_wav.to_str().unwrap()]);
+    assert!(stdout(&heard).to_lowercase().contains("paris"), "the speakers played: {}", stdout(&heard));
+}
+
+#[test]
+fn listen_hears_questions_through_the_sound_server() {
+    let server = SoundServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (q0, q1) = (espeak(dir.path(), "q0", "en-us", "What is the capital of France?"), espeak(dir.path(), "q1", "en-gb", "How many days are in a week?"));
+    let silence = dir.path().join("silence.wav");
+    assert!(Command::new("sox").args(["-n", "-r", "22050", "-c", "1", "-b", "16", silence.to_str().unwrap(), "trim", "0", "1.5"]).status().unwrap().success());
+    let rec = dir.path().join("two-questions.wav");
+    let s = silence.to_str().unwrap();
+    assert!(Command::new("sox").args([s, q0.to_str().unwrap(), s, q1.to_str().unwrap(), s, rec.to_str().unwrap()]).status().unwrap().success());
+
+    let mut listening = server.kioku().args(["listen", "--json", "--max-tokens", "8"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    server.wait_for_recording(&mut listening);
+    server.run("paplay", &["-d", "mic", rec.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(3));
+    let out = stop(listening);
+    let replies: Vec<Value> = out.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect();
+    assert_eq!(replies.len(), 2, "{replies:#?}");
+    for (reply, word) in replies.iter().zip(["capital", "week"]) {
+        let transcript = reply["transcript"].as_str().unwrap_or_default().to_lowercase();
+        assert!(transcript.contains(word), "{word} not heard: {reply}");
+        assert!(reply["latency_ms"].as_f64().unwrap() > 0.0, "{reply}");
+    }
+}
