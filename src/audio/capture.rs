@@ -75,6 +75,14 @@ pub fn input_devices() -> Result<Vec<InputDevice>> {
         .collect())
 }
 
+/// The device called `wanted` among `devices` (an input or output listing, as `kind` says).
+pub(super) fn named_device<I: Iterator<Item = cpal::Device>>(devices: Result<I, cpal::DevicesError>, kind: &str, wanted: &str) -> Result<cpal::Device> {
+    devices
+        .map_err(|e| anyhow!("cannot list {kind} devices: {e}"))?
+        .find(|d| d.name().is_ok_and(|n| n == wanted))
+        .ok_or_else(|| anyhow!("no {kind} device is named `{wanted}`; `kioku devices` lists them"))
+}
+
 impl Microphone {
     /// Starts recording from the named input device, or the default one.
     pub fn open(device_name: Option<&str>) -> Result<Self> {
@@ -82,11 +90,7 @@ impl Microphone {
         let host = cpal::default_host();
         let device = match device_name {
             None => host.default_input_device().ok_or_else(|| no_microphone("no audio input device was found"))?,
-            Some(wanted) => host
-                .input_devices()
-                .map_err(|e| anyhow!("cannot list input devices: {e}"))?
-                .find(|d| d.name().is_ok_and(|n| n == wanted))
-                .ok_or_else(|| anyhow!("no input device is named `{wanted}`; `kioku devices` lists them"))?,
+            Some(wanted) => named_device(host.input_devices(), "input", wanted)?,
         };
         let name = device.name().unwrap_or_else(|_| "(unnamed)".into());
         let unusable = |e: &dyn fmt::Display| match device_name {

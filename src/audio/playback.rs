@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, SampleFormat, SizedSample};
 
+use super::capture::named_device;
 use super::quiet;
 use super::{Audio, Resampler};
 
@@ -49,11 +50,7 @@ impl Player {
         let host = cpal::default_host();
         let device = match device_name {
             None => host.default_output_device().ok_or_else(|| no_speaker("no audio output device was found"))?,
-            Some(wanted) => host
-                .output_devices()
-                .map_err(|e| anyhow!("cannot list output devices: {e}"))?
-                .find(|d| d.name().is_ok_and(|n| n == wanted))
-                .ok_or_else(|| anyhow!("no output device is named `{wanted}`; `kioku devices` lists them"))?,
+            Some(wanted) => named_device(host.output_devices(), "output", wanted)?,
         };
         let name = device.name().unwrap_or_else(|_| "(unnamed)".into());
         let unusable = |e: &dyn std::fmt::Display| no_speaker(&format!("the output device `{name}` cannot play ({e})"));
