@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::audio::{read_wav_from, write_wav, Audio, Resampler};
+use crate::audio::{read_wav_from, resample, write_wav, Audio};
 
 /// The speech synthesiser.
 #[derive(Debug, Clone)]
@@ -120,13 +120,7 @@ impl WavFileSink {
 impl AudioSink for WavFileSink {
     fn play(&mut self, audio: &Audio) -> Result<()> {
         let all = self.audio.get_or_insert_with(|| Audio { samples: Vec::new(), sample_rate: audio.sample_rate });
-        if audio.sample_rate == all.sample_rate {
-            all.samples.extend_from_slice(&audio.samples);
-        } else {
-            let mut resampler = Resampler::new(audio.sample_rate, all.sample_rate)?;
-            all.samples.extend(resampler.process(&audio.samples));
-            all.samples.extend(resampler.flush());
-        }
+        all.samples.extend(resample(audio, all.sample_rate)?);
         Ok(())
     }
 
@@ -158,9 +152,9 @@ enum Job {
 /// Speaks answers as they stream, on a thread of its own so generation never waits for speech.
 pub struct Talker {
     splitter: ClauseSplitter,
-    jobs: Option<Sender<Job>>,
+    jobs: Sender<Job>,
     reports: Receiver<Result<Option<Instant>>>,
-    worker: Option<JoinHandle<Result<()>>>,
+    worker: JoinHandle<Result<()>>,
 }
 
 impl Talker {
@@ -175,8 +169,8 @@ impl Talker {
                     sink
                 }
                 Err(e) => {
-                    let _ = report.send(Err(anyhow!("{e:#}")));
-                    return Err(e);
+                    let _ = report.send(Err(e));
+                    return Ok(());
                 }
             };
             let mut first_audio = None;
@@ -198,14 +192,12 @@ impl Talker {
             sink.finish()
         });
         reports.recv().map_err(|_| anyhow!("the speech thread stopped"))??;
-        Ok(Self { splitter: ClauseSplitter::default(), jobs: Some(jobs), reports, worker: Some(worker) })
+        Ok(Self { splitter: ClauseSplitter::default(), jobs, reports, worker })
     }
 
     fn send(&self, job: Job) {
         // The worker only stops when `finish` drops the sender, so a send cannot fail before.
-        if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(job);
-        }
+        let _ = self.jobs.send(job);
     }
 
     /// More answer text: complete clauses start being spoken at once.
@@ -226,13 +218,10 @@ impl Talker {
     }
 
     /// Ends speaking: writes the file, or waits until the sound card has played everything.
-    pub fn finish(mut self) -> Result<()> {
-        self.jobs.take();
-        match self.worker.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => bail!("the speech thread panicked"),
-            None => Ok(()),
-        }
+    pub fn finish(self) -> Result<()> {
+        let Self { jobs, worker, .. } = self;
+        drop(jobs);
+        worker.join().unwrap_or_else(|_| bail!("the speech thread panicked"))
     }
 }
 

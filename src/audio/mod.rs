@@ -14,7 +14,7 @@ pub mod wav;
 
 pub use mel::{mel_filters, Mel, MelExtractor};
 pub use mp3::{looks_like_mp3, read_mp3};
-pub use resample::{resample_to_16k, Resampler};
+pub use resample::{resample, resample_to_16k, Resampler};
 pub use vad::{Speech, Vad, VadConfig};
 pub use wav::{read_wav, read_wav_from, write_wav, write_wav_16k, Audio};
 

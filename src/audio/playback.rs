@@ -12,7 +12,7 @@ use cpal::{FromSample, SampleFormat, SizedSample};
 
 use super::capture::named_device;
 use super::quiet;
-use super::{Audio, Resampler};
+use super::{resample, Audio};
 
 /// A running output stream.
 pub struct Player {
@@ -77,9 +77,7 @@ impl Player {
         if let Some(why) = self.lost.lock().unwrap_or_else(PoisonError::into_inner).clone() {
             bail!("lost the output device `{}`: {why}", self.name);
         }
-        let mut resampler = Resampler::new(audio.sample_rate, self.sample_rate)?;
-        let mut samples = resampler.process(&audio.samples);
-        samples.extend(resampler.flush());
+        let samples = resample(audio, self.sample_rate)?;
         self.queue.lock().unwrap_or_else(PoisonError::into_inner).extend(samples);
         Ok(())
     }

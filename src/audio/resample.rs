@@ -12,7 +12,12 @@ const MAX_RATE: u32 = 768_000;
 /// Resamples a whole clip to 16 kHz: `round(len * 16000 / rate)` samples, aligned in time
 /// with the input. 16 kHz input is returned unchanged.
 pub fn resample_to_16k(audio: &Audio) -> Result<Vec<f32>> {
-    let mut resampler = Resampler::to_16k(audio.sample_rate)?;
+    resample(audio, SAMPLE_RATE)
+}
+
+/// Resamples a whole clip to `rate`, as [`resample_to_16k`] does to 16 kHz.
+pub fn resample(audio: &Audio, rate: u32) -> Result<Vec<f32>> {
+    let mut resampler = Resampler::new(audio.sample_rate, rate)?;
     let mut out = resampler.process(&audio.samples);
     out.extend(resampler.flush());
     Ok(out)

@@ -82,7 +82,9 @@ impl Default for VadConfig {
 }
 
 impl VadConfig {
-    /// Defaults for Silero's speech probability. MEASURED_HANGOVER
+    /// Defaults for Silero's speech probability. 400 ms of silence keeps pauses of up to 450 ms
+    /// inside a question (330–350 ms split some 350–400 ms pauses; tests/listen.rs checks 300–400);
+    /// answering starts after 150 ms, early enough to be ready when the 400 ms have passed.
     pub fn for_probability() -> Self {
         Self { min_speech_ms: 96, hangover_ms: 400, pause_ms: 150, ..Self::default() }
     }
@@ -103,7 +105,6 @@ impl VadConfig {
         );
         Ok(())
     }
-
 }
 
 /// Whole frames of `frame_len` samples covering `ms`.

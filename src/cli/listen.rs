@@ -55,11 +55,11 @@ pub struct ListenArgs {
     /// Speech needed before an utterance starts (ms). Default: 96 (silero), 120 (energy).
     #[arg(long, value_name = "MS", alias = "min-speech-ms")]
     vad_min_speech_duration_ms: Option<u32>,
-    /// Silence that ends an utterance (ms). Default: DEFAULT_SILENCE (silero), 700 (energy).
+    /// Silence that ends an utterance (ms). Default: 400 (silero), 700 (energy).
     #[arg(long, value_name = "MS", alias = "hangover-ms")]
     vad_min_silence_duration_ms: Option<u32>,
     /// Silence after which answering starts, shown only if the silence lasts the whole
-    /// --vad-min-silence-duration-ms (ms; 0: wait for the end). Default: DEFAULT_PAUSE (silero), 0 (energy).
+    /// --vad-min-silence-duration-ms (ms; 0: wait for the end). Default: 150 (silero), 0 (energy).
     #[arg(long, value_name = "MS")]
     early_answer_ms: Option<u32>,
     /// Audio kept from before the detected start of speech (ms).
