@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use serde::Serialize;
 
-use crate::assistant::{Assistant, Mode, Question, Request};
+use crate::assistant::{Answer, Assistant, Mode, Question, Request};
 use crate::audio::vad::{Boundary, EnergyDetector, FrameDetector};
 use crate::audio::{read_wav, Resampler, Speech, Vad, VadConfig, SAMPLE_RATE};
 use crate::model::silero::SileroDetector;
@@ -192,14 +192,8 @@ struct Queued {
     ended_at: Option<Instant>,
 }
 
-/// What capture tells inference.
-enum Heard {
-    /// Speech paused: the utterance so far, to start answering before the end is certain.
-    Paused(Queued),
-    /// The pause was not the end: drop the early answer.
-    Resumed,
-    Ended(Queued),
-}
+/// What capture tells inference: a paused utterance is answered early, and dropped if it resumes.
+type Heard = Boundary<Queued>;
 
 /// Listens to `source` until it ends (or fails), answering every utterance. Returns once every
 /// utterance heard has been answered; a source error (a lost device) is returned after that.
@@ -241,11 +235,7 @@ fn capture(
             Queued { speech, ended_at }
         };
         for boundary in boundaries {
-            let _ = queue.send(match boundary {
-                Boundary::Paused(speech) => Heard::Paused(queued(speech)),
-                Boundary::Resumed => Heard::Resumed,
-                Boundary::Ended(speech) => Heard::Ended(queued(speech)),
-            });
+            let _ = queue.send(boundary.map(queued));
         }
     };
     while let Some((chunk, arrived)) = source.next_chunk()? {
@@ -276,9 +266,9 @@ fn answer_all(assistant: &Assistant, options: &ListenOptions, heard: Receiver<He
     let mut backlog = VecDeque::new();
     while let Some(next) = backlog.pop_front().or_else(|| heard.recv().ok()) {
         match next {
-            Heard::Resumed => {}
-            Heard::Ended(queued) => answer_now(assistant, options, queued, emit),
-            Heard::Paused(queued) => answer_early(assistant, options, queued, &heard, &mut backlog, emit),
+            Boundary::Resumed => {}
+            Boundary::Ended(queued) => answer_now(assistant, options, queued, emit),
+            Boundary::Paused(queued) => answer_early(assistant, options, queued, &heard, &mut backlog, emit),
         }
     }
 }
@@ -289,10 +279,15 @@ fn answer_now(assistant: &Assistant, options: &ListenOptions, Queued { speech, e
     let (start_s, end_s) = (speech.start_s, speech.end_s);
     emit(Event::Answering { start_s, end_s });
     let answered = assistant.ask_audio(&speech.samples, options.mode, &options.sampling, &mut |text| emit(Event::AnswerText(text)));
+    let waited_ms = ended_at.map_or(0.0, |t| ms_between(t, taken));
+    report(answered, (start_s, end_s), |answer| waited_ms + answer.timings_ms.first_token, emit);
+}
+
+/// Emits the outcome of answering the utterance at `span` (seconds), with its latency.
+fn report(answered: Result<Answer>, (start_s, end_s): (f64, f64), latency_ms: impl FnOnce(&Answer) -> f64, emit: &(dyn Fn(Event<'_>) + Sync)) {
     match answered {
         Ok(answer) => {
-            let waited_ms = ended_at.map_or(0.0, |t| ms_between(t, taken));
-            let latency_ms = waited_ms + answer.timings_ms.first_token;
+            let latency_ms = latency_ms(&answer);
             emit(Event::Answered(&Reply { start_s, end_s, transcript: answer.transcript, answer: answer.answer, latency_ms }));
         }
         Err(error) => emit(Event::Failed { start_s, end_s, error: &error }),
@@ -313,9 +308,28 @@ impl Fate {
     /// Takes capture's next message: the first end or resumption decides; the rest is for later.
     fn hear(&mut self, message: Heard, backlog: &mut VecDeque<Heard>) {
         match (&self, message) {
-            (Fate::Open, Heard::Ended(queued)) => *self = Fate::Ended(queued, Instant::now()),
-            (Fate::Open, Heard::Resumed) => *self = Fate::Resumed,
+            (Fate::Open, Boundary::Ended(queued)) => *self = Fate::Ended(queued, Instant::now()),
+            (Fate::Open, Boundary::Resumed) => *self = Fate::Resumed,
             (_, later) => backlog.push_back(later),
+        }
+    }
+}
+
+/// An early answer's text, held back until its utterance is known to have ended.
+#[derive(Default)]
+struct HeldAnswer {
+    text: String,
+    shown: bool,
+}
+
+impl HeldAnswer {
+    /// Shows the answer so far, once; later text is emitted as it comes.
+    fn release(&mut self, span: (f64, f64), emit: &(dyn Fn(Event<'_>) + Sync)) {
+        if !std::mem::replace(&mut self.shown, true) {
+            emit(Event::Answering { start_s: span.0, end_s: span.1 });
+            if !self.text.is_empty() {
+                emit(Event::AnswerText(&std::mem::take(&mut self.text)));
+            }
         }
     }
 }
@@ -333,8 +347,8 @@ fn answer_early(
     emit: &(dyn Fn(Event<'_>) + Sync),
 ) {
     let cancel = AtomicBool::new(false);
-    let (mut fate, mut held, mut first_token_at, mut shown) = (Fate::Open, String::new(), None, false);
-    let (start_s, end_s) = (paused.speech.start_s, paused.speech.end_s);
+    let (mut fate, mut held, mut first_token_at) = (Fate::Open, HeldAnswer::default(), None);
+    let span = (paused.speech.start_s, paused.speech.end_s);
     let question = Question::Audio { samples: &paused.speech.samples, mode: options.mode, instruction: None };
     let request = Request { cancel: Some(&cancel), ..Request::new(question, options.sampling.clone()) };
     let answered = assistant.respond(&request, &mut |text| {
@@ -344,15 +358,10 @@ fn answer_early(
             fate.hear(message, backlog);
         }
         match fate {
-            Fate::Open => held.push_str(text),
+            Fate::Open => held.text.push_str(text),
             Fate::Resumed => cancel.store(true, Ordering::Relaxed),
             Fate::Ended(..) => {
-                if !std::mem::replace(&mut shown, true) {
-                    emit(Event::Answering { start_s, end_s });
-                    if !held.is_empty() {
-                        emit(Event::AnswerText(&std::mem::take(&mut held)));
-                    }
-                }
+                held.release(span, emit);
                 emit(Event::AnswerText(text));
             }
         }
@@ -363,22 +372,11 @@ fn answer_early(
         fate.hear(message, backlog);
     }
     let Fate::Ended(Queued { ended_at, .. }, confirmed_at) = fate else { return };
-    if !shown {
-        emit(Event::Answering { start_s, end_s });
-        if !held.is_empty() {
-            emit(Event::AnswerText(&held));
-        }
-    }
-    match answered {
-        Ok(answer) => {
-            // The first token is seen when it exists and the end is confirmed, whichever is later.
-            // Without a real-time clock, latency is the work to the first token, as for `answer_now`.
-            let seen_at = first_token_at.map_or(confirmed_at, |t| t.max(confirmed_at));
-            let latency_ms = ended_at.map_or(answer.timings_ms.first_token, |t| ms_between(t, seen_at));
-            emit(Event::Answered(&Reply { start_s, end_s, transcript: answer.transcript, answer: answer.answer, latency_ms }));
-        }
-        Err(error) => emit(Event::Failed { start_s, end_s, error: &error }),
-    }
+    held.release(span, emit);
+    // The first token is seen when it exists and the end is confirmed, whichever is later.
+    // Without a real-time clock, latency is the work to the first token, as for `answer_now`.
+    let seen_at = first_token_at.map_or(confirmed_at, |t: Instant| t.max(confirmed_at));
+    report(answered, span, |answer| ended_at.map_or(answer.timings_ms.first_token, |t| ms_between(t, seen_at)), emit);
 }
 
 fn ms_between(from: Instant, to: Instant) -> f64 {

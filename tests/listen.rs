@@ -236,9 +236,20 @@ fn bad_listen_input_fails_with_one_line() {
     assert!(stderr(&out).contains("cannot open no/such/file.wav"), "{}", stderr(&out));
 
     let wav = example_wav();
-    let out = kioku(&["listen", "--input", path_str(&wav), "--fast", "--max-utterance", "0"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("maximum utterance length"), "{}", stderr(&out));
+    let listen = ["listen", "--input", path_str(&wav), "--fast", "--max-tokens", "2"];
+    for (flags, expected) in [
+        (&["--max-utterance", "0"][..], "maximum utterance length"),
+        (&["--vad-threshold", "2"], "speech probability threshold must be in"),
+        (&["--early-answer-ms", "400"], "must be shorter than the hangover (400 ms)"),
+    ] {
+        let out = kioku(&[&listen[..], flags].concat());
+        assert!(!out.status.success(), "{flags:?}");
+        assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "{flags:?}: {}", stderr(&out));
+    }
+    // Each detector's settings are checked against its own defaults: 500 ms is fine with energy's 700.
+    let out = kioku(&[&listen[..], &["--vad", "energy", "--early-answer-ms", "500"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[cfg(feature = "mic")]

@@ -81,6 +81,25 @@ fn speak_without_a_sound_output_prints_the_answer_and_says_so_once() {
 }
 
 #[test]
+fn an_unknown_voice_or_output_device_is_said_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spoken = dir.path().join("answer.wav");
+    let out = kioku(&["ask", "--speak-to", spoken.to_str().unwrap(), "--voice", "nosuchvoice", "--text", "Hi", "--max-tokens", "4"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("espeak-ng failed") && err.contains("voice does not exist"), "{err}");
+
+    // A sound output that is not there: the answer is still printed.
+    let out = kioku(&["ask", "--speak", "--output-device", "no-such-device", "--text", "What is the capital of France?", "--max-tokens", "12"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Paris"), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("no output device is named `no-such-device`"), "{err}");
+}
+
+#[test]
 fn speak_to_an_unwritable_place_fails_clearly() {
     let out = kioku(&["ask", "--speak-to", "/dev/null/answer.wav", "--text", "Hi", "--max-tokens", "4"]);
     assert!(!out.status.success());

@@ -143,15 +143,26 @@ pub fn activity_of_probability(probability: f32, threshold: f32) -> Activity {
     }
 }
 
-/// What the endpointer found in the audio pushed to it.
+/// What the endpointer found in the audio pushed to it; `S` is the utterance ([`Speech`], or
+/// whatever a consumer wraps it in).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Boundary {
+pub enum Boundary<S = Speech> {
     /// Speech paused for `pause_ms`: the utterance so far, which may yet go on.
-    Paused(Speech),
+    Paused(S),
     /// Speech went on after a pause reported as [`Boundary::Paused`].
     Resumed,
     /// An utterance ended.
-    Ended(Speech),
+    Ended(S),
+}
+
+impl<S> Boundary<S> {
+    pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Boundary<T> {
+        match self {
+            Boundary::Paused(s) => Boundary::Paused(f(s)),
+            Boundary::Resumed => Boundary::Resumed,
+            Boundary::Ended(s) => Boundary::Ended(f(s)),
+        }
+    }
 }
 
 /// One utterance found in the stream.

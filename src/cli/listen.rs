@@ -105,10 +105,6 @@ impl ListenArgs {
 }
 
 pub fn run(args: &ListenArgs) -> Result<()> {
-    // Bad settings are reported before the model loads; both detectors' defaults must pass.
-    for detector in [Detector::Silero, Detector::Energy] {
-        args.vad_config(detector).check()?;
-    }
     // Open the source before loading the model, so that a missing microphone is reported at once.
     let mut source = open_source(args)?;
     let assistant = args.model.load()?;
@@ -122,6 +118,8 @@ pub fn run(args: &ListenArgs) -> Result<()> {
         };
         Endpointing::Voice(args.vad_config(detector), detector)
     };
+    // The settings depend on the detector, which depends on the model: checked once it is known.
+    endpointing.check()?;
     let mode = args.mode;
     let sampling = SamplingOptions { max_tokens: args.max_tokens, ..SamplingOptions::default() };
     let mut terminal = Terminal::new(args.json, args.ptt, args.speak.talker()?);
