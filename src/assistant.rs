@@ -201,6 +201,8 @@ impl Assistant {
             let llm = Llama::load(&weights.pp(LLM), &header.llm).with_context(describe)?;
             let projector =
                 header.projector.as_ref().map(|cfg| Projector::load(&weights.pp(PROJECTOR), cfg)).transpose().with_context(describe)?;
+            // Built at every load, used only by `listen`: 0.6 ms of the ~97 ms load (release),
+            // cheaper than keeping the mapping open to build it later.
             let vad_weights = weights.pp(VAD);
             let vad = if vad_weights.contains("stft_conv.weight") { Some(Arc::new(SileroVad::load(&vad_weights).with_context(describe)?)) } else { None };
             weights.ensure_all_claimed().with_context(describe)?;
