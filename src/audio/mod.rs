@@ -6,6 +6,7 @@ pub mod capture;
 pub mod playback;
 #[cfg(feature = "mic")]
 mod quiet;
+pub mod echo;
 pub mod mel;
 pub mod mp3;
 pub mod resample;

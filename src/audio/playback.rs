@@ -82,9 +82,10 @@ impl Player {
         Ok(())
     }
 
-    /// Drops what is queued and not played yet.
-    pub fn stop(&self) {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    /// What drops the queued audio not played yet, from any thread.
+    pub fn stopper(&self) -> impl Fn() + Send + 'static {
+        let queue = Arc::clone(&self.queue);
+        move || queue.lock().unwrap_or_else(PoisonError::into_inner).clear()
     }
 
     /// Waits until everything queued has been handed to the device (at most `limit`).

@@ -147,6 +147,8 @@ pub fn activity_of_probability(probability: f32, threshold: f32) -> Activity {
 /// whatever a consumer wraps it in).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Boundary<S = Speech> {
+    /// An utterance began: stream time (s) of its first speech, before the pre-roll.
+    Started(f64),
     /// Speech paused for `pause_ms`: the utterance so far, which may yet go on.
     Paused(S),
     /// Speech went on after a pause reported as [`Boundary::Paused`].
@@ -158,6 +160,7 @@ pub enum Boundary<S = Speech> {
 impl<S> Boundary<S> {
     pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Boundary<T> {
         match self {
+            Boundary::Started(at) => Boundary::Started(at),
             Boundary::Paused(s) => Boundary::Paused(f(s)),
             Boundary::Resumed => Boundary::Resumed,
             Boundary::Ended(s) => Boundary::Ended(f(s)),
@@ -288,6 +291,8 @@ pub struct Vad {
     frame_len: usize,
     /// Samples that do not fill a frame yet.
     pending: Vec<f32>,
+    /// The same samples as the detector hears them.
+    pending_detect: Vec<f32>,
     /// The most recent audio: pre-roll plus onset frames.
     recent: VecDeque<f32>,
     recent_len: usize,
@@ -313,6 +318,7 @@ impl Vad {
             detector,
             frame_len,
             pending: Vec::with_capacity(frame_len),
+            pending_detect: Vec::with_capacity(frame_len),
             recent: VecDeque::with_capacity(keep),
             recent_len: keep,
             frames_seen: 0,
@@ -336,14 +342,24 @@ impl Vad {
 
     /// Takes more 16 kHz audio; returns what it found, in order. Fails only if the detector does.
     pub fn push(&mut self, samples: &[f32]) -> Result<Vec<Boundary>> {
+        self.push_heard(samples, samples)
+    }
+
+    /// As [`push`](Self::push), but speech is detected in `detect` while utterances keep `keep`
+    /// (the same stretch of audio): the echo canceller's gated output decides when the user
+    /// speaks, and its fuller output is what is heard, from the pre-roll on.
+    pub fn push_heard(&mut self, detect: &[f32], keep: &[f32]) -> Result<Vec<Boundary>> {
+        debug_assert_eq!(detect.len(), keep.len());
         let mut done = Vec::new();
-        for &s in samples {
-            self.pending.push(s);
+        for (&d, &k) in detect.iter().zip(keep) {
+            self.pending.push(k);
+            self.pending_detect.push(d);
             if self.pending.len() == self.frame_len {
-                let frame = std::mem::take(&mut self.pending);
-                done.extend(self.frame(&frame)?);
-                self.pending = frame;
+                let (frame, detect) = (std::mem::take(&mut self.pending), std::mem::take(&mut self.pending_detect));
+                done.extend(self.frame(&detect, &frame)?);
+                (self.pending, self.pending_detect) = (frame, detect);
                 self.pending.clear();
+                self.pending_detect.clear();
             }
         }
         Ok(done)
@@ -352,6 +368,7 @@ impl Vad {
     /// Ends the stream: returns the utterance under way, if any.
     pub fn finish(&mut self) -> Option<Speech> {
         let tail = std::mem::take(&mut self.pending);
+        self.pending_detect.clear();
         match std::mem::replace(&mut self.state, IDLE) {
             State::Speech { start_frame, mut samples, last_active, .. } => {
                 samples.extend_from_slice(&tail);
@@ -361,8 +378,9 @@ impl Vad {
         }
     }
 
-    fn frame(&mut self, frame: &[f32]) -> Result<Option<Boundary>> {
-        let activity = self.detector.classify(frame, self.in_speech())?;
+    /// The next frame: `detect` is judged, `frame` is kept.
+    fn frame(&mut self, detect: &[f32], frame: &[f32]) -> Result<Option<Boundary>> {
+        let activity = self.detector.classify(detect, self.in_speech())?;
         let active = activity != Activity::Silence;
         let frame_len = self.frame_len;
         let excess = (self.recent.len() + frame_len).saturating_sub(self.recent_len);
@@ -385,7 +403,9 @@ impl Vad {
                     let onset = (*active_run).min(needed);
                     let wanted = (pre_roll + onset) * frame_len;
                     let samples = self.recent.iter().skip(self.recent.len().saturating_sub(wanted)).copied().collect();
-                    self.state = State::Speech { start_frame: index + 1 - onset as u64, samples, last_active: index + 1, paused: false };
+                    let start_frame = index + 1 - onset as u64;
+                    self.state = State::Speech { start_frame, samples, last_active: index + 1, paused: false };
+                    return Ok(Some(Boundary::Started(self.seconds(start_frame))));
                 }
                 Ok(None)
             }
@@ -427,8 +447,12 @@ impl Vad {
         let after_end = (self.frames_seen - end) as usize * self.frame_len;
         let silence = after_end.min(samples.len());
         samples.truncate(samples.len() - silence + silence.min(pad));
-        let seconds = |frame: u64| (frame as usize * self.frame_len) as f64 / f64::from(SAMPLE_RATE);
-        Speech { start_s: seconds(start), end_s: seconds(end), samples }
+        Speech { start_s: self.seconds(start), end_s: self.seconds(end), samples }
+    }
+
+    /// Stream time (s) at the start of frame `frame`.
+    fn seconds(&self, frame: u64) -> f64 {
+        (frame as usize * self.frame_len) as f64 / f64::from(SAMPLE_RATE)
     }
 }
 
@@ -472,7 +496,7 @@ mod tests {
         for chunk in parts.concat().chunks(333) {
             found.extend(vad.push(chunk).unwrap().into_iter().filter_map(|b| match b {
                 Boundary::Ended(speech) => Some(speech),
-                Boundary::Paused(_) | Boundary::Resumed => None,
+                Boundary::Started(_) | Boundary::Paused(_) | Boundary::Resumed => None,
             }));
         }
         found.extend(vad.finish());
@@ -557,14 +581,18 @@ mod tests {
         let kinds: Vec<&str> = found
             .iter()
             .map(|b| match b {
+                Boundary::Started(_) => "started",
                 Boundary::Paused(_) => "paused",
                 Boundary::Resumed => "resumed",
                 Boundary::Ended(_) => "ended",
             })
             .collect();
-        assert_eq!(kinds, ["paused", "resumed", "paused", "ended"]);
-        let (Boundary::Paused(first), Boundary::Paused(last), Boundary::Ended(whole)) = (&found[0], &found[2], &found[3]) else { unreachable!() };
+        assert_eq!(kinds, ["started", "paused", "resumed", "paused", "ended"]);
+        let (Boundary::Started(onset), Boundary::Paused(first), Boundary::Paused(last), Boundary::Ended(whole)) = (&found[0], &found[1], &found[3], &found[4]) else {
+            unreachable!()
+        };
         assert!(near(first.end_s, 1.3) && near(whole.end_s, 2.4), "{first:?} {whole:?}");
+        assert_eq!(*onset, whole.start_s, "the onset is the utterance's start");
         // The last pause holds the whole utterance: answering it early answers the right question.
         assert_eq!((last.start_s, last.end_s), (whole.start_s, whole.end_s));
         assert_eq!(last.samples[..], whole.samples[..last.samples.len()]);
