@@ -1,6 +1,8 @@
-//! Live listening: an audio source (microphone or WAV file) -> 16 kHz -> endpointing (voice
-//! activity or push-to-talk) -> utterances -> answers. Answers come from a thread of their own, fed
-//! by a channel, so inference never holds up capture.
+//! Live listening: an audio source (microphone or WAV file) -> 16 kHz -> echo cancellation (while
+//! answers are spoken) -> endpointing (voice activity or push-to-talk) -> utterances -> answers.
+//! Answers come from a thread of their own, fed by a channel, so inference never holds up capture.
+//! Speech that starts while an answer is being worked out or spoken is a barge-in: capture stops
+//! the speaker and the generation at once, and the new utterance is heard as any other.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -14,10 +16,12 @@ use anyhow::{ensure, Result};
 use serde::Serialize;
 
 use crate::assistant::{Answer, Assistant, Mode, Question, Request};
+use crate::audio::echo::{Cancelled, EchoCanceller, Playback};
 use crate::audio::vad::{Boundary, EnergyDetector, FrameDetector};
 use crate::audio::{read_wav, Resampler, Speech, Vad, VadConfig, SAMPLE_RATE};
-use crate::model::silero::SileroDetector;
 use crate::generation::SamplingOptions;
+use crate::model::silero::SileroDetector;
+use crate::tts::Talker;
 
 /// Mono audio at its native rate, chunk by chunk.
 pub trait AudioSource {
@@ -168,6 +172,19 @@ pub struct Reply {
     /// From the end of speech to the first answer token; for sources that are not real-time,
     /// from when inference took the utterance.
     pub latency_ms: f64,
+    /// When answers are spoken: from the end of speech to the first spoken sample, counted as
+    /// `latency_ms` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_audio_ms: Option<f64>,
+}
+
+/// Speech over an answer, which stopped it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BargeIn {
+    /// Stream time (s) where the speech began.
+    pub onset_s: f64,
+    /// Stream time (s) when the speaker and the generation were stopped.
+    pub stopped_s: f64,
 }
 
 /// What [`listen`] reports as it goes; delivered from the capture and the inference thread.
@@ -183,6 +200,11 @@ pub enum Event<'a> {
     Answered(&'a Reply),
     /// An utterance could not be answered (e.g. nothing intelligible in it).
     Failed { start_s: f64, end_s: f64, error: &'a anyhow::Error },
+    /// The user spoke over an answer: it was stopped.
+    BargeIn(&'a BargeIn),
+    /// Answers can no longer be spoken (e.g. the output device went away); they are still given
+    /// as text.
+    SpeechLost(&'a anyhow::Error),
 }
 
 /// An utterance on its way to inference.
@@ -195,22 +217,27 @@ struct Queued {
 /// What capture tells inference: a paused utterance is answered early, and dropped if it resumes.
 type Heard = Boundary<Queued>;
 
-/// Listens to `source` until it ends (or fails), answering every utterance. Returns once every
-/// utterance heard has been answered; a source error (a lost device) is returned after that.
+/// Listens to `source` until it ends (or fails), answering every utterance, and speaking the
+/// answers through `talker` if given. Returns once every utterance heard has been answered; a
+/// source error (a lost device) is returned after that.
 pub fn listen(
     assistant: &Assistant,
     source: &mut dyn AudioSource,
     options: &ListenOptions,
+    talker: Option<&mut Talker>,
     on_event: impl FnMut(Event<'_>) + Send,
 ) -> Result<()> {
     let mut segmenter = Segmenter::new(&options.endpointing, assistant)?;
     let mut resampler = Resampler::to_16k(source.sample_rate())?;
+    // A recording read faster than real time cannot be talked over, nor hear the speaker.
+    let mut duplex = talker.as_ref().filter(|_| source.is_realtime()).map(|talker| Duplex::new(Arc::clone(talker.playback())));
     let handler = Mutex::new(on_event);
     let emit = |event: Event<'_>| (handler.lock().unwrap_or_else(PoisonError::into_inner))(event);
     let (queue, heard) = channel();
+    let busy = AtomicBool::new(false);
     thread::scope(|scope| {
-        let answering = scope.spawn(|| answer_all(assistant, options, heard, &emit));
-        let captured = capture(source, &mut segmenter, &mut resampler, queue, &emit);
+        let answering = scope.spawn(|| answer_all(assistant, options, heard, &busy, Outlet::new(talker, &emit)));
+        let captured = capture(source, &mut segmenter, &mut resampler, duplex.as_mut(), &busy, queue, &emit);
         if let Err(panic) = answering.join() {
             std::panic::resume_unwind(panic);
         }
@@ -218,34 +245,89 @@ pub fn listen(
     })
 }
 
+/// Listening while kioku speaks: its own voice is taken out of the microphone's audio, and speech
+/// over an answer stops it.
+struct Duplex {
+    playback: Arc<Playback>,
+    canceller: EchoCanceller,
+    /// The playback timeline's index of the stream's first 16 kHz sample, and samples since.
+    origin: Option<u64>,
+    position: u64,
+}
+
+impl Duplex {
+    fn new(playback: Arc<Playback>) -> Self {
+        Self { playback, canceller: EchoCanceller::new(), origin: None, position: 0 }
+    }
+
+    /// The user spoke over an answer: it stops, and the user's speech passes whole.
+    fn barge_in(&mut self) {
+        self.playback.interrupt();
+        self.canceller.give_user_the_floor();
+    }
+
+    /// The microphone's 16 kHz audio, whose last sample came at `arrived`, without the speaker's.
+    /// Samples are counted from the first chunk on, so the reference keeps step without jitter.
+    fn cancel(&mut self, audio: &[f32], arrived: Instant) -> Cancelled {
+        if audio.is_empty() {
+            return Cancelled { gated: Vec::new(), residual: Vec::new() };
+        }
+        let origin = *self.origin.get_or_insert_with(|| self.playback.index_at(arrived).saturating_sub(audio.len() as u64));
+        let reference = self.playback.reference(origin + self.position, audio.len());
+        self.position += audio.len() as u64;
+        self.canceller.process_both(audio, &reference)
+    }
+}
+
 fn capture(
     source: &mut dyn AudioSource,
     segmenter: &mut Segmenter,
     resampler: &mut Resampler,
+    mut duplex: Option<&mut Duplex>,
+    busy: &AtomicBool,
     queue: Sender<Heard>,
     emit: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<()> {
     let (rate, realtime) = (f64::from(source.sample_rate()), source.is_realtime());
     let (mut samples_in, mut dropped) = (0usize, 0);
     // Sending fails only if the inference thread died; its join reports why.
-    let send = |boundaries: Vec<Boundary>, stream_s: f64, arrived: Instant| {
+    let send = |boundaries: Vec<Boundary>, stream_s: f64, arrived: Instant, mut duplex: Option<&mut Duplex>| {
         let queued = |speech: Speech| {
             let behind = Duration::from_secs_f64((stream_s - speech.end_s).max(0.0));
             let ended_at = if realtime { arrived.checked_sub(behind) } else { None };
             Queued { speech, ended_at }
         };
         for boundary in boundaries {
-            let _ = queue.send(boundary.map(queued));
+            match (boundary, duplex.as_deref_mut()) {
+                (Boundary::Started(onset_s), Some(duplex)) => {
+                    if busy.load(Ordering::Acquire) || duplex.playback.is_playing() {
+                        duplex.barge_in();
+                        let stopped_s = stream_s + Instant::now().saturating_duration_since(arrived).as_secs_f64();
+                        emit(Event::BargeIn(&BargeIn { onset_s, stopped_s }));
+                    }
+                }
+                (Boundary::Started(_), None) => {}
+                (boundary, _) => {
+                    let _ = queue.send(boundary.map(queued));
+                }
+            }
         }
     };
     while let Some((chunk, arrived)) = source.next_chunk()? {
         samples_in += chunk.len();
-        let audio = resampler.process(&chunk);
-        let done = segmenter.push(&audio)?;
+        let mut audio = resampler.process(&chunk);
+        let done = match duplex.as_deref_mut() {
+            Some(duplex) => {
+                let Cancelled { gated, residual } = duplex.cancel(&audio, arrived);
+                audio = residual;
+                segmenter.push_heard(&gated, &audio)?
+            }
+            None => segmenter.push(&audio)?,
+        };
         if !audio.is_empty() {
             emit(Event::Level { level_db: level_db(&audio), speaking: segmenter.in_speech() });
         }
-        send(done, samples_in as f64 / rate, arrived);
+        send(done, samples_in as f64 / rate, arrived, duplex.as_deref_mut());
         if source.dropped_samples() > dropped {
             dropped = source.dropped_samples();
             emit(Event::Dropped(dropped));
@@ -253,45 +335,111 @@ fn capture(
     }
     let mut done = segmenter.push(&resampler.flush())?;
     done.extend(segmenter.finish().map(Boundary::Ended));
-    send(done, samples_in as f64 / rate, Instant::now());
+    send(done, samples_in as f64 / rate, Instant::now(), None);
     Ok(())
 }
 
-fn answer_all(assistant: &Assistant, options: &ListenOptions, heard: Receiver<Heard>, emit: &(dyn Fn(Event<'_>) + Sync)) {
+fn answer_all(assistant: &Assistant, options: &ListenOptions, heard: Receiver<Heard>, busy: &AtomicBool, mut out: Outlet<'_, '_>) {
     // Before anyone speaks: otherwise the first reply pays for building the prompt prefix.
     if let Err(e) = assistant.warm_up() {
-        emit(Event::Failed { start_s: 0.0, end_s: 0.0, error: &e });
+        (out.emit)(Event::Failed { start_s: 0.0, end_s: 0.0, error: &e });
     }
     // Messages read while an early answer was worked out, not handled yet.
     let mut backlog = VecDeque::new();
     while let Some(next) = backlog.pop_front().or_else(|| heard.recv().ok()) {
+        busy.store(true, Ordering::Release);
         match next {
-            Boundary::Resumed => {}
-            Boundary::Ended(queued) => answer_now(assistant, options, queued, emit),
-            Boundary::Paused(queued) => answer_early(assistant, options, queued, &heard, &mut backlog, emit),
+            Boundary::Started(_) | Boundary::Resumed => {}
+            Boundary::Ended(queued) => answer_now(assistant, options, queued, &mut out),
+            Boundary::Paused(queued) => answer_early(assistant, options, queued, &heard, &mut backlog, &mut out),
+        }
+        busy.store(false, Ordering::Release);
+    }
+}
+
+/// Where an answer goes as it streams: the listener's events, and the talker when answers are
+/// spoken.
+struct Outlet<'t, 'e> {
+    emit: &'e (dyn Fn(Event<'_>) + Sync),
+    talker: Option<&'t mut Talker>,
+    /// The barge-in epoch the current answer began in, and when its first text went out.
+    epoch: u64,
+    first_text_at: Option<Instant>,
+}
+
+impl<'t, 'e> Outlet<'t, 'e> {
+    fn new(talker: Option<&'t mut Talker>, emit: &'e (dyn Fn(Event<'_>) + Sync)) -> Self {
+        Self { emit, talker, epoch: 0, first_text_at: None }
+    }
+
+    /// A new answer is being worked out.
+    fn begin(&mut self) {
+        self.first_text_at = None;
+        if let Some(talker) = self.talker.as_deref_mut() {
+            talker.begin_answer();
+            self.epoch = talker.playback().epoch();
+        }
+    }
+
+    /// Whether the user has spoken over the answer since it began.
+    fn interrupted(&self) -> bool {
+        self.talker.as_deref().is_some_and(|talker| talker.playback().epoch() != self.epoch)
+    }
+
+    fn text(&mut self, text: &str) {
+        self.first_text_at.get_or_insert_with(Instant::now);
+        (self.emit)(Event::AnswerText(text));
+        if let Some(talker) = self.talker.as_deref_mut() {
+            talker.say(text);
+        }
+    }
+
+    /// Ends the answer's speech; returns how long after its first text its first sound came (ms).
+    /// A speech failure is reported once, and answers go on in text.
+    fn end_speech(&mut self) -> Option<f64> {
+        let text_at = self.first_text_at.take();
+        let talker = self.talker.as_deref_mut()?;
+        match talker.end_answer() {
+            Ok(audio_at) => Some(ms_between(text_at?, audio_at?)),
+            Err(e) => {
+                (self.emit)(Event::SpeechLost(&e));
+                self.talker = None;
+                None
+            }
+        }
+    }
+
+    /// Emits the outcome of answering the utterance at `span` (seconds), with its latency.
+    fn report(&mut self, answered: Result<Answer>, (start_s, end_s): (f64, f64), latency_ms: impl FnOnce(&Answer) -> f64) {
+        let audio_after_text_ms = self.end_speech();
+        match answered {
+            Ok(answer) => {
+                let latency_ms = latency_ms(&answer);
+                let first_audio_ms = audio_after_text_ms.map(|ms| latency_ms + ms);
+                (self.emit)(Event::Answered(&Reply { start_s, end_s, transcript: answer.transcript, answer: answer.answer, latency_ms, first_audio_ms }));
+            }
+            Err(error) => (self.emit)(Event::Failed { start_s, end_s, error: &error }),
         }
     }
 }
 
 /// Answers an utterance that has ended, streaming the answer as it comes.
-fn answer_now(assistant: &Assistant, options: &ListenOptions, Queued { speech, ended_at }: Queued, emit: &(dyn Fn(Event<'_>) + Sync)) {
+fn answer_now(assistant: &Assistant, options: &ListenOptions, Queued { speech, ended_at }: Queued, out: &mut Outlet) {
     let taken = Instant::now();
     let (start_s, end_s) = (speech.start_s, speech.end_s);
-    emit(Event::Answering { start_s, end_s });
-    let answered = assistant.ask_audio(&speech.samples, options.mode, &options.sampling, &mut |text| emit(Event::AnswerText(text)));
-    let waited_ms = ended_at.map_or(0.0, |t| ms_between(t, taken));
-    report(answered, (start_s, end_s), |answer| waited_ms + answer.timings_ms.first_token, emit);
-}
-
-/// Emits the outcome of answering the utterance at `span` (seconds), with its latency.
-fn report(answered: Result<Answer>, (start_s, end_s): (f64, f64), latency_ms: impl FnOnce(&Answer) -> f64, emit: &(dyn Fn(Event<'_>) + Sync)) {
-    match answered {
-        Ok(answer) => {
-            let latency_ms = latency_ms(&answer);
-            emit(Event::Answered(&Reply { start_s, end_s, transcript: answer.transcript, answer: answer.answer, latency_ms }));
+    out.begin();
+    (out.emit)(Event::Answering { start_s, end_s });
+    let cancel = AtomicBool::new(false);
+    let question = Question::Audio { samples: &speech.samples, mode: options.mode, instruction: None };
+    let request = Request { cancel: Some(&cancel), ..Request::new(question, options.sampling.clone()) };
+    let answered = assistant.respond(&request, &mut |text| {
+        if out.interrupted() {
+            cancel.store(true, Ordering::Relaxed);
         }
-        Err(error) => emit(Event::Failed { start_s, end_s, error: &error }),
-    }
+        out.text(text);
+    });
+    let waited_ms = ended_at.map_or(0.0, |t| ms_between(t, taken));
+    out.report(answered, (start_s, end_s), |answer| waited_ms + answer.timings_ms.first_token);
 }
 
 /// What became of an utterance answered at a pause.
@@ -323,12 +471,12 @@ struct HeldAnswer {
 }
 
 impl HeldAnswer {
-    /// Shows the answer so far, once; later text is emitted as it comes.
-    fn release(&mut self, span: (f64, f64), emit: &(dyn Fn(Event<'_>) + Sync)) {
+    /// Shows the answer so far, once; later text goes out as it comes.
+    fn release(&mut self, span: (f64, f64), out: &mut Outlet) {
         if !std::mem::replace(&mut self.shown, true) {
-            emit(Event::Answering { start_s: span.0, end_s: span.1 });
+            (out.emit)(Event::Answering { start_s: span.0, end_s: span.1 });
             if !self.text.is_empty() {
-                emit(Event::AnswerText(&std::mem::take(&mut self.text)));
+                out.text(&std::mem::take(&mut self.text));
             }
         }
     }
@@ -344,8 +492,9 @@ fn answer_early(
     paused: Queued,
     heard: &Receiver<Heard>,
     backlog: &mut VecDeque<Heard>,
-    emit: &(dyn Fn(Event<'_>) + Sync),
+    out: &mut Outlet,
 ) {
+    out.begin();
     let cancel = AtomicBool::new(false);
     let (mut fate, mut held, mut first_token_at) = (Fate::Open, HeldAnswer::default(), None);
     let span = (paused.speech.start_s, paused.speech.end_s);
@@ -357,12 +506,15 @@ fn answer_early(
             let Ok(message) = heard.try_recv() else { break };
             fate.hear(message, backlog);
         }
+        if out.interrupted() {
+            cancel.store(true, Ordering::Relaxed);
+        }
         match fate {
             Fate::Open => held.text.push_str(text),
             Fate::Resumed => cancel.store(true, Ordering::Relaxed),
             Fate::Ended(..) => {
-                held.release(span, emit);
-                emit(Event::AnswerText(text));
+                held.release(span, out);
+                out.text(text);
             }
         }
     });
@@ -372,11 +524,11 @@ fn answer_early(
         fate.hear(message, backlog);
     }
     let Fate::Ended(Queued { ended_at, .. }, confirmed_at) = fate else { return };
-    held.release(span, emit);
+    held.release(span, out);
     // The first token is seen when it exists and the end is confirmed, whichever is later.
     // Without a real-time clock, latency is the work to the first token, as for `answer_now`.
     let seen_at = first_token_at.map_or(confirmed_at, |t: Instant| t.max(confirmed_at));
-    report(answered, span, |answer| ended_at.map_or(answer.timings_ms.first_token, |t| ms_between(t, seen_at)), emit);
+    out.report(answered, span, |answer| ended_at.map_or(answer.timings_ms.first_token, |t| ms_between(t, seen_at)));
 }
 
 fn ms_between(from: Instant, to: Instant) -> f64 {
@@ -430,8 +582,14 @@ impl Segmenter {
     }
 
     fn push(&mut self, samples: &[f32]) -> Result<Vec<Boundary>> {
+        self.push_heard(samples, samples)
+    }
+
+    /// Speech is detected in `detect`; utterances keep `keep` (see [`Vad::push_heard`]).
+    fn push_heard(&mut self, detect: &[f32], keep: &[f32]) -> Result<Vec<Boundary>> {
+        let samples = keep;
         match self {
-            Self::Voice(vad) => vad.push(samples),
+            Self::Voice(vad) => vad.push_heard(detect, keep),
             Self::PushToTalk { talking, max_samples, position, recording } => {
                 let seconds = |samples: usize| samples as f64 / f64::from(SAMPLE_RATE);
                 let mut done = Vec::new();

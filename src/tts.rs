@@ -9,11 +9,13 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::audio::echo::{Playback, SinkStopper};
 use crate::audio::{read_wav_from, resample, write_wav, Audio};
 
 /// The speech synthesiser.
@@ -101,32 +103,47 @@ impl ClauseSplitter {
 /// threads).
 pub trait AudioSink {
     fn play(&mut self, audio: &Audio) -> Result<()>;
+    /// What drops the audio queued and not yet played, from any thread (a barge-in).
+    fn stopper(&self) -> SinkStopper;
     /// Everything has been given: write it out, or wait until it has been heard.
     fn finish(&mut self) -> Result<()>;
 }
 
-/// Collects the speech and writes it to a WAV file at the end, atomically.
+/// Collects the speech and writes it to a WAV file at the end, atomically. It stands for a speaker
+/// that plays in real time: a barge-in drops the part that would not have been heard yet.
 pub struct WavFileSink {
     path: PathBuf,
-    audio: Option<Audio>,
+    audio: Arc<Mutex<Option<Audio>>>,
 }
 
 impl WavFileSink {
     pub fn new(path: PathBuf) -> Self {
-        Self { path, audio: None }
+        Self { path, audio: Arc::default() }
     }
 }
 
 impl AudioSink for WavFileSink {
     fn play(&mut self, audio: &Audio) -> Result<()> {
-        let all = self.audio.get_or_insert_with(|| Audio { samples: Vec::new(), sample_rate: audio.sample_rate });
+        let mut all = self.audio.lock().unwrap_or_else(PoisonError::into_inner);
+        let all = all.get_or_insert_with(|| Audio { samples: Vec::new(), sample_rate: audio.sample_rate });
         all.samples.extend(resample(audio, all.sample_rate)?);
         Ok(())
     }
 
+    fn stopper(&self) -> SinkStopper {
+        let audio = Arc::clone(&self.audio);
+        Box::new(move |unplayed: Duration| {
+            if let Some(all) = audio.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+                let unplayed = (unplayed.as_secs_f64() * f64::from(all.sample_rate)).round() as usize;
+                all.samples.truncate(all.samples.len().saturating_sub(unplayed));
+            }
+        })
+    }
+
     fn finish(&mut self) -> Result<()> {
+        let mut audio = self.audio.lock().unwrap_or_else(PoisonError::into_inner);
         // An answer with nothing to say still leaves a (silent) file, so the caller finds one.
-        let audio = self.audio.get_or_insert_with(|| Audio { samples: vec![0.0; 160], sample_rate: 16_000 });
+        let audio = audio.get_or_insert_with(|| Audio { samples: vec![0.0; 160], sample_rate: 16_000 });
         write_wav(&self.path, audio).with_context(|| format!("cannot write the spoken answer to {}", self.path.display()))
     }
 }
@@ -137,14 +154,20 @@ impl AudioSink for crate::audio::playback::Player {
         crate::audio::playback::Player::play(self, audio)
     }
 
+    fn stopper(&self) -> SinkStopper {
+        let stop = crate::audio::playback::Player::stopper(self);
+        Box::new(move |_| stop())
+    }
+
     fn finish(&mut self) -> Result<()> {
-        self.drain(std::time::Duration::from_secs(120));
+        self.drain(Duration::from_secs(120));
         Ok(())
     }
 }
 
 enum Job {
-    Say(String),
+    /// A clause of the answer begun at this barge-in epoch (see [`Playback::epoch`]).
+    Say(String, u64),
     /// The answer is complete: report when its first audio went to the sink.
     EndOfAnswer,
 }
@@ -152,6 +175,9 @@ enum Job {
 /// Speaks answers as they stream, on a thread of its own so generation never waits for speech.
 pub struct Talker {
     splitter: ClauseSplitter,
+    playback: Arc<Playback>,
+    /// The barge-in epoch the current answer began in: a later barge-in silences it.
+    epoch: u64,
     jobs: Sender<Job>,
     reports: Receiver<Result<Option<Instant>>>,
     worker: JoinHandle<Result<()>>,
@@ -162,9 +188,12 @@ impl Talker {
     pub fn start(espeak: Espeak, open_sink: impl FnOnce() -> Result<Box<dyn AudioSink>> + Send + 'static) -> Result<Self> {
         let (jobs, queue) = channel::<Job>();
         let (report, reports) = channel();
+        let playback = Arc::new(Playback::new());
+        let timeline = Arc::clone(&playback);
         let worker = std::thread::spawn(move || {
             let mut sink = match open_sink() {
                 Ok(sink) => {
+                    timeline.set_sink_stopper(sink.stopper());
                     let _ = report.send(Ok(None));
                     sink
                 }
@@ -177,13 +206,18 @@ impl Talker {
             let mut failed: Option<anyhow::Error> = None;
             for job in queue {
                 match job {
-                    Job::Say(clause) if failed.is_none() => {
-                        match espeak.synthesize(&clause).and_then(|audio| sink.play(&audio)) {
-                            Ok(()) => drop(first_audio.get_or_insert_with(Instant::now)),
+                    // An answer cut by a barge-in is not synthesised any further.
+                    Job::Say(clause, epoch) if failed.is_none() && epoch == timeline.epoch() => {
+                        match espeak.synthesize(&clause).and_then(|audio| timeline.play(epoch, &audio, |audio| sink.play(audio))) {
+                            Ok(played) => {
+                                if played {
+                                    first_audio.get_or_insert_with(Instant::now);
+                                }
+                            }
                             Err(e) => failed = Some(e),
                         }
                     }
-                    Job::Say(_) => {}
+                    Job::Say(..) => {}
                     Job::EndOfAnswer => {
                         let _ = report.send(failed.take().map_or(Ok(first_audio.take()), Err));
                     }
@@ -192,7 +226,12 @@ impl Talker {
             sink.finish()
         });
         reports.recv().map_err(|_| anyhow!("the speech thread stopped"))??;
-        Ok(Self { splitter: ClauseSplitter::default(), jobs, reports, worker })
+        Ok(Self { splitter: ClauseSplitter::default(), epoch: playback.epoch(), playback, jobs, reports, worker })
+    }
+
+    /// What is being played, for echo cancellation, and where a barge-in cuts it.
+    pub fn playback(&self) -> &Arc<Playback> {
+        &self.playback
     }
 
     fn send(&self, job: Job) {
@@ -200,21 +239,28 @@ impl Talker {
         let _ = self.jobs.send(job);
     }
 
+    /// A new answer begins (before its text is worked out): a barge-in from now on silences it.
+    pub fn begin_answer(&mut self) {
+        self.epoch = self.playback.epoch();
+    }
+
     /// More answer text: complete clauses start being spoken at once.
     pub fn say(&mut self, text: &str) {
         for clause in self.splitter.push(text) {
-            self.send(Job::Say(clause));
+            self.send(Job::Say(clause, self.epoch));
         }
     }
 
     /// Ends the current answer; waits until all of it went to the sink and returns when its first
-    /// audio did (None if there was nothing to say).
+    /// audio did (None if there was nothing to say, or a barge-in cut it before it began).
     pub fn end_answer(&mut self) -> Result<Option<Instant>> {
         if let Some(rest) = self.splitter.finish() {
-            self.send(Job::Say(rest));
+            self.send(Job::Say(rest, self.epoch));
         }
         self.send(Job::EndOfAnswer);
-        self.reports.recv().map_err(|_| anyhow!("the speech thread stopped"))?
+        let first_audio = self.reports.recv().map_err(|_| anyhow!("the speech thread stopped"))?;
+        self.begin_answer();
+        first_audio
     }
 
     /// Ends speaking: writes the file, or waits until the sound card has played everything.

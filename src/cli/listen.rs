@@ -35,7 +35,8 @@ pub struct ListenArgs {
     input_device: Option<String>,
     /// One JSON object per answered utterance: start_s, end_s, transcript, answer, latency_ms
     /// (end of speech → first answer token), and with --speak or --speak-to first_audio_ms (end of
-    /// speech → first spoken sample).
+    /// speech → first spoken sample). Speech over a spoken answer stops it and adds a line
+    /// {"barge_in": {"onset_s", "stopped_s"}} (stream times).
     #[arg(long)]
     json: bool,
     /// Push to talk: Enter starts and stops a question, instead of voice detection.
@@ -122,10 +123,12 @@ pub fn run(args: &ListenArgs) -> Result<()> {
     endpointing.check()?;
     let mode = args.mode;
     let sampling = SamplingOptions { max_tokens: args.max_tokens, ..SamplingOptions::default() };
-    let mut terminal = Terminal::new(args.json, args.ptt, args.speak.talker()?);
-    let result = listen(&assistant, source.as_mut(), &ListenOptions { mode, sampling, endpointing }, |event| terminal.show(event));
+    let mut talker = args.speak.talker()?;
+    let mut terminal = Terminal::new(args.json, args.ptt);
+    let options = ListenOptions { mode, sampling, endpointing };
+    let result = listen(&assistant, source.as_mut(), &options, talker.as_mut(), |event| terminal.show(event));
     terminal.clear_meter();
-    let spoken = terminal.talker.take().map_or(Ok(()), |talker| talker.finish());
+    let spoken = talker.map_or(Ok(()), Talker::finish);
     result.and(spoken)
 }
 
@@ -159,13 +162,10 @@ fn enter_toggles() -> Arc<AtomicBool> {
     talking
 }
 
-/// Prints answers (stdout), speaks them if asked, and on a terminal draws a level meter (stderr).
+/// Prints answers (stdout), and on a terminal draws a level meter (stderr).
 struct Terminal {
     json: bool,
     ptt: bool,
-    talker: Option<Talker>,
-    /// When the current answer's first text came.
-    first_text_at: Option<Instant>,
     /// Draw the meter: stderr is a terminal and stdout is not JSON.
     meter: bool,
     meter_drawn: Option<Instant>,
@@ -175,12 +175,12 @@ struct Terminal {
 const METER_PERIOD: Duration = Duration::from_millis(100);
 
 impl Terminal {
-    fn new(json: bool, ptt: bool, talker: Option<Talker>) -> Self {
+    fn new(json: bool, ptt: bool) -> Self {
         let on_terminal = std::io::stderr().is_terminal();
         if on_terminal && ptt {
             eprintln!("Press Enter to start a question and Enter again to end it.");
         }
-        Self { json, ptt, talker, first_text_at: None, meter: on_terminal && !json, meter_drawn: None, answering: false }
+        Self { json, ptt, meter: on_terminal && !json, meter_drawn: None, answering: false }
     }
 
     fn show(&mut self, event: Event<'_>) {
@@ -195,10 +195,6 @@ impl Terminal {
                 self.answering = true;
             }
             Event::AnswerText(text) => {
-                self.first_text_at.get_or_insert_with(Instant::now);
-                if let Some(talker) = &mut self.talker {
-                    talker.say(text);
-                }
                 if !self.json {
                     print!("{text}");
                     let _ = std::io::stdout().flush();
@@ -206,41 +202,30 @@ impl Terminal {
             }
             Event::Answered(reply) => {
                 self.answering = false;
-                let first_audio_ms = self.end_speech().map(|audio_after_text_ms| reply.latency_ms + audio_after_text_ms);
                 if self.json {
-                    let mut line = serde_json::to_value(reply).expect("a reply serialises");
-                    if let Some(ms) = first_audio_ms {
-                        line["first_audio_ms"] = ms.into();
-                    }
-                    println!("{line}");
+                    println!("{}", serde_json::to_string(reply).expect("a reply serialises"));
                 } else {
                     println!();
                     let heard = reply.transcript.as_deref().map(|t| format!(" heard \"{t}\";")).unwrap_or_default();
-                    let spoken = first_audio_ms.map(|ms| format!(", first sound after {ms:.0} ms")).unwrap_or_default();
+                    let spoken = reply.first_audio_ms.map(|ms| format!(", first sound after {ms:.0} ms")).unwrap_or_default();
                     eprintln!("[{}]{heard} first token after {:.0} ms{spoken}", span(reply.start_s, reply.end_s), reply.latency_ms);
                 }
             }
             Event::Failed { start_s, end_s, error } => {
                 self.answering = false;
-                self.end_speech();
                 self.clear_meter();
                 eprintln!("[{}] skipped: {error:#}", span(start_s, end_s));
             }
-        }
-    }
-
-    /// Ends the spoken answer; returns how long after the answer's first text its first audio came
-    /// (ms). A speech failure is reported once, and the answers go on in text.
-    fn end_speech(&mut self) -> Option<f64> {
-        let text_at = self.first_text_at.take();
-        let talker = self.talker.as_mut()?;
-        match talker.end_answer() {
-            Ok(audio_at) => Some(audio_at?.saturating_duration_since(text_at?).as_secs_f64() * 1e3),
-            Err(e) => {
-                eprintln!("warning: {e:#}; answers are printed only from now on");
-                self.talker = None;
-                None
+            Event::BargeIn(barge_in) => {
+                self.clear_meter();
+                if self.json {
+                    println!("{}", serde_json::json!({ "barge_in": barge_in }));
+                } else {
+                    let after_ms = (barge_in.stopped_s - barge_in.onset_s) * 1e3;
+                    eprintln!("\n[{:.2} s] you spoke over the answer: stopped after {after_ms:.0} ms", barge_in.onset_s);
+                }
             }
+            Event::SpeechLost(error) => eprintln!("warning: {error:#}; answers are printed only from now on"),
         }
     }
 
