@@ -62,6 +62,17 @@ fn main() {
         let run = |state: &mut kioku::model::silero::SileroState| chunks.iter().map(|c| vad.probability(c, state).unwrap()).sum::<f32>();
         median((0..RUNS).map(|_| time_ms(|| run(&mut state)).0 / chunks.len() as f64).collect())
     });
+    // While an answer is spoken, every 10 ms of microphone audio goes through the echo canceller:
+    // its cost per second of audio, on the clip leaking into itself 200 ms later.
+    let echo_ms_per_s = {
+        let delay = 3_200;
+        let mic: Vec<f32> = (0..samples.len()).map(|i| i.checked_sub(delay).map_or(0.0, |j| 0.5 * samples[j])).collect();
+        let run = || {
+            let mut canceller = kioku::audio::echo::EchoCanceller::new();
+            mic.chunks(160).zip(samples.chunks(160)).map(|(m, r)| canceller.process(m, r).len()).sum::<usize>()
+        };
+        median((0..RUNS).map(|_| time_ms(&run).0).collect()) / (samples.len() as f64 / 16_000.0)
+    };
     let ours_rss = peak_rss_mb();
 
     // --- reference: candle-transformers Whisper (30 s padded, as upstream) + quantized Llama ---
@@ -154,5 +165,6 @@ fn main() {
     if let Some(ms) = vad_chunk_ms {
         println!("| Silero VAD, one 32 ms chunk of live audio | {ms:.3} ms | — | — |");
     }
+    println!("| echo canceller, 1 s of microphone audio while speaking | {echo_ms_per_s:.1} ms | — | — |");
     println!("| peak RSS (kioku only, before the reference loads) | {:.0} MB | — | — |", ours_rss.unwrap_or(f64::NAN));
 }

@@ -84,7 +84,7 @@ impl Drop for SoundServer {
 }
 
 /// Stops a child that runs until told (parecord, kioku listen) and returns its stdout.
-fn stop(mut child: Child) -> String {
+fn stop(child: Child) -> String {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -135,4 +135,54 @@ fn listen_hears_questions_through_the_sound_server() {
         assert!(transcript.contains(word), "{word} not heard: {reply}");
         assert!(reply["latency_ms"].as_f64().unwrap() > 0.0, "{reply}");
     }
+}
+
+/// Lines of JSON that a child prints, as they come.
+fn json_lines(child: &mut Child) -> std::sync::mpsc::Receiver<Value> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = send.send(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+        }
+    });
+    lines
+}
+
+#[test]
+fn speech_over_a_spoken_answer_stops_it_through_the_sound_server() {
+    let server = SoundServer::start();
+    // The speakers leak into the microphone: whatever plays into `spk` is heard in `mic` as well,
+    // 9 dB down (PulseAudio's volume is cubic: 70 % is 0.34), as from a speaker across a desk.
+    server.run("pactl", &["load-module", "module-loopback", "source=spk.monitor", "sink=mic", "latency_msec=60"]);
+    let inputs = server.command("pactl").args(["list", "short", "sink-inputs"]).output().unwrap();
+    let leak = String::from_utf8_lossy(&inputs.stdout).split_whitespace().next().expect("the loopback plays into `mic`").to_string();
+    server.run("pactl", &["set-sink-input-volume", &leak, "70%"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (q0, q1) = (espeak(dir.path(), "q0", "en-us", "What is the capital of France?"), espeak(dir.path(), "q1", "en-gb", "How many days are in a week?"));
+    let mut listening =
+        server.kioku().args(["listen", "--speak", "--json", "--max-tokens", "24"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let lines = json_lines(&mut listening);
+    server.wait_for_recording(&mut listening);
+    server.run("paplay", &["-d", "mic", q0.to_str().unwrap()]);
+    // The reply line comes as the answer starts to play; talk over it 0.8 s in.
+    let first = lines.recv_timeout(Duration::from_secs(30)).expect("the first question is answered");
+    std::thread::sleep(Duration::from_millis(800));
+    server.run("paplay", &["-d", "mic", q1.to_str().unwrap()]);
+    let barge_in = lines.recv_timeout(Duration::from_secs(10)).expect("the answer is talked over");
+    let second = lines.recv_timeout(Duration::from_secs(30)).expect("the second question is answered");
+    // The second answer plays and leaks back in full: it must not be heard as a question.
+    std::thread::sleep(Duration::from_secs(5));
+    stop(listening);
+    let extra: Vec<Value> = lines.try_iter().collect();
+
+    assert!(first["transcript"].as_str().unwrap_or_default().to_lowercase().contains("capital"), "{first}");
+    let barge_in = &barge_in["barge_in"];
+    let (onset_s, stopped_s) = (barge_in["onset_s"].as_f64().unwrap(), barge_in["stopped_s"].as_f64().unwrap());
+    assert!(stopped_s - onset_s <= 0.2, "stopped {:.0} ms after the onset", (stopped_s - onset_s) * 1e3);
+    eprintln!("through PulseAudio: the speech over the answer stopped it {:.0} ms after its onset", (stopped_s - onset_s) * 1e3);
+    let transcript = second["transcript"].as_str().unwrap_or_default().to_lowercase();
+    assert!(wer("How many days are in a week?", &transcript) <= 0.2, "the question over the answer is heard whole: {second}");
+    assert!(extra.is_empty(), "kioku heard its own voice: {extra:#?}");
 }

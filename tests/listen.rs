@@ -297,7 +297,7 @@ fn a_lost_device_ends_listening_after_answering_what_was_heard() {
         endpointing: Endpointing::Voice(Detector::Silero.default_config(), Detector::Silero),
     };
     let mut replies = Vec::new();
-    let result = listen(&assistant(), &mut source, &options, |event| {
+    let result = listen(&assistant(), &mut source, &options, None, |event| {
         if let Event::Answered(reply) = event {
             replies.push(reply.clone());
         }
