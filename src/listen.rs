@@ -585,9 +585,9 @@ impl Segmenter {
         self.push_heard(samples, samples)
     }
 
-    /// Speech is detected in `detect`; utterances keep `keep` (see [`Vad::push_heard`]).
+    /// Speech is detected in `detect`; utterances keep `keep` (see [`Vad::push_heard`]). Push to
+    /// talk detects nothing: the user says when.
     fn push_heard(&mut self, detect: &[f32], keep: &[f32]) -> Result<Vec<Boundary>> {
-        let samples = keep;
         match self {
             Self::Voice(vad) => vad.push_heard(detect, keep),
             Self::PushToTalk { talking, max_samples, position, recording } => {
@@ -595,10 +595,10 @@ impl Segmenter {
                 let mut done = Vec::new();
                 if !talking.load(Ordering::Relaxed) {
                     done.extend(recording.take().map(|r| Boundary::Ended(Speech { end_s: seconds(*position), ..r })));
-                    *position += samples.len();
+                    *position += keep.len();
                     return Ok(done);
                 }
-                for &sample in samples {
+                for &sample in keep {
                     let r = recording.get_or_insert_with(|| Speech { start_s: seconds(*position), end_s: 0.0, samples: Vec::new() });
                     r.samples.push(sample);
                     *position += 1;
