@@ -333,7 +333,9 @@ impl EchoCanceller {
             let gain = mic_db - reference_db;
             self.echo_gain_db = Some(self.echo_gain_db.map_or(gain, |old| 0.95 * old + 0.05 * gain));
         }
-        let out = if echo_possible && !double_talk && heard {
+        // While the user has the floor the filter holds still: it would learn the user's voice.
+        let adapt = echo_possible && !double_talk && heard && self.user_has_floor.is_none();
+        let out = if adapt {
             self.cancel_block(mic, delay, true)
         } else if block_db < 0.0 {
             // The filter adds more than it takes away (the echo path went silent): it must not
@@ -342,7 +344,7 @@ impl EchoCanceller {
         } else {
             frozen
         };
-        if echo_possible && heard && !double_talk {
+        if adapt {
             self.suppression_db = 0.9 * self.suppression_db + 0.1 * block_db;
             self.converged |= self.suppression_db >= CONVERGED_DB;
         }
