@@ -52,6 +52,13 @@ impl Timeline {
     fn end(&self) -> u64 {
         self.start + self.samples.len() as u64
     }
+
+    /// Drops the samples due before `index`.
+    fn forget_before(&mut self, index: u64) {
+        let old = index.saturating_sub(self.start).min(self.samples.len() as u64);
+        self.samples.drain(..old as usize);
+        self.start += old;
+    }
 }
 
 impl Default for Playback {
@@ -97,9 +104,7 @@ impl Playback {
         let now = self.index_at(Instant::now());
         let gap = now.saturating_sub(timeline.end());
         timeline.samples.extend(std::iter::repeat_n(0.0, gap as usize).chain(samples));
-        let old = now.saturating_sub(KEEP_PLAYED_S * u64::from(SAMPLE_RATE)).saturating_sub(timeline.start).min(timeline.samples.len() as u64);
-        timeline.samples.drain(..old as usize);
-        timeline.start += old;
+        timeline.forget_before(now.saturating_sub(KEEP_PLAYED_S * u64::from(SAMPLE_RATE)));
         Ok(true)
     }
 
@@ -136,9 +141,7 @@ impl Playback {
                 }
             }
         }
-        let old = from.saturating_sub(timeline.start).min(timeline.samples.len() as u64);
-        timeline.samples.drain(..old as usize);
-        timeline.start += old;
+        timeline.forget_before(from);
         out
     }
 }
