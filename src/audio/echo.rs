@@ -204,6 +204,15 @@ pub struct EchoCanceller {
     user_has_floor: Option<UserFloor>,
     /// The latest block was held back.
     gate_closed: bool,
+    /// The quietest block heard while no echo was possible since the last answer began (mean
+    /// square), and that of the stretch before the current answer: the room without kioku.
+    idle_floor: f32,
+    floor: f32,
+    /// Samples the microphone has stayed at the room's floor while echo was possible in this answer.
+    quiet_run: usize,
+    /// This answer made no sound at the microphone for longer than any echo path takes
+    /// (headphones, a muted speaker): nothing is gated.
+    no_echo_path: bool,
     fft: Fft,
 }
 
@@ -249,6 +258,10 @@ impl EchoCanceller {
             near_end_hold: 0,
             user_has_floor: None,
             gate_closed: false,
+            idle_floor: f32::INFINITY,
+            floor: 0.0,
+            quiet_run: 0,
+            no_echo_path: false,
             fft: Fft { forward: planner.plan_fft_forward(FFT_LEN), inverse: planner.plan_fft_inverse(FFT_LEN) },
         }
     }
@@ -305,11 +318,14 @@ impl EchoCanceller {
             (Some(UserFloor::SpeakerStopped), true) => None,
             (floor, _) => floor,
         };
+        let mic_power = mean_square(mic);
         if sounding && self.since_reference >= MAX_DELAY + TAPS {
             // A new answer: the path may have changed since the last one (a sound server settling
             // its latency moved it by 150 ms between two answers), so the filter proves itself
             // again before the microphone opens; with the same path that takes about 50 ms.
             self.unconverge();
+            (self.floor, self.idle_floor) = (self.idle_floor, f32::INFINITY);
+            (self.quiet_run, self.no_echo_path) = (0, false);
         }
         self.since_reference = if sounding { 0 } else { self.since_reference + reference.len() };
         self.since_estimate += mic.len();
@@ -320,12 +336,20 @@ impl EchoCanceller {
             }
         }
         let echo_possible = self.since_reference < MAX_DELAY + TAPS;
+        if !echo_possible {
+            self.idle_floor = self.idle_floor.min(mic_power);
+        }
         let Some(delay) = self.delay else {
-            self.gate_closed = echo_possible && self.user_has_floor.is_none();
+            // At the room's floor (within 6 dB) all along, for longer than the longest echo delay
+            // since the answer began: this answer has no echo to learn.
+            let at_floor = mic_power <= QUIET.max(4.0 * self.floor);
+            self.quiet_run = if echo_possible && at_floor { self.quiet_run + mic.len() } else { 0 };
+            self.no_echo_path |= self.quiet_run >= MAX_DELAY;
+            self.gate_closed = echo_possible && self.user_has_floor.is_none() && !self.no_echo_path;
             return mic.to_vec();
         };
         let frozen = self.cancel_block(mic, delay, false);
-        let (mic_power, out_power) = (mean_square(mic), mean_square(&frozen));
+        let out_power = mean_square(&frozen);
         let block_db = 10.0 * (mic_power.max(1e-12) / out_power.max(1e-12)).log10();
         let heard = mic_power > QUIET;
         let reference_db = self.reference_level_db(delay, mic.len());
@@ -537,6 +561,21 @@ mod tests {
         let mic = leak(&reference, 800, 0.5, &[]);
         let out = run(&mut EchoCanceller::new(), &mic, &reference);
         assert!(out.iter().all(|&s| s == 0.0));
+    }
+
+    #[test]
+    fn without_an_echo_the_microphone_opens_once_the_longest_delay_has_passed() {
+        // Headphones: kioku speaks, nothing of it reaches the microphone, which hears a quiet room
+        // (-60 dBFS) and then, one second in, the user.
+        let reference = [vec![0.0; 8_000], babble(3.0, 6)].concat();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let room: Vec<f32> = (0..4 * SAMPLE_RATE as usize).map(|_| rng.random_range(-0.002f32..0.002)).collect();
+        let user_from = 24_000;
+        let near: Vec<f32> = room.iter().enumerate().map(|(i, r)| r + i.checked_sub(user_from).map_or(0.0, |j| babble(2.0, 8).get(j).copied().unwrap_or(0.0))).collect();
+        let out = run(&mut EchoCanceller::new(), &near[..reference.len()], &reference);
+        let first_open = out[8_000..].iter().position(|&s| s != 0.0).map(|i| i + 8_000);
+        assert!(first_open >= Some(8_000 + MAX_DELAY - BLOCK), "muted while an echo could still come: open at {first_open:?}");
+        assert_eq!(out[user_from..], near[user_from..reference.len()], "the user passes");
     }
 
     #[test]
