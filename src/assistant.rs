@@ -94,11 +94,15 @@ pub struct Request<'a> {
     pub adapters: &'a [ActiveAdapter],
     /// Set from another thread to stop generating; the answer so far is returned.
     pub cancel: Option<&'a AtomicBool>,
+    /// Told, for a transcribed question (cascade mode, no instruction), how likely the LLM finds it
+    /// that the words end the user's turn ([`Assistant::end_of_turn_probability`]), before
+    /// answering starts. It is read off the answer's own prefill, for about 10 ms.
+    pub on_turn_end: Option<&'a dyn Fn(f32)>,
 }
 
 impl<'a> Request<'a> {
     pub fn new(question: Question<'a>, sampling: SamplingOptions) -> Self {
-        Self { question, history: &[], sampling, adapters: &[], cancel: None }
+        Self { question, history: &[], sampling, adapters: &[], cancel: None, on_turn_end: None }
     }
 }
 
@@ -136,6 +140,8 @@ pub struct Assistant {
     /// The rendered chat prompt before and after the user's words.
     turn_template: (String, String),
     prefix: OnceLock<PromptPrefix>,
+    /// See [`Assistant::endings`].
+    endings: OnceLock<Vec<u32>>,
     /// The model's speech adapter: on for audio turns through the LLM only,
     /// so typed questions get the base LLM.
     speech_adapter: Option<ActiveAdapter>,
@@ -226,6 +232,7 @@ impl Assistant {
                 turn_template: split_turn_template(&chat, &[])?,
                 chat,
                 prefix: OnceLock::new(),
+                endings: OnceLock::new(),
                 speech_adapter,
                 linear_shapes,
                 mel: MelExtractor::new(header.whisper.n_mels),
@@ -428,6 +435,44 @@ impl Assistant {
         self.prompt_prefix().map(|_| ())
     }
 
+    /// How likely the user's turn is over after `words`, as the LLM reads them: the probability
+    /// that a sentence or the turn ends next. (`listen` gets it for free with the answer's
+    /// prefill; see [`Request::on_turn_end`].)
+    pub fn end_of_turn_probability(&self, words: &str) -> Result<f32> {
+        let words = unpunctuated(words);
+        if words.is_empty() {
+            return Ok(0.0);
+        }
+        let ids = self.token_ids(&format!("{}{words}", self.turn_template.0))?;
+        let (mut cache, rest) = self.after_prefix(&ids)?;
+        let logits = self.llm.next_token_logits(&self.embed_ids(rest)?, &mut cache)?;
+        self.ending_probability(&logits)
+    }
+
+    /// The probability mass of [`Assistant::endings`] in next-token `logits`.
+    fn ending_probability(&self, logits: &Tensor) -> Result<f32> {
+        let probabilities = candle_nn::ops::softmax_last_dim(logits)?.to_vec1::<f32>()?;
+        Ok(self.endings()?.iter().map(|&id| probabilities.get(id as usize).copied().unwrap_or(0.0)).sum())
+    }
+
+    /// The LLM's tokens that end a sentence or the turn: its end-of-turn token, and those whose
+    /// text starts with `.`, `?` or `!`.
+    fn endings(&self) -> Result<&[u32]> {
+        if let Some(endings) = self.endings.get() {
+            return Ok(endings);
+        }
+        let end_of_turn = *self.token_ids(&self.turn_template.1)?.first().context("the chat template has nothing after the user's turn")?;
+        let mut endings: Vec<u32> = self
+            .llm_tokenizer
+            .get_vocab(false)
+            .into_iter()
+            .filter(|(token, _)| token.starts_with(['.', '?', '!']) && !token.starts_with(".."))
+            .map(|(_, id)| id)
+            .collect();
+        endings.push(end_of_turn);
+        Ok(self.endings.get_or_init(|| endings))
+    }
+
     /// The KV cache after the part of the chat prompt that precedes every
     /// question (system turn, user-turn header), computed once: each question
     /// then prefills only its own tokens.
@@ -469,13 +514,28 @@ impl Assistant {
 
     /// The cache after the prompt that precedes the user's own turn, the
     /// embeddings still to feed, and the prompt's length in tokens.
-    fn prompt(&self, user: &UserTurn, history: &[ChatMessage]) -> Result<(LlamaCache, Tensor, usize)> {
+    /// `on_turn_end` is told [`Assistant::end_of_turn_probability`] of a text turn.
+    fn prompt(&self, user: &UserTurn, history: &[ChatMessage], on_turn_end: Option<&dyn Fn(f32)>) -> Result<(LlamaCache, Tensor, usize)> {
         let template = self.turn_template_after(history)?;
         let (before, after) = template.as_ref();
         match user {
             UserTurn::Text(text) => {
                 let ids = self.token_ids(&format!("{before}{text}{after}"))?;
-                let (cache, rest) = self.after_prefix(&ids)?;
+                let (mut cache, mut rest) = self.after_prefix(&ids)?;
+                if let Some(on_turn_end) = on_turn_end {
+                    // Prefilled in two parts, split after the words, when the prompt's tokens
+                    // split there; otherwise the words are judged on their own.
+                    let words = self.token_ids(&format!("{before}{}", unpunctuated(text)))?;
+                    let done = ids.len() - rest.len();
+                    match ids.strip_prefix(words.as_slice()) {
+                        Some(_) if words.len() > done => {
+                            let (head, tail) = rest.split_at(words.len() - done);
+                            on_turn_end(self.ending_probability(&self.llm.next_token_logits(&self.embed_ids(head)?, &mut cache)?)?);
+                            rest = tail;
+                        }
+                        _ => on_turn_end(self.end_of_turn_probability(text)?),
+                    }
+                }
                 Ok((cache, self.embed_ids(rest)?, ids.len()))
             }
             UserTurn::Audio { audio, instruction } => {
@@ -510,7 +570,11 @@ impl Assistant {
         let mut stop = StopFilter::new(&request.sampling.stop);
         let t = Instant::now();
         // The prompt before an audio turn runs without the speech adapter, the turn itself with it.
-        let (mut cache, prompt_embeds, prompt_tokens) = self.prompt(&user, request.history)?;
+        let on_turn_end = match request.question {
+            Question::Audio { mode: Mode::Cascade, instruction: None, .. } => request.on_turn_end,
+            _ => None,
+        };
+        let (mut cache, prompt_embeds, prompt_tokens) = self.prompt(&user, request.history, on_turn_end)?;
         let speech: &[ActiveAdapter] = match user {
             UserTurn::Audio { .. } => self.speech_adapter.as_slice(),
             UserTurn::Text(_) => &[],
@@ -566,6 +630,12 @@ impl Assistant {
             tokens_per_s: if timings.decode > 0.0 { n as f64 / (timings.decode / 1e3) } else { 0.0 },
         })
     }
+}
+
+/// `words` without the punctuation after them: Whisper punctuates half a question as readily as a
+/// whole one ("What is the capital?"), while the LLM can tell the two apart by their words.
+fn unpunctuated(words: &str) -> &str {
+    words.trim().trim_end_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
 }
 
 /// The rendered chat prompt before and after the user's message, after `history`.

@@ -234,15 +234,24 @@ pub fn listen(
     let handler = Mutex::new(on_event);
     let emit = |event: Event<'_>| (handler.lock().unwrap_or_else(PoisonError::into_inner))(event);
     let (queue, heard) = channel();
-    let busy = AtomicBool::new(false);
+    let shared = Shared { busy: AtomicBool::new(false), turn_over: Mutex::new(None) };
     thread::scope(|scope| {
-        let answering = scope.spawn(|| answer_all(assistant, options, heard, &busy, Outlet::new(talker, &emit)));
-        let captured = capture(source, &mut segmenter, &mut resampler, duplex.as_mut(), &busy, queue, &emit);
+        let answering = scope.spawn(|| answer_all(assistant, options, heard, &shared, Outlet::new(talker, &emit)));
+        let captured = capture(source, &mut segmenter, &mut resampler, duplex.as_mut(), &shared, queue, &emit);
         if let Err(panic) = answering.join() {
             std::panic::resume_unwind(panic);
         }
         captured
     })
+}
+
+/// What the capture and the inference thread tell each other besides the utterances.
+struct Shared {
+    /// Inference is answering.
+    busy: AtomicBool,
+    /// The end (stream s) of paused speech whose words read as a finished turn: capture ends it
+    /// after the shorter silence ([`Vad::end_turn_early`]).
+    turn_over: Mutex<Option<f64>>,
 }
 
 /// Listening while kioku speaks: its own voice is taken out of the microphone's audio, and speech
@@ -284,7 +293,7 @@ fn capture(
     segmenter: &mut Segmenter,
     resampler: &mut Resampler,
     mut duplex: Option<&mut Duplex>,
-    busy: &AtomicBool,
+    shared: &Shared,
     queue: Sender<Heard>,
     emit: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<()> {
@@ -300,7 +309,7 @@ fn capture(
         for boundary in boundaries {
             match (boundary, duplex.as_deref_mut()) {
                 (Boundary::Started(onset_s), Some(duplex)) => {
-                    if busy.load(Ordering::Acquire) || duplex.playback.is_playing() {
+                    if shared.busy.load(Ordering::Acquire) || duplex.playback.is_playing() {
                         duplex.barge_in();
                         let stopped_s = stream_s + Instant::now().saturating_duration_since(arrived).as_secs_f64();
                         emit(Event::BargeIn(&BargeIn { onset_s, stopped_s }));
@@ -316,14 +325,16 @@ fn capture(
     while let Some((chunk, arrived)) = source.next_chunk()? {
         samples_in += chunk.len();
         let mut audio = resampler.process(&chunk);
-        let done = match duplex.as_deref_mut() {
+        let turn_over = shared.turn_over.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let mut done: Vec<Boundary> = turn_over.and_then(|end_s| segmenter.end_turn_early(end_s)).into_iter().collect();
+        done.extend(match duplex.as_deref_mut() {
             Some(duplex) => {
                 let Cancelled { gated, residual } = duplex.cancel(&audio, arrived);
                 audio = residual;
                 segmenter.push_heard(&gated, &audio)?
             }
             None => segmenter.push(&audio)?,
-        };
+        });
         if !audio.is_empty() {
             emit(Event::Level { level_db: level_db(&audio), speaking: segmenter.in_speech() });
         }
@@ -339,7 +350,7 @@ fn capture(
     Ok(())
 }
 
-fn answer_all(assistant: &Assistant, options: &ListenOptions, heard: Receiver<Heard>, busy: &AtomicBool, mut out: Outlet<'_, '_>) {
+fn answer_all(assistant: &Assistant, options: &ListenOptions, heard: Receiver<Heard>, shared: &Shared, mut out: Outlet<'_, '_>) {
     // Before anyone speaks: otherwise the first reply pays for building the prompt prefix.
     if let Err(e) = assistant.warm_up() {
         (out.emit)(Event::Failed { start_s: 0.0, end_s: 0.0, error: &e });
@@ -347,13 +358,13 @@ fn answer_all(assistant: &Assistant, options: &ListenOptions, heard: Receiver<He
     // Messages read while an early answer was worked out, not handled yet.
     let mut backlog = VecDeque::new();
     while let Some(next) = backlog.pop_front().or_else(|| heard.recv().ok()) {
-        busy.store(true, Ordering::Release);
+        shared.busy.store(true, Ordering::Release);
         match next {
             Boundary::Started(_) | Boundary::Resumed => {}
             Boundary::Ended(queued) => answer_now(assistant, options, queued, &mut out),
-            Boundary::Paused(queued) => answer_early(assistant, options, queued, &heard, &mut backlog, &mut out),
+            Boundary::Paused(queued) => answer_early(assistant, options, queued, &heard, &mut backlog, &shared.turn_over, &mut out),
         }
-        busy.store(false, Ordering::Release);
+        shared.busy.store(false, Ordering::Release);
     }
 }
 
@@ -485,13 +496,15 @@ impl HeldAnswer {
 /// Starts answering the utterance heard up to a pause, so that the answer is ready when the
 /// hangover confirms the end. Nothing is shown before then. If speech resumes instead, the answer
 /// is cancelled and dropped, and the whole utterance is answered when it ends. A paused
-/// utterance's audio is the start of the ended one's, with the same speech in it.
+/// utterance's audio is the start of the ended one's, with the same speech in it. When the LLM
+/// reads the words as a finished turn, capture is told through `turn_over` to end it sooner.
 fn answer_early(
     assistant: &Assistant,
     options: &ListenOptions,
     paused: Queued,
     heard: &Receiver<Heard>,
     backlog: &mut VecDeque<Heard>,
+    turn_over: &Mutex<Option<f64>>,
     out: &mut Outlet,
 ) {
     out.begin();
@@ -499,7 +512,17 @@ fn answer_early(
     let (mut fate, mut held, mut first_token_at) = (Fate::Open, HeldAnswer::default(), None);
     let span = (paused.speech.start_s, paused.speech.end_s);
     let question = Question::Audio { samples: &paused.speech.samples, mode: options.mode, instruction: None };
-    let request = Request { cancel: Some(&cancel), ..Request::new(question, options.sampling.clone()) };
+    let threshold = match &options.endpointing {
+        Endpointing::Voice(config, _) if config.turn_end_ms > 0 => Some(config.turn_end_probability),
+        _ => None,
+    };
+    let judge = |probability: f32| {
+        if threshold.is_some_and(|threshold| probability >= threshold) {
+            *turn_over.lock().unwrap_or_else(PoisonError::into_inner) = Some(span.1);
+        }
+    };
+    let on_turn_end: Option<&dyn Fn(f32)> = threshold.map(|_| &judge as _);
+    let request = Request { cancel: Some(&cancel), on_turn_end, ..Request::new(question, options.sampling.clone()) };
     let answered = assistant.respond(&request, &mut |text| {
         first_token_at.get_or_insert_with(Instant::now);
         while matches!(fate, Fate::Open) {
@@ -608,6 +631,14 @@ impl Segmenter {
                 }
                 Ok(done)
             }
+        }
+    }
+
+    /// See [`Vad::end_turn_early`]; push to talk ends when the user says.
+    fn end_turn_early(&mut self, end_s: f64) -> Option<Boundary> {
+        match self {
+            Self::Voice(vad) => vad.end_turn_early(end_s),
+            Self::PushToTalk { .. } => None,
         }
     }
 

@@ -61,7 +61,16 @@ fn record(out: &Path, parts: &[PathBuf]) -> Vec<(f64, f64)> {
 }
 
 fn listen_json(wav: &Path, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["listen", "--input", path_str(wav), "--fast", "--json"];
+    listen_json_paced(wav, true, extra)
+}
+
+/// `fast`: the file is read as fast as it can be; otherwise at real-time pace, as a microphone
+/// delivers it, so that answers worked out during a pause race the silence as they do live.
+fn listen_json_paced(wav: &Path, fast: bool, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["listen", "--input", path_str(wav), "--json"];
+    if fast {
+        args.push("--fast");
+    }
     args.extend(extra);
     let out = kioku(&args);
     assert!(out.status.success(), "kioku {args:?} failed: {}", stderr(&out));
@@ -145,7 +154,9 @@ fn pauses_of_300_to_400_ms_do_not_split_a_question() {
     }
     let rec = dir.path().join("rec.wav");
     let spans = record(&rec, &parts);
-    let replies = listen_json(&rec, &["--max-tokens", "4"]);
+    // In real time: the words before each pause are judged while the pause lasts, and must not
+    // be taken for a finished question (12 s).
+    let replies = listen_json_paced(&rec, false, &["--max-tokens", "4"]);
     assert_eq!(replies.len(), 3, "one utterance per question: {replies:#?}");
     for (i, ((_, first, second, pause), reply)) in questions.iter().zip(&replies).enumerate() {
         // Parts 4i+1 and 4i+3 are the two halves: one utterance spans both.

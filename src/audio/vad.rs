@@ -60,6 +60,15 @@ pub struct VadConfig {
     /// Silence after which the utterance so far is reported as [`Boundary::Paused`], so that
     /// answering can start before the hangover confirms the end (ms; 0: never).
     pub pause_ms: u32,
+    /// Silence that ends an utterance whose words already read as a finished turn (ms; see
+    /// [`Vad::end_turn_early`]). At most the hangover; 0: always wait for the hangover.
+    pub turn_end_ms: u32,
+    /// How likely the end of the user's turn must be, as the LLM reads the words, for
+    /// `turn_end_ms` to end it (the endpointer itself only takes the cue). SmolLM2-135M gives
+    /// half questions cut at a pause ("What is the capital", "How many days", "Can you tell
+    /// me") at most 0.012, and whole ones 0.009–0.93, most above 0.05; a cue that fires wrongly
+    /// splits a question, one that does not fire costs only the rest of the hangover.
+    pub turn_end_probability: f32,
     /// Longer speech is cut into utterances of at most this length (s).
     pub max_utterance_s: f32,
 }
@@ -76,6 +85,8 @@ impl Default for VadConfig {
             pre_roll_ms: 300,
             hangover_ms: 700,
             pause_ms: 0,
+            turn_end_ms: 0,
+            turn_end_probability: 0.05,
             max_utterance_s: 15.0,
         }
     }
@@ -83,10 +94,15 @@ impl Default for VadConfig {
 
 impl VadConfig {
     /// Defaults for Silero's speech probability. 400 ms of silence keeps pauses of up to 450 ms
-    /// inside a question (330–350 ms split some 350–400 ms pauses; tests/listen.rs checks 300–400);
-    /// answering starts after 150 ms, early enough to be ready when the 400 ms have passed.
+    /// inside a question (330–350 ms split some 350–400 ms pauses; tests/listen.rs checks 300–400).
+    /// Answering starts after 96 ms of silence; its transcript and the LLM's reading of it are
+    /// ready about 200 ms later (release build, 2 cores), and words read as a finished turn then
+    /// end it after 200 ms of silence instead of 400. End of speech → first token on the three
+    /// questions of tests/listen.rs went from 437–509 ms to 326–385 ms; with answering started
+    /// after 150 ms the cue came too late to save anything, and after 64 ms answers started in
+    /// the gaps between words and held up the real one.
     pub fn for_probability() -> Self {
-        Self { min_speech_ms: 96, hangover_ms: 400, pause_ms: 150, ..Self::default() }
+        Self { min_speech_ms: 96, hangover_ms: 400, pause_ms: 96, turn_end_ms: 200, ..Self::default() }
     }
 
     /// Fails with a one-line message when a threshold is out of range.
@@ -97,6 +113,13 @@ impl VadConfig {
         ensure!(self.min_speech_ms > 0, "the minimum speech length must be above 0 ms");
         ensure!(self.hangover_ms > 0, "the hangover must be above 0 ms");
         ensure!(self.pause_ms < self.hangover_ms, "the pause that starts an early answer ({} ms) must be shorter than the hangover ({} ms)", self.pause_ms, self.hangover_ms);
+        ensure!((0.0..=1.0).contains(&self.turn_end_probability), "the end-of-turn probability must be in [0, 1], got {}", self.turn_end_probability);
+        ensure!(
+            self.turn_end_ms <= self.hangover_ms,
+            "the silence that ends a finished turn ({} ms) must be at most the hangover ({} ms)",
+            self.turn_end_ms,
+            self.hangover_ms
+        );
         let shortest = self.min_speech_ms as f32 / 1000.0;
         ensure!(
             self.max_utterance_s >= shortest && self.max_utterance_s.is_finite(),
@@ -281,6 +304,8 @@ enum State {
         last_active: u64,
         /// The current silence was reported as [`Boundary::Paused`].
         paused: bool,
+        /// The words before the current silence read as a finished turn: `turn_end_ms` ends it.
+        turn_over: bool,
     },
 }
 
@@ -392,8 +417,8 @@ impl Vad {
         let (needed, pre_roll, hangover, max_frames) =
             (self.frames(self.config.min_speech_ms), self.frames(self.config.pre_roll_ms), self.frames(self.config.hangover_ms), self.max_frames());
         let pause = (self.config.pause_ms > 0).then(|| self.frames(self.config.pause_ms));
-        // Silence kept after the end of an utterance.
-        let pad = self.frames(self.config.pre_roll_ms.min(self.config.hangover_ms)) * frame_len;
+        let turn_end = self.frames(self.config.turn_end_ms);
+        let pad = self.padding();
         match &mut self.state {
             State::Idle { active_run, speech_in_run } => {
                 (*active_run, *speech_in_run) =
@@ -404,15 +429,16 @@ impl Vad {
                     let wanted = (pre_roll + onset) * frame_len;
                     let samples = self.recent.iter().skip(self.recent.len().saturating_sub(wanted)).copied().collect();
                     let start_frame = index + 1 - onset as u64;
-                    self.state = State::Speech { start_frame, samples, last_active: index + 1, paused: false };
+                    self.state = State::Speech { start_frame, samples, last_active: index + 1, paused: false, turn_over: false };
                     return Ok(Some(Boundary::Started(self.seconds(start_frame))));
                 }
                 Ok(None)
             }
-            State::Speech { start_frame, samples, last_active, paused } => {
+            State::Speech { start_frame, samples, last_active, paused, turn_over } => {
                 samples.extend_from_slice(frame);
                 if active {
                     *last_active = index + 1;
+                    *turn_over = false;
                     if std::mem::take(paused) {
                         return Ok(Some(Boundary::Resumed));
                     }
@@ -425,11 +451,9 @@ impl Vad {
                     *start_frame = index + 1;
                     return Ok(Some(Boundary::Ended(self.speech(start, index + 1, samples, 0))));
                 }
+                let hangover = if *turn_over { turn_end } else { hangover };
                 if too_long || silent >= hangover {
-                    let (start, end, samples) = (*start_frame, *last_active, std::mem::take(samples));
-                    self.state = IDLE;
-                    // After a cut at the maximum length, the rest may be nothing but this silence.
-                    return Ok((end > start).then(|| Boundary::Ended(self.speech(start, end, samples, pad))));
+                    return Ok(self.end());
                 }
                 if pause == Some(silent) && !*paused {
                     *paused = true;
@@ -439,6 +463,38 @@ impl Vad {
                 Ok(None)
             }
         }
+    }
+
+    /// The words up to the pause reported with speech ending at `end_s` read as a finished turn:
+    /// the silence after them ends the utterance after `turn_end_ms` instead of the whole
+    /// hangover. Returns the ended utterance at once if that much silence has passed already. A
+    /// cue for a pause that speech has since resumed from is ignored.
+    pub fn end_turn_early(&mut self, end_s: f64) -> Option<Boundary> {
+        if self.config.turn_end_ms == 0 {
+            return None;
+        }
+        let turn_end = self.frames(self.config.turn_end_ms) as u64;
+        let frames_seen = self.frames_seen;
+        let end_frame = (end_s * f64::from(SAMPLE_RATE) / self.frame_len as f64).round() as u64;
+        match &mut self.state {
+            State::Speech { last_active, paused: true, turn_over, .. } if *last_active == end_frame => {
+                *turn_over = true;
+                if frames_seen - *last_active >= turn_end { self.end() } else { None }
+            }
+            _ => None,
+        }
+    }
+
+    /// Silence kept after the end of an utterance (samples).
+    fn padding(&self) -> usize {
+        self.frames(self.config.pre_roll_ms.min(self.config.hangover_ms)) * self.frame_len
+    }
+
+    /// Ends the utterance under way, if any.
+    fn end(&mut self) -> Option<Boundary> {
+        let State::Speech { start_frame, samples, last_active, .. } = std::mem::replace(&mut self.state, IDLE) else { return None };
+        // After a cut at the maximum length, the rest may be nothing but this silence.
+        (last_active > start_frame).then(|| Boundary::Ended(self.speech(start_frame, last_active, samples, self.padding())))
     }
 
     /// The utterance from `start` to `end` (frame indices), keeping `pad` samples past the end.
@@ -597,6 +653,39 @@ mod tests {
         assert_eq!((last.start_s, last.end_s), (whole.start_s, whole.end_s));
         assert_eq!(last.samples[..], whole.samples[..last.samples.len()]);
         assert!(Vad::new(VadConfig { hangover_ms: 300, pause_ms: 300, ..VadConfig::default() }).is_err());
+    }
+
+    #[test]
+    fn a_finished_turn_ends_after_the_shorter_silence_and_a_stale_cue_changes_nothing() {
+        let config = VadConfig { hangover_ms: 600, pause_ms: 150, turn_end_ms: 300, ..VadConfig::default() };
+        let audio = [silence(0.5), vowel(0.8, 0.3), silence(0.4), vowel(0.8, 0.3), silence(1.0)].concat();
+        // Cues every pause as a finished turn, at once (`late`: false) or only 0.4 s on.
+        let cue_every_pause = |late: bool| {
+            let mut vad = Vad::new(config.clone()).unwrap();
+            let (mut found, mut cue) = (Vec::new(), None::<(f64, usize)>);
+            for (i, chunk) in audio.chunks(FRAME).enumerate() {
+                if let Some((end_s, _)) = cue.filter(|&(_, at)| at == i) {
+                    found.extend(vad.end_turn_early(end_s));
+                    cue = None;
+                }
+                for boundary in vad.push(chunk).unwrap() {
+                    if let Boundary::Paused(speech) = &boundary {
+                        cue = Some((speech.end_s, i + if late { 14 } else { 1 }));
+                    }
+                    found.push(boundary);
+                }
+            }
+            found.into_iter().filter_map(|b| if let Boundary::Ended(s) = b { Some((s.start_s, s.end_s)) } else { None }).collect::<Vec<_>>()
+        };
+        // At once: the 0.4 s pause is longer than 300 ms, so the cue splits the two vowels.
+        let early = cue_every_pause(false);
+        assert_eq!(early.len(), 2, "{early:?}");
+        assert!(near(early[0].1, 1.3), "{early:?}");
+        // 0.4 s on, the second vowel has begun: the cue is for a pause that is over.
+        let stale = cue_every_pause(true);
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert!(near(stale[0].1, 2.5), "{stale:?}");
+        assert!(Vad::new(VadConfig { turn_end_ms: 700, ..config }).is_err());
     }
 
     #[test]

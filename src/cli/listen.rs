@@ -60,9 +60,18 @@ pub struct ListenArgs {
     #[arg(long, value_name = "MS", alias = "hangover-ms")]
     vad_min_silence_duration_ms: Option<u32>,
     /// Silence after which answering starts, shown only if the silence lasts the whole
-    /// --vad-min-silence-duration-ms (ms; 0: wait for the end). Default: 150 (silero), 0 (energy).
+    /// --vad-min-silence-duration-ms or the words end the turn (ms; 0: wait for the end). Default: 96
+    /// (silero), 0 (energy).
     #[arg(long, value_name = "MS")]
     early_answer_ms: Option<u32>,
+    /// Silence that ends a question whose words the LLM reads as a finished turn, before the whole
+    /// --vad-min-silence-duration-ms has passed (ms; 0: off). Needs --early-answer-ms below it and
+    /// cascade mode. Default: 200 (silero), 0 (energy).
+    #[arg(long, value_name = "MS")]
+    turn_end_ms: Option<u32>,
+    /// How likely (0 to 1) the LLM must find it that the words so far end the user's turn.
+    #[arg(long, value_name = "P", default_value_t = VadConfig::default().turn_end_probability)]
+    turn_end_probability: f32,
     /// Audio kept from before the detected start of speech (ms).
     #[arg(long, value_name = "MS", alias = "pre-roll-ms", default_value_t = VadConfig::default().pre_roll_ms)]
     vad_speech_pad_ms: u32,
@@ -100,6 +109,8 @@ impl ListenArgs {
             pre_roll_ms: self.vad_speech_pad_ms,
             hangover_ms: self.vad_min_silence_duration_ms.unwrap_or(defaults.hangover_ms),
             pause_ms: self.early_answer_ms.unwrap_or(defaults.pause_ms),
+            turn_end_ms: self.turn_end_ms.unwrap_or(defaults.turn_end_ms),
+            turn_end_probability: self.turn_end_probability,
             max_utterance_s: self.vad_max_speech_duration_s,
         }
     }

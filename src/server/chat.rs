@@ -162,7 +162,7 @@ impl ChatJob {
             (None, Some(text)) => Question::Text(text),
             (None, None) => unreachable!("checked in from_request"),
         };
-        let request = Request { question, history: &history, sampling: self.sampling.clone(), adapters: &self.adapters, cancel: Some(cancel) };
+        let request = Request { question, history: &history, sampling: self.sampling.clone(), adapters: &self.adapters, cancel: Some(cancel), on_turn_end: None };
         assistant.respond(&request, on_text)
     }
 }
