@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::assistant::{Answer, Assistant, Mode, Question, Request};
 use crate::audio::echo::{Cancelled, EchoCanceller, Playback};
 use crate::audio::vad::{Boundary, EnergyDetector, FrameDetector};
-use crate::audio::{read_wav, Resampler, Speech, Vad, VadConfig, SAMPLE_RATE};
+use crate::audio::{mean_square, read_wav, Resampler, Speech, Vad, VadConfig, SAMPLE_RATE};
 use crate::generation::SamplingOptions;
 use crate::model::silero::SileroDetector;
 use crate::tts::Talker;
@@ -560,7 +560,7 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
 
 /// Energy of a stretch of audio in dBFS.
 fn level_db(samples: &[f32]) -> f32 {
-    let power = samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32;
+    let power = mean_square(samples);
     (10.0 * power.max(1e-10).log10()).max(-100.0)
 }
 

@@ -209,11 +209,10 @@ impl Talker {
                     // An answer cut by a barge-in is not synthesised any further.
                     Job::Say(clause, epoch) if failed.is_none() && epoch == timeline.epoch() => {
                         match espeak.synthesize(&clause).and_then(|audio| timeline.play(epoch, &audio, |audio| sink.play(audio))) {
-                            Ok(played) => {
-                                if played {
-                                    first_audio.get_or_insert_with(Instant::now);
-                                }
+                            Ok(true) => {
+                                first_audio.get_or_insert_with(Instant::now);
                             }
+                            Ok(false) => {}
                             Err(e) => failed = Some(e),
                         }
                     }

@@ -23,7 +23,7 @@ use anyhow::Result;
 use realfft::num_complex::Complex;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
-use super::{resample, Audio, SAMPLE_RATE};
+use super::{mean_square, resample, Audio, SAMPLE_RATE};
 
 /// Audio kept on the playback timeline behind the present, for a reader that lags.
 const KEEP_PLAYED_S: u64 = 10;
@@ -481,9 +481,6 @@ impl EchoCanceller {
     }
 }
 
-fn mean_square(samples: &[f32]) -> f32 {
-    samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32
-}
 
 #[cfg(test)]
 mod tests {

@@ -21,3 +21,8 @@ pub use wav::{read_wav, read_wav_from, write_wav, write_wav_16k, Audio};
 
 /// The sample rate every model in kioku expects.
 pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Mean power of a stretch of samples (0 for none).
+pub fn mean_square(samples: &[f32]) -> f32 {
+    samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32
+}

@@ -21,7 +21,7 @@ use anyhow::{ensure, Result};
 use realfft::num_complex::Complex;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
-use super::SAMPLE_RATE;
+use super::{mean_square, SAMPLE_RATE};
 
 /// Samples per frame of the energy detector: 30 ms at 16 kHz.
 pub const FRAME: usize = 480;
@@ -228,7 +228,7 @@ impl Features {
 
     /// (energy in dBFS, voicing in [0, 1]) of one frame.
     fn of(&mut self, frame: &[f32]) -> (f32, f32) {
-        let power = frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32;
+        let power = mean_square(frame);
         let energy_db = if power > 0.0 { (10.0 * power.log10()).max(SILENCE_DB) } else { SILENCE_DB };
         // Pre-emphasis whitens rumble (brown and pink noise), which would otherwise correlate at every lag.
         self.frame.fill(0.0);
