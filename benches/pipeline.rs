@@ -52,21 +52,28 @@ fn main() {
     // End-to-end skips the ASR decoder: audio goes through the projector into the prompt.
     // Its decode runs through the speech adapter when the model has one.
     let e2e = assistant.has_projector().then(|| {
-        let answers: Vec<_> = (0..RUNS).map(|_| assistant.ask_audio(&samples, Mode::E2e, &sampling, &mut |_| {}).unwrap()).collect();
-        (median(answers.iter().map(|a| a.timings_ms.first_token).collect()), median(answers.iter().map(|a| a.tokens_per_s).collect()))
+        let answers: Vec<_> =
+            (0..RUNS).map(|_| assistant.ask_audio(&samples, Mode::E2e, &sampling, &mut |_| {}).unwrap()).collect();
+        (
+            median(answers.iter().map(|a| a.timings_ms.first_token).collect()),
+            median(answers.iter().map(|a| a.tokens_per_s).collect()),
+        )
     });
     // Silero VAD runs on every 32 ms of live audio: the time per chunk, over the whole clip.
     let vad_chunk_ms = assistant.vad().map(|vad| {
         let mut state = kioku::model::silero::SileroState::new().unwrap();
         let chunks: Vec<&[f32]> = samples.chunks_exact(kioku::model::silero::CHUNK).collect();
-        let run = |state: &mut kioku::model::silero::SileroState| chunks.iter().map(|c| vad.probability(c, state).unwrap()).sum::<f32>();
+        let run = |state: &mut kioku::model::silero::SileroState| {
+            chunks.iter().map(|c| vad.probability(c, state).unwrap()).sum::<f32>()
+        };
         median((0..RUNS).map(|_| time_ms(|| run(&mut state)).0 / chunks.len() as f64).collect())
     });
     // While an answer is spoken, every 10 ms of microphone audio goes through the echo canceller:
     // its cost per second of audio, on the clip leaking into itself 200 ms later.
     let echo_ms_per_s = {
         let delay = 3_200;
-        let mic: Vec<f32> = (0..samples.len()).map(|i| i.checked_sub(delay).map_or(0.0, |j| 0.5 * samples[j])).collect();
+        let mic: Vec<f32> =
+            (0..samples.len()).map(|i| i.checked_sub(delay).map_or(0.0, |j| 0.5 * samples[j])).collect();
         let run = || {
             let mut canceller = kioku::audio::echo::EchoCanceller::new();
             mic.chunks(160).zip(samples.chunks(160)).map(|(m, r)| canceller.process(m, r).len()).sum::<usize>()
@@ -98,7 +105,8 @@ fn main() {
                     for i in 0..transcript_tokens {
                         let input = Tensor::new(&tokens[..], &device).unwrap().unsqueeze(0).unwrap();
                         let h = whisper.decoder.forward(&input, &enc30, i == 0).unwrap();
-                        let logits = whisper.decoder.final_linear(&h.i((.., h.dim(1).unwrap() - 1..)).unwrap()).unwrap();
+                        let logits =
+                            whisper.decoder.final_linear(&h.i((.., h.dim(1).unwrap() - 1..)).unwrap()).unwrap();
                         tokens.push(logits.flatten_all().unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap());
                     }
                 })
@@ -151,7 +159,12 @@ fn main() {
     row("mel", pick(|t| t.mel), None, "ms");
     row("encoder (kioku: real length; ref: 30 s padded)", pick(|t| t.encoder), Some(ref_encoder), "ms");
     row("ASR decode (greedy transcript)", pick(|t| t.asr_decode), Some(ref_asr), "ms");
-    row("LLM prefill (kioku: the question after the cached prefix; ref: whole chat prompt)", pick(|t| t.prefill), Some(ref_prefill), "ms");
+    row(
+        "LLM prefill (kioku: the question after the cached prefix; ref: whole chat prompt)",
+        pick(|t| t.prefill),
+        Some(ref_prefill),
+        "ms",
+    );
     row("end of audio → first answer token (cascade)", pick(|t| t.first_token), None, "ms");
     if let Some((first_token, _)) = e2e {
         let cascade = pick(|t| t.first_token);

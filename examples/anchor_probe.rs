@@ -61,7 +61,9 @@ fn parse_args() -> Result<Args> {
             _ => positional.push(PathBuf::from(&a)),
         }
     }
-    let [model, wav] = <[PathBuf; 2]>::try_from(positional).ok().context("usage: anchor_probe MODEL WAV [--prefill N,..] [--depths N,..] [--decode N] [--device D]")?;
+    let [model, wav] = <[PathBuf; 2]>::try_from(positional)
+        .ok()
+        .context("usage: anchor_probe MODEL WAV [--prefill N,..] [--depths N,..] [--decode N] [--device D]")?;
     Ok(Args { model, wav, prefill, depths, decode, device })
 }
 
@@ -70,7 +72,8 @@ fn load_llm(path: &std::path::Path, device: &Device) -> Result<(Llama, tokenizer
     let mapped = MappedModel::open(path)?;
     let weights = mapped.weights(device, kioku::device::default_dtype(device))?;
     let llm = Llama::load(&weights.pp(LLM), &mapped.header.llm)?;
-    let tokenizer = tokenizers::Tokenizer::from_bytes(mapped.header.llm_tokenizer.as_bytes()).map_err(anyhow::Error::msg)?;
+    let tokenizer =
+        tokenizers::Tokenizer::from_bytes(mapped.header.llm_tokenizer.as_bytes()).map_err(anyhow::Error::msg)?;
     Ok((llm, tokenizer))
 }
 
@@ -80,7 +83,8 @@ fn load_whisper(path: &std::path::Path, device: &Device) -> Result<()> {
     let weights = mapped.weights(device, kioku::device::default_dtype(device))?;
     let _encoder = WhisperEncoder::load(&weights.pp(ENCODER), &mapped.header.whisper)?;
     let _decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &mapped.header.whisper)?;
-    let _tokenizer = tokenizers::Tokenizer::from_bytes(mapped.header.whisper_tokenizer.as_bytes()).map_err(anyhow::Error::msg)?;
+    let _tokenizer =
+        tokenizers::Tokenizer::from_bytes(mapped.header.whisper_tokenizer.as_bytes()).map_err(anyhow::Error::msg)?;
     Ok(())
 }
 
@@ -131,7 +135,8 @@ fn main() -> Result<()> {
     // The example question's chat prompt (llama.cpp answers the same text)
     // and its length: the short context of the decode figure.
     let chat_prompt = ChatTemplate::new(&assistant.header().chat_template)?.render(None, &transcript)?;
-    let answer = assistant.ask_text(&transcript, &SamplingOptions { max_tokens: 1, ..Default::default() }, &mut |_| {})?;
+    let answer =
+        assistant.ask_text(&transcript, &SamplingOptions { max_tokens: 1, ..Default::default() }, &mut |_| {})?;
     let chat_prompt_tokens = answer.prompt_tokens;
     // End of audio -> first answer token, each way of answering (warm).
     let one_token = SamplingOptions { max_tokens: 1, ..Default::default() };

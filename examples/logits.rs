@@ -36,7 +36,12 @@ fn parse_args() -> Result<Args> {
         match a.as_str() {
             "--tokens" => {
                 let list = value()?;
-                tokens = Some(list.split(',').map(|s| s.trim().parse::<u32>()).collect::<Result<Vec<_>, _>>().with_context(|| format!("not a token id list: {list}"))?)
+                tokens = Some(
+                    list.split(',')
+                        .map(|s| s.trim().parse::<u32>())
+                        .collect::<Result<Vec<_>, _>>()
+                        .with_context(|| format!("not a token id list: {list}"))?,
+                )
             }
             "--out" => out = Some(PathBuf::from(value()?)),
             "--adapter" => adapters.push(value()?.parse()?),

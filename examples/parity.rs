@@ -34,7 +34,12 @@ fn main() -> Result<()> {
         };
         let ok = if case.passes(tolerance) { "yes" } else { "NO" };
         let effect = case.adapter_effect.map(|e| format!("{e:.2e}")).unwrap_or_default();
-        println!("| {} | {:.2e} | {:.4} | {effect} | {tokens} | {ok} |", case.name, case.max_abs_diff, case.relative_diff());
+        println!(
+            "| {} | {:.2e} | {:.4} | {effect} | {tokens} | {ok} |",
+            case.name,
+            case.max_abs_diff,
+            case.relative_diff()
+        );
     }
     if cases.iter().any(|c| !c.passes(tolerance)) {
         bail!("parity out of tolerance ({tolerance} of the logits' standard deviation, same greedy tokens)");

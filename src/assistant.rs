@@ -78,7 +78,11 @@ pub enum Question<'a> {
     Text(&'a str),
     /// 16 kHz mono samples, optionally followed by a typed instruction about them
     /// (for example [`REPEAT_INSTRUCTION`]).
-    Audio { samples: &'a [f32], mode: Mode, instruction: Option<&'a str> },
+    Audio {
+        samples: &'a [f32],
+        mode: Mode,
+        instruction: Option<&'a str>,
+    },
 }
 
 /// One call to [`Assistant::respond`]: the question and everything that is
@@ -177,7 +181,8 @@ pub(crate) fn token_ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
 }
 
 pub(crate) fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
-    Tokenizer::from_bytes(json.as_bytes()).map_err(|e| anyhow::anyhow!("the {which} tokenizer in the model file is invalid: {e}"))
+    Tokenizer::from_bytes(json.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the {which} tokenizer in the model file is invalid: {e}"))
 }
 
 impl Assistant {
@@ -205,20 +210,34 @@ impl Assistant {
             let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
             let asr_decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &header.whisper).with_context(describe)?;
             let llm = Llama::load(&weights.pp(LLM), &header.llm).with_context(describe)?;
-            let projector =
-                header.projector.as_ref().map(|cfg| Projector::load(&weights.pp(PROJECTOR), cfg)).transpose().with_context(describe)?;
+            let projector = header
+                .projector
+                .as_ref()
+                .map(|cfg| Projector::load(&weights.pp(PROJECTOR), cfg))
+                .transpose()
+                .with_context(describe)?;
             // Built at every load, used only by `listen`: 0.6 ms of the ~97 ms load (release),
             // cheaper than keeping the mapping open to build it later.
             let vad_weights = weights.pp(VAD);
-            let vad = if vad_weights.contains("stft_conv.weight") { Some(Arc::new(SileroVad::load(&vad_weights).with_context(describe)?)) } else { None };
+            let vad = if vad_weights.contains("stft_conv.weight") {
+                Some(Arc::new(SileroVad::load(&vad_weights).with_context(describe)?))
+            } else {
+                None
+            };
             weights.ensure_all_claimed().with_context(describe)?;
             lora.ensure_all_attached()?;
             let linear_shapes = lora.linear_shapes();
             let speech_adapter = speech_adapter
-                .map(|adapter| Ok::<_, anyhow::Error>((Arc::new(ScopedAdapter::prepare(&adapter, "speech adapter", &linear_shapes, device, dtype)?), 1.0)))
+                .map(|adapter| {
+                    Ok::<_, anyhow::Error>((
+                        Arc::new(ScopedAdapter::prepare(&adapter, "speech adapter", &linear_shapes, device, dtype)?),
+                        1.0,
+                    ))
+                })
                 .transpose()?;
             let chat = ChatTemplate::new(&header.chat_template)?;
-            let whisper_tokenizer = whisper_tokenizer.join().unwrap_or_else(|_| bail!("reading the Whisper tokenizer failed"))?;
+            let whisper_tokenizer =
+                whisper_tokenizer.join().unwrap_or_else(|_| bail!("reading the Whisper tokenizer failed"))?;
             let llm_tokenizer = llm_tokenizer.join().unwrap_or_else(|_| bail!("reading the LLM tokenizer failed"))?;
             let whisper_special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
             Ok(Self {
@@ -323,7 +342,9 @@ impl Assistant {
         let t = Instant::now();
         let mut pieces = Vec::new();
         let window_s = self.window_samples() as f64 / SAMPLE_RATE;
-        let clip_s = |enc: &Tensor| -> Result<f64> { Ok((enc.dim(1)? as f64 * ENCODER_FRAME_S - TRAILING_SILENCE as f64 / SAMPLE_RATE).max(0.0)) };
+        let clip_s = |enc: &Tensor| -> Result<f64> {
+            Ok((enc.dim(1)? as f64 * ENCODER_FRAME_S - TRAILING_SILENCE as f64 / SAMPLE_RATE).max(0.0))
+        };
         // Whisper's own prompts begin with a space, as text in mid-sentence does.
         let previous = match prompt.map(str::trim).filter(|p| !p.is_empty()) {
             Some(prompt) => token_ids(&self.whisper_tokenizer, &format!(" {prompt}"))?,
@@ -333,7 +354,13 @@ impl Assistant {
             let ids = self.asr_decoder.transcribe_after(enc, &self.whisper_special, &previous)?;
             let text = self.whisper_tokenizer.decode(&ids, true).map_err(anyhow::Error::msg)?.trim().to_string();
             let start = i as f64 * window_s;
-            on_segment(&Segment { index: i, start_s: start, end_s: start + clip_s(enc)?, text: text.clone(), tokens: ids });
+            on_segment(&Segment {
+                index: i,
+                start_s: start,
+                end_s: start + clip_s(enc)?,
+                text: text.clone(),
+                tokens: ids,
+            });
             pieces.push(text);
         }
         timings.asr_decode += ms_since(t);
@@ -365,7 +392,12 @@ impl Assistant {
     }
 
     /// Answers a typed question; `on_text` receives the answer as it streams.
-    pub fn ask_text(&self, question: &str, sampling: &SamplingOptions, on_text: &mut dyn FnMut(&str)) -> Result<Answer> {
+    pub fn ask_text(
+        &self,
+        question: &str,
+        sampling: &SamplingOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
         self.respond(&Request::new(Question::Text(question), sampling.clone()), on_text)
     }
 
@@ -417,7 +449,8 @@ impl Assistant {
                     }
                     Mode::E2e => {
                         let Some(projector) = &self.projector else { bail!(InputError::NoProjector) };
-                        let projected = encoded.iter().map(|e| projector.forward(e, OpsPath::Fast)).collect::<Result<Vec<_>>>()?;
+                        let projected =
+                            encoded.iter().map(|e| projector.forward(e, OpsPath::Fast)).collect::<Result<Vec<_>>>()?;
                         (UserTurn::Audio { audio: Tensor::cat(&projected, 1)?, instruction }, None)
                     }
                 }
@@ -461,7 +494,10 @@ impl Assistant {
         if let Some(endings) = self.endings.get() {
             return Ok(endings);
         }
-        let end_of_turn = *self.token_ids(&self.turn_template.1)?.first().context("the chat template has nothing after the user's turn")?;
+        let end_of_turn = *self
+            .token_ids(&self.turn_template.1)?
+            .first()
+            .context("the chat template has nothing after the user's turn")?;
         let mut endings: Vec<u32> = self
             .llm_tokenizer
             .get_vocab(false)
@@ -515,7 +551,12 @@ impl Assistant {
     /// The cache after the prompt that precedes the user's own turn, the
     /// embeddings still to feed, and the prompt's length in tokens.
     /// `on_turn_end` is told [`Assistant::end_of_turn_probability`] of a text turn.
-    fn prompt(&self, user: &UserTurn, history: &[ChatMessage], on_turn_end: Option<&dyn Fn(f32)>) -> Result<(LlamaCache, Tensor, usize)> {
+    fn prompt(
+        &self,
+        user: &UserTurn,
+        history: &[ChatMessage],
+        on_turn_end: Option<&dyn Fn(f32)>,
+    ) -> Result<(LlamaCache, Tensor, usize)> {
         let template = self.turn_template_after(history)?;
         let (before, after) = template.as_ref();
         match user {
@@ -530,7 +571,9 @@ impl Assistant {
                     match ids.strip_prefix(words.as_slice()) {
                         Some(_) if words.len() > done => {
                             let (head, tail) = rest.split_at(words.len() - done);
-                            on_turn_end(self.ending_probability(&self.llm.next_token_logits(&self.embed_ids(head)?, &mut cache)?)?);
+                            on_turn_end(self.ending_probability(
+                                &self.llm.next_token_logits(&self.embed_ids(head)?, &mut cache)?,
+                            )?);
                             rest = tail;
                         }
                         _ => on_turn_end(self.end_of_turn_probability(text)?),
@@ -643,7 +686,8 @@ pub(crate) fn split_turn_template(chat: &ChatTemplate, history: &[ChatMessage]) 
     let mut messages = history.to_vec();
     messages.push(ChatMessage::new("user", USER_PLACEHOLDER));
     let rendered = chat.render_messages(&messages)?;
-    let (before, after) = rendered.split_once(USER_PLACEHOLDER).context("the chat template drops the user's message")?;
+    let (before, after) =
+        rendered.split_once(USER_PLACEHOLDER).context("the chat template drops the user's message")?;
     Ok((before.to_string(), after.to_string()))
 }
 

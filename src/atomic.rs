@@ -72,7 +72,13 @@ mod tests {
         let path = dir.path().join("model.safetensors");
         // A writer that creates its file 0600, as safetensors' does.
         let private_writer = |tmp: &Path| -> Result<()> {
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(tmp)?.write_all(b"x")?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(tmp)?
+                .write_all(b"x")?;
             Ok(())
         };
         replace_with(&path, private_writer).unwrap();

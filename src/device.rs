@@ -31,7 +31,11 @@ pub fn parse_device(name: &str) -> Result<Device> {
 
 /// Compute dtype for a device: f32 on CPU (f16 matmuls are slow there), f16 on GPUs.
 pub fn default_dtype(device: &Device) -> DType {
-    if device.is_cpu() { DType::F32 } else { DType::F16 }
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::F16
+    }
 }
 
 /// Fixes the number of CPU threads for the whole process (`RAYON_NUM_THREADS`,

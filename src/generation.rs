@@ -169,7 +169,8 @@ impl<'a> StopFilter<'a> {
             return String::new();
         }
         self.pending.push_str(text);
-        let first_stop = self.stops.iter().filter(|s| !s.is_empty()).filter_map(|s| self.pending.find(s.as_str())).min();
+        let first_stop =
+            self.stops.iter().filter(|s| !s.is_empty()).filter_map(|s| self.pending.find(s.as_str())).min();
         let safe = match first_stop {
             Some(at) => {
                 self.stopped = true;

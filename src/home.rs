@@ -12,7 +12,8 @@ pub const DEFAULT_MODEL_FILE: &str = "kioku-tiny-en.safetensors";
 pub fn data_dir() -> Option<PathBuf> {
     // The XDG spec ignores a relative XDG_DATA_HOME.
     let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).filter(|p| p.is_absolute());
-    let base = xdg.or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| Path::new(&h).join(".local/share")))?;
+    let base =
+        xdg.or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| Path::new(&h).join(".local/share")))?;
     Some(base.join("kioku"))
 }
 

@@ -119,7 +119,11 @@ pub enum Detector {
 impl Detector {
     /// Silero when the model file has it, else energy.
     pub fn best_for(assistant: &Assistant) -> Self {
-        if assistant.vad().is_some() { Self::Silero } else { Self::Energy }
+        if assistant.vad().is_some() {
+            Self::Silero
+        } else {
+            Self::Energy
+        }
     }
 
     /// The endpointer's defaults for this detector.
@@ -147,7 +151,10 @@ impl Endpointing {
         match self {
             Self::Voice(config, _) => config.check(),
             Self::PushToTalk { max_utterance_s, .. } => {
-                ensure!(*max_utterance_s > 0.0, "the maximum utterance length must be above 0 s, got {max_utterance_s}");
+                ensure!(
+                    *max_utterance_s > 0.0,
+                    "the maximum utterance length must be above 0 s, got {max_utterance_s}"
+                );
                 Ok(())
             }
         }
@@ -190,16 +197,26 @@ pub struct BargeIn {
 /// What [`listen`] reports as it goes; delivered from the capture and the inference thread.
 pub enum Event<'a> {
     /// The level of the latest audio (dBFS), and whether an utterance is under way.
-    Level { level_db: f32, speaking: bool },
+    Level {
+        level_db: f32,
+        speaking: bool,
+    },
     /// Samples lost so far because capture outran the pipeline.
     Dropped(u64),
     /// Inference took an utterance.
-    Answering { start_s: f64, end_s: f64 },
+    Answering {
+        start_s: f64,
+        end_s: f64,
+    },
     /// Answer text as it streams.
     AnswerText(&'a str),
     Answered(&'a Reply),
     /// An utterance could not be answered (e.g. nothing intelligible in it).
-    Failed { start_s: f64, end_s: f64, error: &'a anyhow::Error },
+    Failed {
+        start_s: f64,
+        end_s: f64,
+        error: &'a anyhow::Error,
+    },
     /// The user spoke over an answer: it was stopped.
     BargeIn(&'a BargeIn),
     /// Answers can no longer be spoken (e.g. the output device went away); they are still given
@@ -230,7 +247,8 @@ pub fn listen(
     let mut segmenter = Segmenter::new(&options.endpointing, assistant)?;
     let mut resampler = Resampler::to_16k(source.sample_rate())?;
     // A recording read faster than real time cannot be talked over, nor hear the speaker.
-    let mut duplex = talker.as_ref().filter(|_| source.is_realtime()).map(|talker| Duplex::new(Arc::clone(talker.playback())));
+    let mut duplex =
+        talker.as_ref().filter(|_| source.is_realtime()).map(|talker| Duplex::new(Arc::clone(talker.playback())));
     let handler = Mutex::new(on_event);
     let emit = |event: Event<'_>| (handler.lock().unwrap_or_else(PoisonError::into_inner))(event);
     let (queue, heard) = channel();
@@ -281,7 +299,8 @@ impl Duplex {
         if audio.is_empty() {
             return Cancelled { gated: Vec::new(), residual: Vec::new() };
         }
-        let origin = *self.origin.get_or_insert_with(|| self.playback.index_at(arrived).saturating_sub(audio.len() as u64));
+        let origin =
+            *self.origin.get_or_insert_with(|| self.playback.index_at(arrived).saturating_sub(audio.len() as u64));
         let reference = self.playback.reference(origin + self.position, audio.len());
         self.position += audio.len() as u64;
         self.canceller.process_both(audio, &reference)
@@ -350,7 +369,13 @@ fn capture(
     Ok(())
 }
 
-fn answer_all(assistant: &Assistant, options: &ListenOptions, heard: Receiver<Heard>, shared: &Shared, mut out: Outlet<'_, '_>) {
+fn answer_all(
+    assistant: &Assistant,
+    options: &ListenOptions,
+    heard: Receiver<Heard>,
+    shared: &Shared,
+    mut out: Outlet<'_, '_>,
+) {
     // Before anyone speaks: otherwise the first reply pays for building the prompt prefix.
     if let Err(e) = assistant.warm_up() {
         (out.emit)(Event::Failed { start_s: 0.0, end_s: 0.0, error: &e });
@@ -362,7 +387,9 @@ fn answer_all(assistant: &Assistant, options: &ListenOptions, heard: Receiver<He
         match next {
             Boundary::Started(_) | Boundary::Resumed => {}
             Boundary::Ended(queued) => answer_now(assistant, options, queued, &mut out),
-            Boundary::Paused(queued) => answer_early(assistant, options, queued, &heard, &mut backlog, &shared.turn_over, &mut out),
+            Boundary::Paused(queued) => {
+                answer_early(assistant, options, queued, &heard, &mut backlog, &shared.turn_over, &mut out)
+            }
         }
         shared.busy.store(false, Ordering::Release);
     }
@@ -421,13 +448,25 @@ impl<'t, 'e> Outlet<'t, 'e> {
     }
 
     /// Emits the outcome of answering the utterance at `span` (seconds), with its latency.
-    fn report(&mut self, answered: Result<Answer>, (start_s, end_s): (f64, f64), latency_ms: impl FnOnce(&Answer) -> f64) {
+    fn report(
+        &mut self,
+        answered: Result<Answer>,
+        (start_s, end_s): (f64, f64),
+        latency_ms: impl FnOnce(&Answer) -> f64,
+    ) {
         let audio_after_text_ms = self.end_speech();
         match answered {
             Ok(answer) => {
                 let latency_ms = latency_ms(&answer);
                 let first_audio_ms = audio_after_text_ms.map(|ms| latency_ms + ms);
-                (self.emit)(Event::Answered(&Reply { start_s, end_s, transcript: answer.transcript, answer: answer.answer, latency_ms, first_audio_ms }));
+                (self.emit)(Event::Answered(&Reply {
+                    start_s,
+                    end_s,
+                    transcript: answer.transcript,
+                    answer: answer.answer,
+                    latency_ms,
+                    first_audio_ms,
+                }));
             }
             Err(error) => (self.emit)(Event::Failed { start_s, end_s, error: &error }),
         }
@@ -583,7 +622,9 @@ impl Segmenter {
             Endpointing::Voice(config, detector) => {
                 let detector: Box<dyn FrameDetector> = match (detector, assistant.vad()) {
                     (Detector::Energy, _) => Box::new(EnergyDetector::new(config)),
-                    (Detector::Silero, Some(model)) => Box::new(SileroDetector::new(Arc::clone(model), config.threshold)?),
+                    (Detector::Silero, Some(model)) => {
+                        Box::new(SileroDetector::new(Arc::clone(model), config.threshold)?)
+                    }
                     (Detector::Silero, None) => {
                         anyhow::bail!("this model file has no voice activity detector (`vad.*`); repack it with `make model`, or use --vad energy")
                     }
@@ -592,7 +633,12 @@ impl Segmenter {
             }
             Endpointing::PushToTalk { talking, max_utterance_s } => {
                 let max_samples = (max_utterance_s * SAMPLE_RATE as f32) as usize;
-                Self::PushToTalk { talking: Arc::clone(talking), max_samples: max_samples.max(1), position: 0, recording: None }
+                Self::PushToTalk {
+                    talking: Arc::clone(talking),
+                    max_samples: max_samples.max(1),
+                    position: 0,
+                    recording: None,
+                }
             }
         })
     }
@@ -622,11 +668,17 @@ impl Segmenter {
                     return Ok(done);
                 }
                 for &sample in keep {
-                    let r = recording.get_or_insert_with(|| Speech { start_s: seconds(*position), end_s: 0.0, samples: Vec::new() });
+                    let r = recording.get_or_insert_with(|| Speech {
+                        start_s: seconds(*position),
+                        end_s: 0.0,
+                        samples: Vec::new(),
+                    });
                     r.samples.push(sample);
                     *position += 1;
                     if r.samples.len() >= *max_samples {
-                        done.extend(recording.take().map(|r| Boundary::Ended(Speech { end_s: seconds(*position), ..r })));
+                        done.extend(
+                            recording.take().map(|r| Boundary::Ended(Speech { end_s: seconds(*position), ..r })),
+                        );
                     }
                 }
                 Ok(done)

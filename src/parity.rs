@@ -86,7 +86,10 @@ impl Side {
         let llm = Llama::load(&weights.pp(LLM), &header.llm)?;
         lora.ensure_all_attached()?;
         let speech = match speech {
-            Some(s) => vec![(Arc::new(ScopedAdapter::prepare(&s, "speech adapter", &lora.linear_shapes(), device, dtype)?), 1.0)],
+            Some(s) => vec![(
+                Arc::new(ScopedAdapter::prepare(&s, "speech adapter", &lora.linear_shapes(), device, dtype)?),
+                1.0,
+            )],
             None => Vec::new(),
         };
         let whisper_tokenizer = crate::assistant::tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
@@ -198,7 +201,8 @@ pub fn random_adapter(model: &MappedModel, seed: u64) -> Result<Adapter> {
     };
     let adapted = |name: &str| {
         let llm = name.starts_with(&format!("{LLM}.layers.")) && name.ends_with("_proj.weight");
-        let decoder = name.starts_with(&format!("{ASR_DECODER}.layers.")) && (name.ends_with("self_attn.q_proj.weight") || name.ends_with("fc1.weight"));
+        let decoder = name.starts_with(&format!("{ASR_DECODER}.layers."))
+            && (name.ends_with("self_attn.q_proj.weight") || name.ends_with("fc1.weight"));
         llm || decoder
     };
     let mut modules = std::collections::BTreeMap::new();
@@ -233,8 +237,13 @@ pub fn check(path: &Path, device: &Device, steps: usize) -> Result<Vec<ParityCas
     let run = |side: &Side| -> Result<[Greedy; 3]> {
         let encoded = side.encode(&audio)?;
         let projected = side.projector.forward(&encoded, side.path)?;
-        let audio_turn = Tensor::cat(&[&side.embed(&text_prompt[..4])?, &projected, &side.embed(&text_prompt[4..8])?], 1)?;
-        Ok([side.transcribe(&encoded, steps)?, side.answer(&audio_turn, steps, true)?, side.answer(&side.embed(&text_prompt)?, steps, false)?])
+        let audio_turn =
+            Tensor::cat(&[&side.embed(&text_prompt[..4])?, &projected, &side.embed(&text_prompt[4..8])?], 1)?;
+        Ok([
+            side.transcribe(&encoded, steps)?,
+            side.answer(&audio_turn, steps, true)?,
+            side.answer(&side.embed(&text_prompt)?, steps, false)?,
+        ])
     };
     let names = ["whisper decoder", "projector -> LLM", "LLM"];
     let mut cases = Vec::new();

@@ -80,7 +80,8 @@ impl ClauseSplitter {
             if c.is_whitespace() {
                 let last = self.pending.trim_end().chars().last();
                 let ends_sentence = matches!(last, Some('.' | '!' | '?' | '\n'));
-                let ends_clause = matches!(last, Some(',' | ';' | ':')) && self.pending.trim().len() >= MIN_CLAUSE_AT_COMMA;
+                let ends_clause =
+                    matches!(last, Some(',' | ';' | ':')) && self.pending.trim().len() >= MIN_CLAUSE_AT_COMMA;
                 if (ends_sentence || ends_clause || c == '\n') && !self.pending.trim().is_empty() {
                     done.push(std::mem::take(&mut self.pending).trim().to_string());
                     continue;
@@ -144,7 +145,8 @@ impl AudioSink for WavFileSink {
         let mut audio = self.audio.lock().unwrap_or_else(PoisonError::into_inner);
         // An answer with nothing to say still leaves a (silent) file, so the caller finds one.
         let audio = audio.get_or_insert_with(|| Audio { samples: vec![0.0; 160], sample_rate: 16_000 });
-        write_wav(&self.path, audio).with_context(|| format!("cannot write the spoken answer to {}", self.path.display()))
+        write_wav(&self.path, audio)
+            .with_context(|| format!("cannot write the spoken answer to {}", self.path.display()))
     }
 }
 
@@ -185,7 +187,10 @@ pub struct Talker {
 
 impl Talker {
     /// Starts the speech thread, which opens its sink with `open_sink`; fails if that does.
-    pub fn start(espeak: Espeak, open_sink: impl FnOnce() -> Result<Box<dyn AudioSink>> + Send + 'static) -> Result<Self> {
+    pub fn start(
+        espeak: Espeak,
+        open_sink: impl FnOnce() -> Result<Box<dyn AudioSink>> + Send + 'static,
+    ) -> Result<Self> {
         let (jobs, queue) = channel::<Job>();
         let (report, reports) = channel();
         let playback = Arc::new(Playback::new());
@@ -208,7 +213,10 @@ impl Talker {
                 match job {
                     // An answer cut by a barge-in is not synthesised any further.
                     Job::Say(clause, epoch) if failed.is_none() && epoch == timeline.epoch() => {
-                        match espeak.synthesize(&clause).and_then(|audio| timeline.play(epoch, &audio, |audio| sink.play(audio))) {
+                        match espeak
+                            .synthesize(&clause)
+                            .and_then(|audio| timeline.play(epoch, &audio, |audio| sink.play(audio)))
+                        {
                             Ok(true) => {
                                 first_audio.get_or_insert_with(Instant::now);
                             }
@@ -278,7 +286,8 @@ mod tests {
     fn clauses(text: &str, piece: usize) -> Vec<String> {
         let chars: Vec<char> = text.chars().collect();
         let mut splitter = ClauseSplitter::default();
-        let mut out: Vec<String> = chars.chunks(piece).flat_map(|p| splitter.push(&p.iter().collect::<String>())).collect();
+        let mut out: Vec<String> =
+            chars.chunks(piece).flat_map(|p| splitter.push(&p.iter().collect::<String>())).collect();
         out.extend(splitter.finish());
         out
     }
@@ -286,7 +295,13 @@ mod tests {
     #[test]
     fn streamed_text_is_cut_at_sentences_and_long_clauses() {
         let text = "Yes, it is. The capital of France is Paris, a city on the Seine; it has 2.1 million people! Why?";
-        let expected = ["Yes, it is.", "The capital of France is Paris,", "a city on the Seine;", "it has 2.1 million people!", "Why?"];
+        let expected = [
+            "Yes, it is.",
+            "The capital of France is Paris,",
+            "a city on the Seine;",
+            "it has 2.1 million people!",
+            "Why?",
+        ];
         for piece in [1, 3, 7, 1000] {
             assert_eq!(clauses(text, piece), expected, "pieces of {piece}");
         }

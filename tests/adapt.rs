@@ -27,7 +27,14 @@ fn hard_voice() -> &'static Voice {
 
 /// `n` short utterances from the bank, starting at `skip`, every 7th (varied kinds).
 fn texts(skip: usize, n: usize) -> Vec<String> {
-    utterance_bank().into_iter().skip(skip).step_by(7).filter(|u| u.text.split_whitespace().count() <= 8).take(n).map(|u| u.text).collect()
+    utterance_bank()
+        .into_iter()
+        .skip(skip)
+        .step_by(7)
+        .filter(|u| u.text.split_whitespace().count() <= 8)
+        .take(n)
+        .map(|u| u.text)
+        .collect()
 }
 
 fn synthesize_dir(dir: &Path, voice: &Voice, texts: &[String]) -> PathBuf {
@@ -78,7 +85,12 @@ fn adapting_the_llm_trains_it_on_the_spoken_clips_and_on_replayed_text() {
     let dir = tempfile::tempdir().unwrap();
     let recordings = load_recordings(&synthesize_dir(&dir.path().join("speaker"), hard_voice(), &texts(6, 3))).unwrap();
     let mut buffer = ReplayBuffer::new(&dir.path().join("replay.kbuf"), ReplayLimits::default(), 0);
-    buffer.offer(ReplayItem::text("t0", "base-answers:train", "What is the capital of Italy?", "The capital of Italy is Rome."));
+    buffer.offer(ReplayItem::text(
+        "t0",
+        "base-answers:train",
+        "What is the capital of Italy?",
+        "The capital of Italy is Rome.",
+    ));
     buffer.offer(ReplayItem::text("t1", "base-answers:train", "Name a primary colour.", "Red is a primary colour."));
     let targets = vec!["decoder".to_string(), "llm-attn".to_string()];
     let config = AdaptConfig { targets, steps: 8, batch_size: 3, replay_ratio: 0.34, ..AdaptConfig::default() };
@@ -120,7 +132,15 @@ fn twenty_four_utterances_within_the_budget() {
     let started = Instant::now();
     let buffer = dir.path().join("replay.kbuf");
     earlier_speaker_buffer(&buffer, &dir.path().join("earlier"), 16);
-    let out = kioku(&["adapt", "--data", train.to_str().unwrap(), "--out", adapter.to_str().unwrap(), "--replay-buffer", buffer.to_str().unwrap()]);
+    let out = kioku(&[
+        "adapt",
+        "--data",
+        train.to_str().unwrap(),
+        "--out",
+        adapter.to_str().unwrap(),
+        "--replay-buffer",
+        buffer.to_str().unwrap(),
+    ]);
     let seconds = started.elapsed().as_secs_f64();
     assert!(out.status.success(), "{}", stderr(&out));
     let adapted = word_error_rate(&with_adapter(&adapter), &held_out);
@@ -135,13 +155,33 @@ fn earlier_speaker_buffer(path: &Path, clips: &Path, n: usize) {
     let recordings = load_recordings(&synthesize_dir(clips, voice, &texts(5, n))).unwrap();
     let mut buffer = ReplayBuffer::open(path, ReplayLimits::default()).unwrap();
     for r in &recordings {
-        buffer.offer(ReplayItem::speech(&format!("earlier/{}", r.id), "corpus:train", &r.audio_16k, &r.text, "earlier"));
+        buffer.offer(ReplayItem::speech(
+            &format!("earlier/{}", r.id),
+            "corpus:train",
+            &r.audio_16k,
+            &r.text,
+            "earlier",
+        ));
     }
     buffer.save().unwrap();
 }
 
 fn adapt_args<'a>(data: &'a str, out: &'a str, buffer: &'a str, steps: &'a str) -> Vec<&'a str> {
-    vec!["adapt", "--data", data, "--out", out, "--replay-buffer", buffer, "--steps", steps, "--batch-size", "2", "--speaker", "newcomer"]
+    vec![
+        "adapt",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--replay-buffer",
+        buffer,
+        "--steps",
+        steps,
+        "--batch-size",
+        "2",
+        "--speaker",
+        "newcomer",
+    ]
 }
 
 #[test]
@@ -201,7 +241,8 @@ fn bad_data_directories_are_refused_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("adapter");
     let refused = |data: &Path, expected: &str| {
-        let out = kioku(&["adapt", "--data", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--no-replay"]);
+        let out =
+            kioku(&["adapt", "--data", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--no-replay"]);
         assert!(!out.status.success());
         let message = stderr(&out);
         assert!(message.contains(expected) && !message.contains("panicked"), "{message}");

@@ -4,14 +4,14 @@ mod common;
 
 use candle_core::Device;
 use common::*;
-use kioku::align::features::{prepare, PrepareProgress};
 use kioku::align::features::AlignItem;
+use kioku::align::features::{prepare, PrepareProgress};
 use kioku::align::trainer::{ProjectorTrainer, Task, TrainConfig};
 use kioku::assistant::{Assistant, Mode};
-use kioku::generation::SamplingOptions;
 use kioku::corpus::{Kind, ManifestEntry, Split};
 use kioku::eval::align::{evaluate, Question, SpokenClip};
 use kioku::eval::pocketsphinx;
+use kioku::generation::SamplingOptions;
 
 struct Quiet;
 
@@ -45,13 +45,22 @@ fn entries() -> Vec<ManifestEntry> {
 fn short_training_lowers_the_loss_and_resumes_exactly() {
     let assistant = assistant();
     let cache = tempfile::tempdir().unwrap();
-    let items = prepare(&assistant, std::path::Path::new("/"), &entries(), Split::Train, cache.path(), 12, &Quiet).unwrap();
+    let items =
+        prepare(&assistant, std::path::Path::new("/"), &entries(), Split::Train, cache.path(), 12, &Quiet).unwrap();
     assert!(items.iter().all(|i| !i.text_answer.answer.is_empty()));
     // A second prepare reuses the cache (same answers, nothing recomputed).
-    let again = prepare(&assistant, std::path::Path::new("/"), &entries(), Split::Train, cache.path(), 12, &Quiet).unwrap();
+    let again =
+        prepare(&assistant, std::path::Path::new("/"), &entries(), Split::Train, cache.path(), 12, &Quiet).unwrap();
     assert_eq!(again[0].text_answer.answer, items[0].text_answer.answer);
 
-    let config = TrainConfig { steps: 6, batch_size: 4, peak_lr: 3e-3, warmup_steps: 2, hidden_dim: 256, ..TrainConfig::default() };
+    let config = TrainConfig {
+        steps: 6,
+        batch_size: 4,
+        peak_lr: 3e-3,
+        warmup_steps: 2,
+        hidden_dim: 256,
+        ..TrainConfig::default()
+    };
     let mut trainer = ProjectorTrainer::new(&model_path(), &assistant, config.clone(), &Device::Cpu).unwrap();
     let before = trainer.evaluate(&items).unwrap();
     for _ in 0..3 {
@@ -83,18 +92,35 @@ fn short_training_lowers_the_loss_and_resumes_exactly() {
 fn speech_adapter_trains_packs_and_leaves_typed_answers_alone() {
     let assistant = assistant();
     let dir = tempfile::tempdir().unwrap();
-    let items = prepare(&assistant, std::path::Path::new("/"), &entries(), Split::Train, dir.path(), 12, &Quiet).unwrap();
-    let config = TrainConfig { steps: 2, batch_size: 4, peak_lr: 1e-2, warmup_steps: 0, hidden_dim: 256, speech_lora_rank: 2, ..TrainConfig::default() };
+    let items =
+        prepare(&assistant, std::path::Path::new("/"), &entries(), Split::Train, dir.path(), 12, &Quiet).unwrap();
+    let config = TrainConfig {
+        steps: 2,
+        batch_size: 4,
+        peak_lr: 1e-2,
+        warmup_steps: 0,
+        hidden_dim: 256,
+        speech_lora_rank: 2,
+        ..TrainConfig::default()
+    };
     let mut trainer = ProjectorTrainer::new(&model_path(), &assistant, config, &Device::Cpu).unwrap();
     let llm_modules = 30 * 7;
-    assert_eq!(trainer.trainable().len(), 4 + 2 * llm_modules, "the projector's 4 tensors and A, B on every LLM projection");
+    assert_eq!(
+        trainer.trainable().len(),
+        4 + 2 * llm_modules,
+        "the projector's 4 tensors and A, B on every LLM projection"
+    );
     // B starts at zero, which makes A's first gradient zero by construction: step once first.
     trainer.step(&items).unwrap();
     let batch: Vec<(&AlignItem, Task)> = items.iter().map(|i| (i, Task::Repeat)).collect();
     let grads = trainer.loss(&batch).unwrap().backward().unwrap();
     let is_zero = |g: &candle_core::Tensor| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0;
-    let missing: Vec<&String> =
-        trainer.trainable().iter().filter(|(_, v)| grads.get(v.as_tensor()).is_none_or(is_zero)).map(|(name, _)| name).collect();
+    let missing: Vec<&String> = trainer
+        .trainable()
+        .iter()
+        .filter(|(_, v)| grads.get(v.as_tensor()).is_none_or(is_zero))
+        .map(|(name, _)| name)
+        .collect();
     assert!(missing.is_empty(), "no gradient for {missing:?}");
 
     let projector = dir.path().join("projector.safetensors");
@@ -103,16 +129,32 @@ fn speech_adapter_trains_packs_and_leaves_typed_answers_alone() {
     let next = TrainConfig { init: Some(projector.clone()), ..trainer.config().clone() };
     let next = ProjectorTrainer::new(&model_path(), &assistant, next, &Device::Cpu).unwrap();
     let b = |t: &ProjectorTrainer| {
-        let (_, var) = t.trainable().iter().find(|(name, _)| name.ends_with("layers.0.self_attn.q_proj.lora_B")).unwrap();
-        var.as_tensor().to_dtype(candle_core::DType::F16).unwrap().to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        let (_, var) =
+            t.trainable().iter().find(|(name, _)| name.ends_with("layers.0.self_attn.q_proj.lora_B")).unwrap();
+        var.as_tensor()
+            .to_dtype(candle_core::DType::F16)
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     };
     assert_eq!(b(&next), b(&trainer));
     assert!(b(&next).iter().any(|v| *v != 0.0));
 
     let packed = dir.path().join("model.safetensors");
     let out = kioku(&[
-        "pack", "--whisper", whisper_source().to_str().unwrap(), "--llm", gguf_source().to_str().unwrap(),
-        "--projector", projector.to_str().unwrap(), "-o", packed.to_str().unwrap(),
+        "pack",
+        "--whisper",
+        whisper_source().to_str().unwrap(),
+        "--llm",
+        gguf_source().to_str().unwrap(),
+        "--projector",
+        projector.to_str().unwrap(),
+        "-o",
+        packed.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let with_adapter = Assistant::load(&packed, &Device::Cpu).unwrap();
@@ -139,8 +181,12 @@ fn e2e_answers_the_example_question() {
 #[test]
 fn eval_align_reports_every_mode() {
     let assistant = assistant();
-    let mut clips: Vec<SpokenClip> =
-        pocketsphinx::real_speech().unwrap().into_iter().take(2).map(|c| SpokenClip { path: c.path, text: c.text, question: None }).collect();
+    let mut clips: Vec<SpokenClip> = pocketsphinx::real_speech()
+        .unwrap()
+        .into_iter()
+        .take(2)
+        .map(|c| SpokenClip { path: c.path, text: c.text, question: None })
+        .collect();
     clips.push(SpokenClip {
         path: example_wav(),
         text: "What is the capital of France?".into(),

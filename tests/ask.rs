@@ -41,7 +41,20 @@ fn answer_streams_to_stdout_as_plain_text() {
 
 #[test]
 fn sampling_is_reproducible_with_a_seed() {
-    let args = ["ask", "--json", "--text", "Name a colour.", "--temperature", "0.9", "--top-p", "0.9", "--seed", "7", "--max-tokens", "12"];
+    let args = [
+        "ask",
+        "--json",
+        "--text",
+        "Name a colour.",
+        "--temperature",
+        "0.9",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "7",
+        "--max-tokens",
+        "12",
+    ];
     let (a, b) = (ask_json(&args), ask_json(&args));
     assert_eq!(a["answer"], b["answer"]);
 }
@@ -67,7 +80,10 @@ fn the_default_model_is_found_in_the_data_directory_from_any_directory() {
     let out = kioku_elsewhere(elsewhere.path(), data_home.path(), &question);
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("make install") && e.contains(&data_home.path().join("kioku/models").display().to_string()), "{e}");
+    assert!(
+        e.contains("make install") && e.contains(&data_home.path().join("kioku/models").display().to_string()),
+        "{e}"
+    );
 
     // Installed as `make install` does (a link stands in for the copy).
     let models = data_home.path().join("kioku/models");

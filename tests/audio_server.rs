@@ -23,7 +23,11 @@ impl SoundServer {
         let runtime = tempfile::tempdir().unwrap();
         let daemon = Command::new("pulseaudio")
             .args(["-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "--log-target=stderr"])
-            .args(["--load=module-native-protocol-unix", "--load=module-null-sink sink_name=mic", "--load=module-null-sink sink_name=spk"])
+            .args([
+                "--load=module-native-protocol-unix",
+                "--load=module-null-sink sink_name=mic",
+                "--load=module-null-sink sink_name=spk",
+            ])
             .env("XDG_RUNTIME_DIR", runtime.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -43,7 +47,11 @@ impl SoundServer {
     /// `program` talking to this server.
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(program);
-        command.env("XDG_RUNTIME_DIR", self.runtime.path()).env_remove("PULSE_SERVER").env_remove("KIOKU_MODEL").current_dir(repo());
+        command
+            .env("XDG_RUNTIME_DIR", self.runtime.path())
+            .env_remove("PULSE_SERVER")
+            .env_remove("KIOKU_MODEL")
+            .current_dir(repo());
         command
     }
 
@@ -58,7 +66,10 @@ impl SoundServer {
 
     /// Records what is played into `spk` until the returned child is stopped.
     fn record_speakers(&self, wav: &Path) -> Child {
-        self.command("parecord").args(["-d", "spk.monitor", "--file-format=wav", wav.to_str().unwrap()]).spawn().unwrap()
+        self.command("parecord")
+            .args(["-d", "spk.monitor", "--file-format=wav", wav.to_str().unwrap()])
+            .spawn()
+            .unwrap()
     }
 
     /// Waits until something records from the server (kioku has opened its microphone).
@@ -92,7 +103,11 @@ fn stop(child: Child) -> String {
 
 fn espeak(dir: &Path, name: &str, voice: &str, text: &str) -> PathBuf {
     let path = dir.join(format!("{name}.wav"));
-    assert!(Command::new("espeak-ng").args(["-v", voice, "-s", "140", "-w", path.to_str().unwrap(), text]).status().unwrap().success());
+    assert!(Command::new("espeak-ng")
+        .args(["-v", voice, "-s", "140", "-w", path.to_str().unwrap(), text])
+        .status()
+        .unwrap()
+        .success());
     path
 }
 
@@ -102,7 +117,11 @@ fn speak_plays_the_answer_through_the_sound_server() {
     let dir = tempfile::tempdir().unwrap();
     let heard_wav = dir.path().join("speakers.wav");
     let recorder = server.record_speakers(&heard_wav);
-    let out = server.kioku().args(["ask", "--speak", "--text", "What is the capital of France?", "--max-tokens", "16"]).output().unwrap();
+    let out = server
+        .kioku()
+        .args(["ask", "--speak", "--text", "What is the capital of France?", "--max-tokens", "16"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Paris"), "{}", stdout(&out));
     assert!(stderr(&out).trim().is_empty(), "no warning and no probing chatter: {}", stderr(&out));
@@ -116,19 +135,37 @@ fn speak_plays_the_answer_through_the_sound_server() {
 fn listen_hears_questions_through_the_sound_server() {
     let server = SoundServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (q0, q1) = (espeak(dir.path(), "q0", "en-us", "What is the capital of France?"), espeak(dir.path(), "q1", "en-gb", "How many days are in a week?"));
+    let (q0, q1) = (
+        espeak(dir.path(), "q0", "en-us", "What is the capital of France?"),
+        espeak(dir.path(), "q1", "en-gb", "How many days are in a week?"),
+    );
     let silence = dir.path().join("silence.wav");
-    assert!(Command::new("sox").args(["-n", "-r", "22050", "-c", "1", "-b", "16", silence.to_str().unwrap(), "trim", "0", "1.5"]).status().unwrap().success());
+    assert!(Command::new("sox")
+        .args(["-n", "-r", "22050", "-c", "1", "-b", "16", silence.to_str().unwrap(), "trim", "0", "1.5"])
+        .status()
+        .unwrap()
+        .success());
     let rec = dir.path().join("two-questions.wav");
     let s = silence.to_str().unwrap();
-    assert!(Command::new("sox").args([s, q0.to_str().unwrap(), s, q1.to_str().unwrap(), s, rec.to_str().unwrap()]).status().unwrap().success());
+    assert!(Command::new("sox")
+        .args([s, q0.to_str().unwrap(), s, q1.to_str().unwrap(), s, rec.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
 
-    let mut listening = server.kioku().args(["listen", "--json", "--max-tokens", "8"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut listening = server
+        .kioku()
+        .args(["listen", "--json", "--max-tokens", "8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     server.wait_for_recording(&mut listening);
     server.run("paplay", &["-d", "mic", rec.to_str().unwrap()]);
     std::thread::sleep(Duration::from_secs(3));
     let out = stop(listening);
-    let replies: Vec<Value> = out.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect();
+    let replies: Vec<Value> =
+        out.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect();
     assert_eq!(replies.len(), 2, "{replies:#?}");
     for (reply, word) in replies.iter().zip(["capital", "week"]) {
         let transcript = reply["transcript"].as_str().unwrap_or_default().to_lowercase();
@@ -157,12 +194,24 @@ fn speech_over_a_spoken_answer_stops_it_through_the_sound_server() {
     // 9 dB down (PulseAudio's volume is cubic: 70 % is 0.34), as from a speaker across a desk.
     server.run("pactl", &["load-module", "module-loopback", "source=spk.monitor", "sink=mic", "latency_msec=60"]);
     let inputs = server.command("pactl").args(["list", "short", "sink-inputs"]).output().unwrap();
-    let leak = String::from_utf8_lossy(&inputs.stdout).split_whitespace().next().expect("the loopback plays into `mic`").to_string();
+    let leak = String::from_utf8_lossy(&inputs.stdout)
+        .split_whitespace()
+        .next()
+        .expect("the loopback plays into `mic`")
+        .to_string();
     server.run("pactl", &["set-sink-input-volume", &leak, "70%"]);
     let dir = tempfile::tempdir().unwrap();
-    let (q0, q1) = (espeak(dir.path(), "q0", "en-us", "What is the capital of France?"), espeak(dir.path(), "q1", "en-gb", "How many days are in a week?"));
-    let mut listening =
-        server.kioku().args(["listen", "--speak", "--json", "--max-tokens", "24"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (q0, q1) = (
+        espeak(dir.path(), "q0", "en-us", "What is the capital of France?"),
+        espeak(dir.path(), "q1", "en-gb", "How many days are in a week?"),
+    );
+    let mut listening = server
+        .kioku()
+        .args(["listen", "--speak", "--json", "--max-tokens", "24"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let lines = json_lines(&mut listening);
     server.wait_for_recording(&mut listening);
     server.run("paplay", &["-d", "mic", q0.to_str().unwrap()]);
@@ -181,8 +230,14 @@ fn speech_over_a_spoken_answer_stops_it_through_the_sound_server() {
     let barge_in = &barge_in["barge_in"];
     let (onset_s, stopped_s) = (barge_in["onset_s"].as_f64().unwrap(), barge_in["stopped_s"].as_f64().unwrap());
     assert!(stopped_s - onset_s <= 0.2, "stopped {:.0} ms after the onset", (stopped_s - onset_s) * 1e3);
-    eprintln!("through PulseAudio: the speech over the answer stopped it {:.0} ms after its onset", (stopped_s - onset_s) * 1e3);
+    eprintln!(
+        "through PulseAudio: the speech over the answer stopped it {:.0} ms after its onset",
+        (stopped_s - onset_s) * 1e3
+    );
     let transcript = second["transcript"].as_str().unwrap_or_default().to_lowercase();
-    assert!(wer("How many days are in a week?", &transcript) <= 0.2, "the question over the answer is heard whole: {second}");
+    assert!(
+        wer("How many days are in a week?", &transcript) <= 0.2,
+        "the question over the answer is heard whole: {second}"
+    );
     assert!(extra.is_empty(), "kioku heard its own voice: {extra:#?}");
 }

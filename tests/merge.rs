@@ -37,7 +37,10 @@ fn adapter(modules: &[(&str, (usize, usize))], seed: u64, spread: f32) -> Adapte
         let values = (0..shape.0 * shape.1).map(|_| rng.random_range(-spread..spread)).collect();
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
     };
-    let modules = modules.iter().map(|(m, (i, o))| (m.to_string(), LoraPair { a: random((4, *i)), b: random((*o, 4)) })).collect();
+    let modules = modules
+        .iter()
+        .map(|(m, (i, o))| (m.to_string(), LoraPair { a: random((4, *i)), b: random((*o, 4)) }))
+        .collect();
     Adapter { config: LoraConfig { rank: 4, alpha: 16.0, dropout: 0.0 }, modules }
 }
 
@@ -96,7 +99,8 @@ fn error_of(result: anyhow::Result<impl Sized>) -> String {
 fn bake_at(adapter: &Adapter, scale: f64, dir: &Path) -> PathBuf {
     let adapter_dir = save_adapter(adapter, &dir.join(format!("adapter-{scale}")), &header());
     let out = dir.join(format!("baked-{scale}.safetensors"));
-    let summary = merge(&model_path(), &[input(InputKind::Adapter, &adapter_dir, scale)], Method::Linear, &out).unwrap();
+    let summary =
+        merge(&model_path(), &[input(InputKind::Adapter, &adapter_dir, scale)], Method::Linear, &out).unwrap();
     assert_eq!(summary.changed, if scale == 0.0 { 0 } else { adapter.modules.len() });
     out
 }
@@ -108,7 +112,8 @@ type Logits = fn(&Path, Option<(&Adapter, f64)>) -> Tensor;
 /// Returns the baked file (in `dir`).
 fn assert_baked_equals_applied(adapter: &Adapter, scale: f64, logits: Logits, tolerance: f32, dir: &Path) -> PathBuf {
     let out = bake_at(adapter, scale, dir);
-    let (baked, applied, base) = (logits(&out, None), logits(&model_path(), Some((adapter, scale))), logits(&model_path(), None));
+    let (baked, applied, base) =
+        (logits(&out, None), logits(&model_path(), Some((adapter, scale))), logits(&model_path(), None));
     let (diff, effect) = (max_diff(&baked, &applied), max_diff(&applied, &base));
     eprintln!("logits: baked vs applied {diff}, applied vs base {effect}");
     assert!(effect > 1.0, "the adapter barely changes the logits ({effect}), so the test shows nothing");
@@ -139,7 +144,11 @@ fn baking_whisper_adapters_at_a_discount_equals_applying_them_at_that_scale() {
 #[test]
 fn baking_an_llm_adapter_into_q8_layers_equals_applying_it_at_that_scale() {
     let dir = tempfile::tempdir().unwrap();
-    let modules = [("llm.layers.0.self_attn.q_proj", (576, 576)), ("llm.layers.9.self_attn.v_proj", (576, 192)), ("llm.layers.4.mlp.down_proj", (1536, 576))];
+    let modules = [
+        ("llm.layers.0.self_attn.q_proj", (576, 576)),
+        ("llm.layers.9.self_attn.v_proj", (576, 192)),
+        ("llm.layers.4.mlp.down_proj", (1536, 576)),
+    ];
     let out = assert_baked_equals_applied(&adapter(&modules, 2, 0.15), 0.75, llm_logits, 0.15, dir.path());
     let q_proj = MappedModel::open(&out).unwrap().block_type("llm.layers.0.self_attn.q_proj.weight");
     assert_eq!(q_proj, Some(candle_core::quantized::GgmlDType::Q8_0), "re-quantized to the base's block type");
@@ -148,7 +157,8 @@ fn baking_an_llm_adapter_into_q8_layers_equals_applying_it_at_that_scale() {
 #[test]
 fn zero_weight_gives_the_base_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
-    let adapter = adapter(&[("encoder.layers.0.fc1", (384, 1536)), ("llm.layers.0.self_attn.q_proj", (576, 576))], 3, 0.08);
+    let adapter =
+        adapter(&[("encoder.layers.0.fc1", (384, 1536)), ("llm.layers.0.self_attn.q_proj", (576, 576))], 3, 0.08);
     let out = bake_at(&adapter, 0.0, dir.path());
     let (base, merged) = (MappedModel::open(&model_path()).unwrap(), MappedModel::open(&out).unwrap());
     assert_eq!(merged.names(), base.names());
@@ -202,7 +212,10 @@ fn dare_without_drops_is_linear_and_with_drops_is_seeded_and_unbiased() {
     let linear = combine(&taus, &weights, &Method::Linear, "t");
     assert_eq!(combine(&taus, &weights, &Method::Dare { drop_rate: 0.0, seed: 9 }, "t"), linear);
     let ties = Method::Ties { density: 0.5 };
-    assert_eq!(combine(&taus, &weights, &Method::DareTies { drop_rate: 0.0, density: 0.5, seed: 9 }, "t"), combine(&taus, &weights, &ties, "t"));
+    assert_eq!(
+        combine(&taus, &weights, &Method::DareTies { drop_rate: 0.0, density: 0.5, seed: 9 }, "t"),
+        combine(&taus, &weights, &ties, "t")
+    );
 
     let dare = |seed| combine(&taus, &weights, &Method::Dare { drop_rate: 0.5, seed }, "t");
     assert_eq!(dare(1), dare(1));
@@ -222,7 +235,12 @@ fn dare_without_drops_is_linear_and_with_drops_is_seeded_and_unbiased() {
     for j in 0..linear.len() {
         let variance: f32 = taus.iter().zip(weights).map(|(t, w)| (t[j] * w as f32).powi(2)).sum();
         let standard_error = (variance / seeds as f32).sqrt();
-        assert!((mean[j] - linear[j]).abs() <= 5.0 * standard_error, "element {j}: mean over seeds {}, linear {}", mean[j], linear[j]);
+        assert!(
+            (mean[j] - linear[j]).abs() <= 5.0 * standard_error,
+            "element {j}: mean over seeds {}, linear {}",
+            mean[j],
+            linear[j]
+        );
     }
     assert!(Method::Dare { drop_rate: 1.0, seed: 0 }.validate().is_err());
 }
@@ -250,7 +268,12 @@ fn model_inputs_merge_by_their_task_vectors() {
         MappedModel::open(out).unwrap()
     };
     let linear = merge_full(Method::Linear, &dir.path().join("linear.safetensors"));
-    let models = [&linear, &MappedModel::open(&half).unwrap(), &MappedModel::open(&full).unwrap(), &MappedModel::open(&model_path()).unwrap()];
+    let models = [
+        &linear,
+        &MappedModel::open(&half).unwrap(),
+        &MappedModel::open(&full).unwrap(),
+        &MappedModel::open(&model_path()).unwrap(),
+    ];
     for (module, _) in modules {
         let name = format!("{module}.weight");
         let [got, want, full, base] = models.map(|m| m.dense_f32(&name).unwrap());
@@ -260,8 +283,10 @@ fn model_inputs_merge_by_their_task_vectors() {
             // got = q8(W + τ/2) with τ = q8(W + Δ) − W, want = q8(W + Δ/2): each
             // rounding is at most half a step (plus the f16 rounding of the
             // step itself), so they differ by at most ~1.25 steps.
-            let slack = (q8_step(&got).maximum(&q8_step(&want)).unwrap().maximum(&q8_step(&full)).unwrap() * 1.5).unwrap();
-            let excess = ((&got - &want).unwrap().abs().unwrap() - slack).unwrap().flatten_all().unwrap().max(0).unwrap();
+            let slack =
+                (q8_step(&got).maximum(&q8_step(&want)).unwrap().maximum(&q8_step(&full)).unwrap() * 1.5).unwrap();
+            let excess =
+                ((&got - &want).unwrap().abs().unwrap() - slack).unwrap().flatten_all().unwrap().max(0).unwrap();
             assert!(excess.to_scalar::<f32>().unwrap() <= 0.0, "{name}: differs by more than 1.5 Q8_0 steps");
         } else {
             // f16: a few units in the last place against the change.
@@ -305,16 +330,25 @@ fn bad_inputs_are_refused_with_a_clear_error() {
 
     let mut other = header.clone();
     other.provenance[0].version = Some("9.9.9".into());
-    let e = try_merge(InputKind::Adapter, &save_adapter(&adapter(&fc1, 6, 0.1), &dir.path().join("other-base"), &other));
+    let e =
+        try_merge(InputKind::Adapter, &save_adapter(&adapter(&fc1, 6, 0.1), &dir.path().join("other-base"), &other));
     assert!(e.contains("cannot load adapter") && e.contains("different base model"), "{e}");
 
-    let e = try_merge(InputKind::Adapter, &save_adapter(&adapter(&[("encoder.layers.0.fc9", (384, 1536))], 6, 0.1), &dir.path().join("no-such-layer"), &header));
+    let e = try_merge(
+        InputKind::Adapter,
+        &save_adapter(
+            &adapter(&[("encoder.layers.0.fc9", (384, 1536))], 6, 0.1),
+            &dir.path().join("no-such-layer"),
+            &header,
+        ),
+    );
     assert!(e.contains("adapts `encoder.layers.0.fc9`, which is not a linear layer"), "{e}");
 
     let mut deeper = header.clone();
     deeper.llm.num_hidden_layers += 1;
     let other_arch = dir.path().join("other-arch.safetensors");
-    let tensors = BTreeMap::from([("llm.norm.weight".to_string(), Tensor::ones(576, DType::F32, &Device::Cpu).unwrap())]);
+    let tensors =
+        BTreeMap::from([("llm.norm.weight".to_string(), Tensor::ones(576, DType::F32, &Device::Cpu).unwrap())]);
     kioku::model::file::write(&other_arch, &deeper, &tensors, DType::F16, |_| None).unwrap();
     let e = try_merge(InputKind::Model, &other_arch);
     assert!(e.contains("is not a fine-tune of the base model's architecture: its LLM configuration differs"), "{e}");
@@ -337,8 +371,10 @@ fn bad_inputs_are_refused_with_a_clear_error() {
     let typo = format!("{}:0.5x", adapter_dir.display());
     assert!(cli_error(&["--adapter", &typo]).contains("`0.5x` after the last ':' is not a number"));
     let good = adapter_dir.to_str().unwrap();
-    assert!(cli_error(&["--adapter", good, "--method", "ties", "--density", "1.5"]).contains("TIES density must be in (0, 1], got 1.5"));
-    assert!(cli_error(&["--adapter", good, "--method", "dare", "--drop-rate", "1"]).contains("DARE drop rate must be in [0, 1), got 1"));
+    assert!(cli_error(&["--adapter", good, "--method", "ties", "--density", "1.5"])
+        .contains("TIES density must be in (0, 1], got 1.5"));
+    assert!(cli_error(&["--adapter", good, "--method", "dare", "--drop-rate", "1"])
+        .contains("DARE drop rate must be in [0, 1), got 1"));
     assert!(cli_error(&[]).contains("nothing to merge"));
     assert!(!out.exists(), "a failed merge wrote its output");
 }

@@ -9,11 +9,16 @@ use kioku::model::file::MappedModel;
 fn pack(out_path: &std::path::Path, quantize: &str) {
     let out = kioku(&[
         "pack",
-        "--whisper", whisper_source().to_str().unwrap(),
-        "--llm", gguf_source().to_str().unwrap(),
-        "--dtype", "f16",
-        "--quantize", quantize,
-        "-o", out_path.to_str().unwrap(),
+        "--whisper",
+        whisper_source().to_str().unwrap(),
+        "--llm",
+        gguf_source().to_str().unwrap(),
+        "--dtype",
+        "f16",
+        "--quantize",
+        quantize,
+        "-o",
+        out_path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -78,20 +83,52 @@ fn quantized_pack_stays_within_one_step() {
 fn pack_reports_bad_sources_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("never.safetensors");
-    let out = kioku(&["pack", "--whisper", "/nonexistent", "--llm", gguf_source().to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    let out = kioku(&[
+        "pack",
+        "--whisper",
+        "/nonexistent",
+        "--llm",
+        gguf_source().to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("/nonexistent"), "{}", stderr(&out));
-    let out = kioku(&["pack", "--whisper", whisper_source().to_str().unwrap(), "--llm", example_wav().to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    let out = kioku(&[
+        "pack",
+        "--whisper",
+        whisper_source().to_str().unwrap(),
+        "--llm",
+        example_wav().to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not a readable GGUF file"), "{}", stderr(&out));
     // A VAD file that is not Silero's: a WAV, then a safetensors file of other tensors (a projector).
     let projector = repo().join("models/projector-tiny-en.safetensors");
     let (whisper, llm) = (whisper_source(), gguf_source());
-    for (vad, expected) in [(example_wav(), "not a readable safetensors file"), (projector, "which Silero VAD v6 (16 kHz) does not")] {
-        let args = ["pack", "--whisper", whisper.to_str().unwrap(), "--llm", llm.to_str().unwrap(), "--vad", vad.to_str().unwrap(), "-o", out_path.to_str().unwrap()];
+    for (vad, expected) in
+        [(example_wav(), "not a readable safetensors file"), (projector, "which Silero VAD v6 (16 kHz) does not")]
+    {
+        let args = [
+            "pack",
+            "--whisper",
+            whisper.to_str().unwrap(),
+            "--llm",
+            llm.to_str().unwrap(),
+            "--vad",
+            vad.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+        ];
         let out = kioku(&args);
         assert!(!out.status.success());
-        assert!(stderr(&out).contains("cannot import Silero VAD") && stderr(&out).contains(expected), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot import Silero VAD") && stderr(&out).contains(expected),
+            "{}",
+            stderr(&out)
+        );
     }
     assert!(!out_path.exists(), "a failed pack must not leave a model file");
 }

@@ -74,7 +74,16 @@ fn default_shapes_are_the_default_model_tensor_for_tensor() {
     assert_eq!(random.header.speech_lora, real.header.speech_lora);
     let shape_of = |m: &MappedModel| {
         let (w, l) = (&m.header.whisper, &m.header.llm);
-        (w.d_model, w.encoder_layers, w.encoder_heads, w.decoder_layers, w.vocab_size, l.num_attention_heads, l.num_key_value_heads, l.head_dim)
+        (
+            w.d_model,
+            w.encoder_layers,
+            w.encoder_heads,
+            w.decoder_layers,
+            w.vocab_size,
+            l.num_attention_heads,
+            l.num_key_value_heads,
+            l.head_dim,
+        )
     };
     assert_eq!(shape_of(&random), shape_of(&real));
 }

@@ -63,7 +63,10 @@ fn whisper_matches_candle_transformers() {
     eprintln!("decoder max |logit diff| = {dec_diff:e}");
     // Again only the GELU form differs (the decoder MLPs use it too); logits are O(10).
     assert!(dec_diff < 0.2, "decoder logits differ by {dec_diff}");
-    assert_eq!(logits.argmax(D::Minus1).unwrap().to_vec2::<u32>().unwrap(), logits_ref.argmax(D::Minus1).unwrap().to_vec2::<u32>().unwrap());
+    assert_eq!(
+        logits.argmax(D::Minus1).unwrap().to_vec2::<u32>().unwrap(),
+        logits_ref.argmax(D::Minus1).unwrap().to_vec2::<u32>().unwrap()
+    );
 
     // The training path computes the same function.
     let enc_slow = encoder.forward(&mel, Path::Trainable).unwrap();

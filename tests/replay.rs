@@ -33,7 +33,9 @@ fn ids(buffer: &ReplayBuffer) -> Vec<String> {
 fn both_caps_hold_after_every_offer() {
     let dir = tempfile::tempdir().unwrap();
     // One run where the item cap binds, one where the byte cap does.
-    for limits in [ReplayLimits { max_items: 20, max_bytes: 1_000_000 }, ReplayLimits { max_items: 500, max_bytes: 20_000 }] {
+    for limits in
+        [ReplayLimits { max_items: 20, max_bytes: 1_000_000 }, ReplayLimits { max_items: 500, max_bytes: 20_000 }]
+    {
         let mut buffer = ReplayBuffer::new(&dir.path().join("replay.kbuf"), limits, 7);
         // Items average about 800 bytes: either way 400 offers are over 10 times the cap.
         let offers = 400;
@@ -51,7 +53,8 @@ fn both_caps_hold_after_every_offer() {
 #[test]
 fn oversized_and_repeated_items_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut buffer = ReplayBuffer::new(&dir.path().join("replay.kbuf"), ReplayLimits { max_items: 10, max_bytes: 100 }, 1);
+    let mut buffer =
+        ReplayBuffer::new(&dir.path().join("replay.kbuf"), ReplayLimits { max_items: 10, max_bytes: 100 }, 1);
     assert_eq!(buffer.offer(item(1)), Offer::TooLarge);
     assert_eq!(buffer.offer(item(0)), Offer::Kept);
     assert_eq!(buffer.offer(item(0)), Offer::AlreadyHeld);
@@ -191,7 +194,9 @@ fn any_damage_is_reported_naming_the_file_which_is_left_untouched() {
 /// Speech cut to 8 samples, to keep the every-byte test small.
 fn shorten(content: ReplayContent) -> ReplayContent {
     match content {
-        ReplayContent::Speech { audio, transcript, speaker } => ReplayContent::Speech { audio: audio[..8].to_vec(), transcript, speaker },
+        ReplayContent::Speech { audio, transcript, speaker } => {
+            ReplayContent::Speech { audio: audio[..8].to_vec(), transcript, speaker }
+        }
         text => text,
     }
 }

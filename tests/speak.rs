@@ -40,11 +40,15 @@ fn listen_speak_to_says_every_answer_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let question = |name: &str, voice: &str, text: &str| {
         let path = dir.path().join(format!("{name}.wav"));
-        let out = std::process::Command::new("espeak-ng").args(["-v", voice, "-s", "140", "-w", path.to_str().unwrap(), text]).output().unwrap();
+        let out = std::process::Command::new("espeak-ng")
+            .args(["-v", voice, "-s", "140", "-w", path.to_str().unwrap(), text])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         path
     };
-    let (q0, q1) = (question("q0", "en-us", "What is the capital of France?"), question("q1", "en-gb", "What colour is the sky?"));
+    let (q0, q1) =
+        (question("q0", "en-us", "What is the capital of France?"), question("q1", "en-gb", "What colour is the sky?"));
     let silence = dir.path().join("silence.wav");
     let rec = dir.path().join("rec.wav");
     let sox = |args: &[&str]| assert!(std::process::Command::new("sox").args(args).status().unwrap().success());
@@ -53,12 +57,23 @@ fn listen_speak_to_says_every_answer_in_order() {
     sox(&[s, q0.to_str().unwrap(), s, q1.to_str().unwrap(), s, rec.to_str().unwrap()]);
 
     let spoken = dir.path().join("answers.wav");
-    let out = kioku(&["listen", "--input", rec.to_str().unwrap(), "--fast", "--json", "--max-tokens", "12", "--speak-to", spoken.to_str().unwrap()]);
+    let out = kioku(&[
+        "listen",
+        "--input",
+        rec.to_str().unwrap(),
+        "--fast",
+        "--json",
+        "--max-tokens",
+        "12",
+        "--speak-to",
+        spoken.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let replies: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(replies.len(), 2, "{replies:#?}");
     for reply in &replies {
-        let (latency, first_audio) = (reply["latency_ms"].as_f64().unwrap(), reply["first_audio_ms"].as_f64().expect("first_audio_ms"));
+        let (latency, first_audio) =
+            (reply["latency_ms"].as_f64().unwrap(), reply["first_audio_ms"].as_f64().expect("first_audio_ms"));
         assert!(first_audio >= latency, "{reply}");
     }
     let heard = heard(&spoken);
@@ -84,14 +99,33 @@ fn speak_without_a_sound_output_prints_the_answer_and_says_so_once() {
 fn an_unknown_voice_or_output_device_is_said_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let spoken = dir.path().join("answer.wav");
-    let out = kioku(&["ask", "--speak-to", spoken.to_str().unwrap(), "--voice", "nosuchvoice", "--text", "Hi", "--max-tokens", "4"]);
+    let out = kioku(&[
+        "ask",
+        "--speak-to",
+        spoken.to_str().unwrap(),
+        "--voice",
+        "nosuchvoice",
+        "--text",
+        "Hi",
+        "--max-tokens",
+        "4",
+    ]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("espeak-ng failed") && err.contains("voice does not exist"), "{err}");
 
     // A sound output that is not there: the answer is still printed.
-    let out = kioku(&["ask", "--speak", "--output-device", "no-such-device", "--text", "What is the capital of France?", "--max-tokens", "12"]);
+    let out = kioku(&[
+        "ask",
+        "--speak",
+        "--output-device",
+        "no-such-device",
+        "--text",
+        "What is the capital of France?",
+        "--max-tokens",
+        "12",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Paris"), "{}", stdout(&out));
     let err = stderr(&out);

@@ -28,7 +28,17 @@ fn a_tiny_study_prepares_every_arm_with_its_cost_and_resumes() {
     let names: Vec<&str> = study.arms.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(
         names,
-        ["base", "naive", "naive-x0.5", "naive-merge", "replay", "replay-x0.5", "replay-merge", "llm-naive", "llm-replay"]
+        [
+            "base",
+            "naive",
+            "naive-x0.5",
+            "naive-merge",
+            "replay",
+            "replay-x0.5",
+            "replay-merge",
+            "llm-naive",
+            "llm-replay"
+        ]
     );
     assert_eq!(kioku::corpus::read_transcribed_dir(&study.held_out).unwrap().len(), 1);
     for arm in &study.arms[1..] {
@@ -60,7 +70,16 @@ fn an_unknown_study_voice_is_one_clear_error_listing_the_test_voices() {
     let dir = tempfile::tempdir().unwrap();
     let (corpus, study) = (dir.path().join("corpus"), dir.path().join("study"));
     std::fs::create_dir_all(&corpus).unwrap();
-    let out = kioku(&["eval", "--study", "--corpus", corpus.to_str().unwrap(), "--study-dir", study.to_str().unwrap(), "--study-voice", "nobody"]);
+    let out = kioku(&[
+        "eval",
+        "--study",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--study-dir",
+        study.to_str().unwrap(),
+        "--study-voice",
+        "nobody",
+    ]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("unknown voice \"nobody\"") && err.contains("en-us-nyc+m7-s170-p55"), "{err}");

@@ -17,8 +17,9 @@ use std::collections::{BTreeMap, HashMap};
 /// Every tensor as a trainable variable, and a `Weights` view over them.
 fn variables(tensors: &BTreeMap<String, Tensor>) -> (HashMap<String, Var>, Weights) {
     let vars: HashMap<String, Var> = tensors.iter().map(|(k, t)| (k.clone(), Var::from_tensor(t).unwrap())).collect();
-    let weights = Weights::new(vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect(), DType::F32, &Device::Cpu)
-        .with_dense_only(true);
+    let weights =
+        Weights::new(vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect(), DType::F32, &Device::Cpu)
+            .with_dense_only(true);
     (vars, weights)
 }
 
@@ -29,7 +30,9 @@ fn without_gradient(vars: &HashMap<String, Var>, loss: &Tensor, skip: &[&str]) -
         .iter()
         .filter(|(name, _)| !skip.iter().any(|s| name.ends_with(s)))
         .filter(|(_, var)| {
-            grads.get(var.as_tensor()).is_none_or(|g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0)
+            grads
+                .get(var.as_tensor())
+                .is_none_or(|g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0)
         })
         .map(|(name, _)| name.clone())
         .collect();
@@ -50,7 +53,8 @@ fn whisper_trainable_path_reaches_every_weight() {
     let encoder = WhisperEncoder::load(&w.pp("encoder"), &imported.config).unwrap();
     let decoder = AsrDecoder::load(&w.pp("asr_decoder"), &imported.config).unwrap();
     let samples = kioku::assistant::load_audio_16k(&example_wav()).unwrap();
-    let mel = kioku::audio::MelExtractor::new(imported.config.n_mels).compute(&samples).to_tensor(&Device::Cpu).unwrap();
+    let mel =
+        kioku::audio::MelExtractor::new(imported.config.n_mels).compute(&samples).to_tensor(&Device::Cpu).unwrap();
     let encoded = encoder.forward(&mel, Path::Trainable).unwrap();
     let tokens = [50257u32, 50362, 1867, 318, 262, 3139, 286, 4881, 30];
     let input = Tensor::new(&tokens[..tokens.len() - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();

@@ -24,7 +24,10 @@ fn real_speech_word_error_rate_is_low() {
         let (text, _) = assistant.transcribe(&samples).unwrap();
         let n = reference.split_whitespace().count();
         let clip_wer = wer(reference, &text);
-        eprintln!("WER {clip_wer:.3}  {}\n   ref: {reference}\n   hyp: {text}", wav.file_name().unwrap().to_string_lossy());
+        eprintln!(
+            "WER {clip_wer:.3}  {}\n   ref: {reference}\n   hyp: {text}",
+            wav.file_name().unwrap().to_string_lossy()
+        );
         errors += clip_wer * n as f64;
         words += n;
     }

@@ -19,7 +19,8 @@ pub fn load_recordings(dir: &Path) -> Result<Vec<Recording>> {
     read_transcribed_dir(dir)?
         .into_iter()
         .map(|clip| {
-            let audio_16k = load_audio_16k(&clip.path).with_context(|| format!("recording `{}` of {}", clip.id, dir.display()))?;
+            let audio_16k =
+                load_audio_16k(&clip.path).with_context(|| format!("recording `{}` of {}", clip.id, dir.display()))?;
             Ok(Recording { id: clip.id, audio_16k, text: clip.text })
         })
         .collect()
@@ -53,6 +54,9 @@ mod tests {
         assert!(message(d).contains("line 2: id `a` appears twice"));
         std::fs::write(d.join(TRANSCRIPTS_FILE), "a\thello there\n").unwrap();
         let loaded = load_recordings(d).unwrap();
-        assert_eq!((loaded[0].id.as_str(), loaded[0].text.as_str(), loaded[0].audio_16k.len()), ("a", "hello there", 16_000));
+        assert_eq!(
+            (loaded[0].id.as_str(), loaded[0].text.as_str(), loaded[0].audio_16k.len()),
+            ("a", "hello there", 16_000)
+        );
     }
 }

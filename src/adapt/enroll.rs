@@ -2,8 +2,8 @@
 //! their recordings (`1.wav` … `N.wav`, by prompt number) turned into the
 //! layout adaptation reads ([`super::data`]).
 
-use crate::corpus::TRANSCRIPTS_FILE;
 use crate::corpus::utterance_bank;
+use crate::corpus::TRANSCRIPTS_FILE;
 use anyhow::{bail, ensure, Result};
 use std::path::{Path, PathBuf};
 
@@ -14,8 +14,11 @@ pub const MAX_PROMPTS: usize = 200;
 /// commands, requests, dictation), the same on every run.
 pub fn prompts(n: usize) -> Result<Vec<String>> {
     ensure!((1..=MAX_PROMPTS).contains(&n), "--sentences must be between 1 and {MAX_PROMPTS}");
-    let candidates: Vec<String> =
-        utterance_bank().into_iter().map(|u| u.text).filter(|t| (4..=12).contains(&t.split_whitespace().count())).collect();
+    let candidates: Vec<String> = utterance_bank()
+        .into_iter()
+        .map(|u| u.text)
+        .filter(|t| (4..=12).contains(&t.split_whitespace().count()))
+        .collect();
     let stride = (candidates.len() / n).max(1);
     Ok(candidates.into_iter().step_by(stride).take(n).collect())
 }

@@ -20,7 +20,11 @@ pub enum ReplaySource {
     Off,
     /// The buffer file; when it does not exist yet it is seeded from the
     /// train split of the corpus directory `seed_corpus`, if given.
-    Buffer { path: PathBuf, seed_corpus: Option<PathBuf>, limits: ReplayLimits },
+    Buffer {
+        path: PathBuf,
+        seed_corpus: Option<PathBuf>,
+        limits: ReplayLimits,
+    },
 }
 
 /// Earlier-voice clips a new buffer is seeded with when no corpus is given:
@@ -93,7 +97,9 @@ pub fn adapt(request: &AdaptRequest, device: &Device, on_event: &mut dyn FnMut(A
         let stats = buffer.stats();
         let text = stats.by_kind.get("text").copied().unwrap_or(0);
         if text > 0 && !trainer.trains_llm() {
-            on_event(AdaptEvent::Note(format!("the buffer's {text} text items are skipped: no LLM module is among the targets")));
+            on_event(AdaptEvent::Note(format!(
+                "the buffer's {text} text items are skipped: no LLM module is among the targets"
+            )));
         }
     }
 
@@ -122,7 +128,10 @@ pub fn adapt(request: &AdaptRequest, device: &Device, on_event: &mut dyn FnMut(A
     }
 
     on_event(AdaptEvent::Saving);
-    let base_name = request.model.file_name().map_or_else(|| request.model.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let base_name = request
+        .model
+        .file_name()
+        .map_or_else(|| request.model.display().to_string(), |n| n.to_string_lossy().into_owned());
     peft::save(&trainer.adapter()?, &request.out, trainer.header(), &base_name)?;
     if let Some(buffer) = &mut buffer {
         let speaker = request.speaker.clone().unwrap_or_else(|| speaker_of(&request.data));

@@ -13,12 +13,14 @@
 
 use super::data::Recording;
 use super::replay::{ReplayBuffer, ReplayContent, ReplayItem};
-use crate::assistant::{audio_turn_texts, split_turn_template, token_ids, tokenizer_from_json, REPEAT_INSTRUCTION, TRAILING_SILENCE};
+use crate::assistant::{
+    audio_turn_texts, split_turn_template, token_ids, tokenizer_from_json, REPEAT_INSTRUCTION, TRAILING_SILENCE,
+};
 use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
+use crate::model::adapter_scope::{ActiveAdapter, AdapterScope, ScopedAdapter};
 use crate::model::file::{take_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::llama::Llama;
-use crate::model::adapter_scope::{ActiveAdapter, AdapterScope, ScopedAdapter};
 use crate::model::lora::{Adapter, LoraConfig, LoraSet, TargetModules};
 use crate::model::ops::Path as OpsPath;
 use crate::model::projector::Projector;
@@ -109,8 +111,15 @@ impl AdaptConfig {
 /// One example of a batch.
 enum Example<'a> {
     /// `key` names its cached mel or encoder output.
-    Speech { key: String, audio: Cow<'a, [f32]>, text: &'a str },
-    Text { prompt: &'a str, answer: &'a str },
+    Speech {
+        key: String,
+        audio: Cow<'a, [f32]>,
+        text: &'a str,
+    },
+    Text {
+        prompt: &'a str,
+        answer: &'a str,
+    },
 }
 
 /// What one step did.
@@ -175,7 +184,9 @@ impl SpeakerTrainer {
         }
         let trains = |component: &str| targeted.iter().any(|m| m.starts_with(&format!("{component}.")));
         let (encoder_trains, trains_llm) = (trains(ENCODER), trains(LLM));
-        let cross_kv_trains = targeted.iter().any(|m| m.starts_with(ASR_DECODER) && (m.ends_with("encoder_attn.k_proj") || m.ends_with("encoder_attn.v_proj")));
+        let cross_kv_trains = targeted.iter().any(|m| {
+            m.starts_with(ASR_DECODER) && (m.ends_with("encoder_attn.k_proj") || m.ends_with("encoder_attn.v_proj"))
+        });
         let weights = mapped.weights(device, DType::F32)?.with_dense_only(true);
         // The speech adapter stays frozen; the spoken task trains through it as
         // inference runs it. Without the LLM, nothing runs it.
@@ -194,7 +205,18 @@ impl SpeakerTrainer {
         drop(weights);
         lora.ensure_all_attached()?;
         let speech = speech
-            .map(|adapter| Ok::<_, anyhow::Error>((Arc::new(ScopedAdapter::prepare(&adapter, "speech adapter", &lora.linear_shapes(), device, DType::F32)?), 1.0)))
+            .map(|adapter| {
+                Ok::<_, anyhow::Error>((
+                    Arc::new(ScopedAdapter::prepare(
+                        &adapter,
+                        "speech adapter",
+                        &lora.linear_shapes(),
+                        device,
+                        DType::F32,
+                    )?),
+                    1.0,
+                ))
+            })
             .transpose()?;
         let frozen_silence = if cross_kv_trains { None } else { Some(decoder.project_silence()?) };
 
@@ -206,8 +228,12 @@ impl SpeakerTrainer {
         let start = vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().detach().copy()?))).collect::<Result<_>>()?;
         // No weight decay: it would pull A toward zero, not toward its start (that is --l2).
         let optimizer = AdamW::new(vars, AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() })?;
-        let schedule =
-            LrSchedule { peak: config.peak_lr, warmup_steps: config.warmup_steps, total_steps: config.steps, final_fraction: 0.1 };
+        let schedule = LrSchedule {
+            peak: config.peak_lr,
+            warmup_steps: config.warmup_steps,
+            total_steps: config.steps,
+            final_fraction: 0.1,
+        };
         let whisper_tokenizer = tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
         let special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
         let llm_tokenizer = tokenizer_from_json(&header.llm_tokenizer, "LLM")?;
@@ -294,7 +320,12 @@ impl SpeakerTrainer {
     /// New-speaker items and replayed ones for `step`. New items go through
     /// the recordings in a fresh seeded order each epoch; replayed ones are a
     /// seeded draw, so a run repeats exactly.
-    fn batch<'a>(&self, step: usize, recordings: &'a [Recording], replay: Option<&'a ReplayBuffer>) -> (Vec<Example<'a>>, StepOutcome) {
+    fn batch<'a>(
+        &self,
+        step: usize,
+        recordings: &'a [Recording],
+        replay: Option<&'a ReplayBuffer>,
+    ) -> (Vec<Example<'a>>, StepOutcome) {
         let n_replay = self.config.replayed_per_step(replay.map_or(0, ReplayBuffer::len));
         let n_new = self.config.batch_size - n_replay;
         let seed = self.config.seed;
@@ -391,7 +422,10 @@ impl SpeakerTrainer {
     /// the LLM's reply to the projected clip followed by [`REPEAT_INSTRUCTION`],
     /// the prompt `kioku eval-align` and inference use.
     fn spoken_repeat_loss(&self, encoded: &Tensor, text: &str) -> Result<Tensor> {
-        let (llm, spoken) = (self.llm.as_ref().context("the spoken task needs the LLM")?, self.spoken.as_ref().context("no projector")?);
+        let (llm, spoken) = (
+            self.llm.as_ref().context("the spoken task needs the LLM")?,
+            self.spoken.as_ref().context("no projector")?,
+        );
         let mut target = token_ids(&self.llm_tokenizer, text.trim())?;
         target.push(self.end_of_turn);
         target.truncate(MAX_ANSWER_TOKENS);
@@ -458,14 +492,20 @@ impl SpokenRepeat {
 const NEW_KEY: &str = "new:";
 
 fn new_example(recording: &Recording) -> Example<'_> {
-    Example::Speech { key: format!("{NEW_KEY}{}", recording.id), audio: Cow::Borrowed(&recording.audio_16k), text: &recording.text }
+    Example::Speech {
+        key: format!("{NEW_KEY}{}", recording.id),
+        audio: Cow::Borrowed(&recording.audio_16k),
+        text: &recording.text,
+    }
 }
 
 fn replayed_example(item: &ReplayItem) -> Example<'_> {
     match &item.content {
-        ReplayContent::Speech { transcript, .. } => {
-            Example::Speech { key: format!("replay:{}", item.id), audio: Cow::Owned(item.audio_16k()), text: transcript }
-        }
+        ReplayContent::Speech { transcript, .. } => Example::Speech {
+            key: format!("replay:{}", item.id),
+            audio: Cow::Owned(item.audio_16k()),
+            text: transcript,
+        },
         ReplayContent::Text { prompt, answer } => Example::Text { prompt, answer },
     }
 }

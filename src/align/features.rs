@@ -51,14 +51,29 @@ pub fn prepare(
 ) -> Result<Vec<AlignItem>> {
     std::fs::create_dir_all(cache_dir).with_context(|| format!("cannot create {}", cache_dir.display()))?;
     check_cache_identity(assistant, cache_dir, max_answer_tokens)?;
-    let features = encoder_outputs(assistant, corpus_dir, entries, &cache_dir.join(format!("encoder-{}.safetensors", split.as_str())), progress)?;
-    let answers = text_answers(assistant, entries, &cache_dir.join(format!("answers-{}.jsonl", split.as_str())), max_answer_tokens, progress)?;
+    let features = encoder_outputs(
+        assistant,
+        corpus_dir,
+        entries,
+        &cache_dir.join(format!("encoder-{}.safetensors", split.as_str())),
+        progress,
+    )?;
+    let answers = text_answers(
+        assistant,
+        entries,
+        &cache_dir.join(format!("answers-{}.jsonl", split.as_str())),
+        max_answer_tokens,
+        progress,
+    )?;
     entries
         .iter()
         .map(|e| {
             Ok(AlignItem {
                 entry: e.clone(),
-                features: features.get(&e.id).with_context(|| format!("no encoder output for {}", e.id))?.to_dtype(DType::F32)?,
+                features: features
+                    .get(&e.id)
+                    .with_context(|| format!("no encoder output for {}", e.id))?
+                    .to_dtype(DType::F32)?,
                 text_answer: answers.get(&e.id).with_context(|| format!("no text answer for {}", e.id))?.clone(),
             })
         })
@@ -75,7 +90,8 @@ fn check_cache_identity(assistant: &Assistant, cache_dir: &Path, max_answer_toke
     let path = cache_dir.join("identity.json");
     match std::fs::read_to_string(&path) {
         Ok(stored) => {
-            let stored: serde_json::Value = serde_json::from_str(&stored).with_context(|| format!("{} is corrupt", path.display()))?;
+            let stored: serde_json::Value =
+                serde_json::from_str(&stored).with_context(|| format!("{} is corrupt", path.display()))?;
             anyhow::ensure!(
                 stored == identity,
                 "the cache {} was made with another model or answer length; pass a different --cache directory",
@@ -96,7 +112,8 @@ fn encoder_outputs(
 ) -> Result<HashMap<String, Tensor>> {
     // Clips already cached (a smaller earlier run) are kept; only the rest are encoded.
     let mut outputs = if path.exists() {
-        candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("cannot read cache {}", path.display()))?
+        candle_core::safetensors::load(path, &Device::Cpu)
+            .with_context(|| format!("cannot read cache {}", path.display()))?
     } else {
         HashMap::new()
     };
@@ -126,21 +143,27 @@ fn text_answers(
     let mut answers: HashMap<String, TextAnswer> = HashMap::new();
     if let Ok(text) = std::fs::read_to_string(path) {
         // A run killed mid-line leaves a torn last line: skip it, it is redone.
-        answers.extend(text.lines().filter_map(|l| serde_json::from_str::<TextAnswer>(l).ok()).map(|a| (a.id.clone(), a)));
+        answers
+            .extend(text.lines().filter_map(|l| serde_json::from_str::<TextAnswer>(l).ok()).map(|a| (a.id.clone(), a)));
     }
     let missing: Vec<&ManifestEntry> = entries.iter().filter(|e| !answers.contains_key(&e.id)).collect();
     if missing.is_empty() {
         return Ok(answers);
     }
     progress.start("answering the clips' text", missing.len());
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     if std::fs::metadata(path)?.len() > 0 {
         writeln!(file)?; // end a torn line so the next record starts clean
     }
     let sampling = SamplingOptions { max_tokens: max_answer_tokens, ..SamplingOptions::default() };
     for e in missing {
         let answer = assistant.ask_text(&e.text, &sampling, &mut |_| {})?;
-        let record = TextAnswer { id: e.id.clone(), answer: answer.answer, finished: answer.answer_tokens < max_answer_tokens };
+        let record =
+            TextAnswer { id: e.id.clone(), answer: answer.answer, finished: answer.answer_tokens < max_answer_tokens };
         writeln!(file, "{}", serde_json::to_string(&record)?)?;
         file.flush()?;
         answers.insert(record.id.clone(), record);

@@ -18,8 +18,8 @@
 use super::features::AlignItem;
 use crate::assistant::{Assistant, REPEAT_INSTRUCTION};
 use crate::model::file::{MappedModel, ModelHeader, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY};
-use crate::model::lora::{LoraConfig, LoraSet, TargetModules, SPEECH_LORA_TARGETS};
 use crate::model::llama::{FrozenPrefix, Llama};
+use crate::model::lora::{LoraConfig, LoraSet, TargetModules, SPEECH_LORA_TARGETS};
 use crate::model::ops::Path as OpsPath;
 use crate::model::projector::{Projector, ProjectorConfig};
 use crate::model::weights::Weights;
@@ -106,7 +106,11 @@ impl ProjectorTrainer {
         let mut weights = mapped.weights(device, DType::F32)?.with_dense_only(true);
         let speech_lora = (config.speech_lora_rank > 0)
             .then(|| -> Result<_> {
-                let lora = LoraSet::default().train(speech_lora_config(config.speech_lora_rank), TargetModules::new(&[SPEECH_LORA_TARGETS])?, config.seed)?;
+                let lora = LoraSet::default().train(
+                    speech_lora_config(config.speech_lora_rank),
+                    TargetModules::new(&[SPEECH_LORA_TARGETS])?,
+                    config.seed,
+                )?;
                 Ok(Arc::new(lora))
             })
             .transpose()?;
@@ -121,7 +125,11 @@ impl ProjectorTrainer {
         // Computed while the speech adapter is still zero: the adapter acts on
         // the audio turn only, and the prompt before it stays the text mode's.
         let mut prefix_cache = llm.new_cache();
-        llm.forward_embeds(&llm.embed(&Tensor::new(prefix_ids.as_slice(), device)?.unsqueeze(0)?)?, Some(&mut prefix_cache), OpsPath::Fast)?;
+        llm.forward_embeds(
+            &llm.embed(&Tensor::new(prefix_ids.as_slice(), device)?.unsqueeze(0)?)?,
+            Some(&mut prefix_cache),
+            OpsPath::Fast,
+        )?;
         let prefix = prefix_cache.to_frozen_prefix()?;
         let projector_config = projector_config_for(&header, &config);
         let mut vars = initial_projector(&projector_config, &llm, config.seed, device)?;
@@ -157,12 +165,23 @@ impl ProjectorTrainer {
             };
             let loaded = vars.iter().filter(|(name, _)| name.starts_with(&format!("{PROJECTOR}.")) || carries_adapter);
             for (name, var) in loaded {
-                var.set(&trained.tensors.get(name).with_context(|| format!("projector {} has no {name}", path.display()))?.to_device(device)?)?;
+                var.set(
+                    &trained
+                        .tensors
+                        .get(name)
+                        .with_context(|| format!("projector {} has no {name}", path.display()))?
+                        .to_device(device)?,
+                )?;
             }
         }
         let projector = projector_from_vars(&vars, &projector_config, device)?;
         let end_of_turn = *header.llm.eos_token_ids.first().context("the LLM has no end-of-turn token")?;
-        let schedule = LrSchedule { peak: config.peak_lr, warmup_steps: config.warmup_steps, total_steps: config.steps, final_fraction: 0.1 };
+        let schedule = LrSchedule {
+            peak: config.peak_lr,
+            warmup_steps: config.warmup_steps,
+            total_steps: config.steps,
+            final_fraction: 0.1,
+        };
         Ok(Self {
             llm,
             projector,
@@ -202,8 +221,12 @@ impl ProjectorTrainer {
                 let global = step * self.config.batch_size + j;
                 let (epoch, position) = (global / items, global % items);
                 let mut order: Vec<usize> = (0..items).collect();
-                order.shuffle(&mut StdRng::seed_from_u64(self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-                let mut coin = StdRng::seed_from_u64(self.config.seed.wrapping_add(global as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+                order.shuffle(&mut StdRng::seed_from_u64(
+                    self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                ));
+                let mut coin = StdRng::seed_from_u64(
+                    self.config.seed.wrapping_add(global as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                );
                 let task = if coin.random::<f64>() < self.config.repeat_fraction { Task::Repeat } else { Task::Answer };
                 (order[position], task)
             })
@@ -231,7 +254,8 @@ impl ProjectorTrainer {
         let mut targets = Vec::new();
         let mut rows = Vec::new();
         for (item, task) in batch {
-            let audio = self.projector.forward(&item.features.to_device(&self.device)?.unsqueeze(0)?, OpsPath::Trainable)?;
+            let audio =
+                self.projector.forward(&item.features.to_device(&self.device)?.unsqueeze(0)?, OpsPath::Trainable)?;
             let suffix = match task {
                 Task::Answer => &self.answer_suffix,
                 Task::Repeat => &self.repeat_suffix,
@@ -247,13 +271,21 @@ impl ProjectorTrainer {
             sequences.push(sequence);
         }
         // Right padding needs no mask: causal attention never looks ahead.
-        let longest = sequences.iter().map(|s| s.dim(1)).collect::<candle_core::Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
-        let padded = sequences.iter().map(|s| s.pad_with_zeros(1, 0, longest - s.dim(1)?)).collect::<candle_core::Result<Vec<_>>>()?;
+        let longest =
+            sequences.iter().map(|s| s.dim(1)).collect::<candle_core::Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
+        let padded = sequences
+            .iter()
+            .map(|s| s.pad_with_zeros(1, 0, longest - s.dim(1)?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let hidden = self.llm.forward_after_prefix(&Tensor::cat(&padded, 0)?, &self.prefix, OpsPath::Trainable)?;
-        let positions: Vec<u32> =
-            rows.iter().enumerate().flat_map(|(b, &(first, n))| (first..first + n).map(move |p| (b * longest + p) as u32)).collect();
+        let positions: Vec<u32> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(b, &(first, n))| (first..first + n).map(move |p| (b * longest + p) as u32))
+            .collect();
         let width = hidden.dim(D::Minus1)?;
-        let selected = hidden.reshape(((), width))?.index_select(&Tensor::new(positions.as_slice(), &self.device)?, 0)?;
+        let selected =
+            hidden.reshape(((), width))?.index_select(&Tensor::new(positions.as_slice(), &self.device)?, 0)?;
         let logits = self.llm.logits(&selected.unsqueeze(0)?)?.squeeze(0)?;
         Ok(candle_nn::loss::cross_entropy(&logits, &Tensor::new(targets.as_slice(), &self.device)?)?)
     }
@@ -298,7 +330,10 @@ impl ProjectorTrainer {
     /// Continues from `checkpoint`; its configuration must match this run's.
     pub fn resume(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         let config: TrainConfig = checkpoint.get("config")?;
-        ensure!(config == self.config, "the checkpoint was made with other settings ({config:?}); delete it or use the same options");
+        ensure!(
+            config == self.config,
+            "the checkpoint was made with other settings ({config:?}); delete it or use the same options"
+        );
         self.optimizer.restore(&checkpoint.tensors, checkpoint.get("steps_taken")?)
     }
 
@@ -323,7 +358,13 @@ fn initial_projector(cfg: &ProjectorConfig, llm: &Llama, seed: u64, device: &Dev
     let stacked = cfg.input_dim * cfg.stack_factor;
     let half = cfg.hidden_dim / 2;
     let sample_ids: Vec<u32> = (0..4096).map(|i| i * 11 % llm.config().vocab_size as u32).collect();
-    let embedding_std = llm.embed(&Tensor::new(sample_ids.as_slice(), device)?.unsqueeze(0)?)?.flatten_all()?.sqr()?.mean_all()?.sqrt()?.to_scalar::<f32>()?;
+    let embedding_std = llm
+        .embed(&Tensor::new(sample_ids.as_slice(), device)?.unsqueeze(0)?)?
+        .flatten_all()?
+        .sqr()?
+        .mean_all()?
+        .sqrt()?
+        .to_scalar::<f32>()?;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut normal = |rows: usize, cols: usize, std: f32| -> Result<Tensor> {
         // Box-Muller from the seeded generator: identical initialisation on every device.
@@ -345,7 +386,12 @@ fn initial_projector(cfg: &ProjectorConfig, llm: &Llama, seed: u64, device: &Dev
 }
 
 fn projector_config_for(header: &ModelHeader, config: &TrainConfig) -> ProjectorConfig {
-    ProjectorConfig { stack_factor: 8, input_dim: header.whisper.d_model, hidden_dim: config.hidden_dim, output_dim: header.llm.hidden_size }
+    ProjectorConfig {
+        stack_factor: 8,
+        input_dim: header.whisper.d_model,
+        hidden_dim: config.hidden_dim,
+        output_dim: header.llm.hidden_size,
+    }
 }
 
 /// The speech adapter's shape: α = 2r, no dropout (the corpus is large next to it).
@@ -355,6 +401,8 @@ fn speech_lora_config(rank: usize) -> LoraConfig {
 
 fn projector_from_vars(vars: &BTreeMap<String, Var>, cfg: &ProjectorConfig, device: &Device) -> Result<Projector> {
     let projector_vars = vars.iter().filter(|(k, _)| k.starts_with(&format!("{PROJECTOR}.")));
-    let weights = Weights::new(projector_vars.map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect(), DType::F32, device).with_dense_only(true);
+    let weights =
+        Weights::new(projector_vars.map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect(), DType::F32, device)
+            .with_dense_only(true);
     Projector::load(&weights.pp(PROJECTOR), cfg)
 }

@@ -68,7 +68,11 @@ pub fn input_devices() -> Result<Vec<InputDevice>> {
             let name = device.name().unwrap_or_else(|_| "(unnamed)".into());
             let default_config = device
                 .default_input_config()
-                .map(|c| InputConfig { sample_rate: c.sample_rate().0, channels: c.channels(), sample_format: c.sample_format().to_string() })
+                .map(|c| InputConfig {
+                    sample_rate: c.sample_rate().0,
+                    channels: c.channels(),
+                    sample_format: c.sample_format().to_string(),
+                })
                 .map_err(|e| e.to_string());
             InputDevice { is_default: default_name.as_deref() == Some(name.as_str()), name, default_config }
         })
@@ -76,7 +80,11 @@ pub fn input_devices() -> Result<Vec<InputDevice>> {
 }
 
 /// The device called `wanted` among `devices` (an input or output listing, as `kind` says).
-pub(super) fn named_device<I: Iterator<Item = cpal::Device>>(devices: Result<I, cpal::DevicesError>, kind: &str, wanted: &str) -> Result<cpal::Device> {
+pub(super) fn named_device<I: Iterator<Item = cpal::Device>>(
+    devices: Result<I, cpal::DevicesError>,
+    kind: &str,
+    wanted: &str,
+) -> Result<cpal::Device> {
     devices
         .map_err(|e| anyhow!("cannot list {kind} devices: {e}"))?
         .find(|d| d.name().is_ok_and(|n| n == wanted))
@@ -156,7 +164,11 @@ struct Handoff {
     lost: Arc<Mutex<Option<String>>>,
 }
 
-fn build<T>(device: &cpal::Device, config: &cpal::StreamConfig, handoff: Handoff) -> Result<cpal::Stream, cpal::BuildStreamError>
+fn build<T>(
+    device: &cpal::Device,
+    config: &cpal::StreamConfig,
+    handoff: Handoff,
+) -> Result<cpal::Stream, cpal::BuildStreamError>
 where
     T: SizedSample,
     f32: FromSample<T>,

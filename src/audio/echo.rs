@@ -69,7 +69,11 @@ impl Default for Playback {
 
 impl Playback {
     pub fn new() -> Self {
-        Self { origin: Instant::now(), epoch: AtomicU64::new(0), timeline: Mutex::new(Timeline { start: 0, samples: VecDeque::new(), stop_sink: None }) }
+        Self {
+            origin: Instant::now(),
+            epoch: AtomicU64::new(0),
+            timeline: Mutex::new(Timeline { start: 0, samples: VecDeque::new(), stop_sink: None }),
+        }
     }
 
     fn timeline(&self) -> std::sync::MutexGuard<'_, Timeline> {
@@ -354,7 +358,8 @@ impl EchoCanceller {
         let heard = mic_power > QUIET;
         let reference_db = self.reference_level_db(delay, mic.len());
         let mic_db = 10.0 * mic_power.max(1e-12).log10();
-        let louder_than_echo = self.echo_gain_db.is_none_or(|gain| mic_db > reference_db + gain + NEAR_END_OVER_ECHO_DB);
+        let louder_than_echo =
+            self.echo_gain_db.is_none_or(|gain| mic_db > reference_db + gain + NEAR_END_OVER_ECHO_DB);
         let double_talk = self.converged && heard && block_db < DOUBLE_TALK_DB && louder_than_echo;
         if heard && block_db >= CONVERGED_DB && reference_db > 10.0 * QUIET.log10() {
             let gain = mic_db - reference_db;
@@ -376,7 +381,8 @@ impl EchoCanceller {
             self.converged |= self.suppression_db >= CONVERGED_DB;
         }
         self.near_end_hold = if double_talk { NEAR_END_HOLD } else { self.near_end_hold.saturating_sub(1) };
-        self.gate_closed = echo_possible && self.user_has_floor.is_none() && (!self.converged || self.near_end_hold == 0);
+        self.gate_closed =
+            echo_possible && self.user_has_floor.is_none() && (!self.converged || self.near_end_hold == 0);
         out
     }
 
@@ -466,10 +472,14 @@ impl EchoCanceller {
             output
         };
         let (r, m) = (spectrum(&self.fft.forward, reference), spectrum(&self.fft.forward, mic));
-        let mut cross: Vec<Complex<f32>> = r.iter().zip(&m).map(|(r, m)| {
-            let c = r * m.conj();
-            c / c.norm().max(1e-12)
-        }).collect();
+        let mut cross: Vec<Complex<f32>> = r
+            .iter()
+            .zip(&m)
+            .map(|(r, m)| {
+                let c = r * m.conj();
+                c / c.norm().max(1e-12)
+            })
+            .collect();
         let mut correlation = vec![0.0; FFT_LEN];
         self.fft.inverse.process(&mut cross, &mut correlation).expect("FFT sizes match");
         // correlation[k] = sum_i reference[i + k] * mic[i]; mic[i] lines up with
@@ -480,7 +490,6 @@ impl EchoCanceller {
         (*peak > PEAK_OVER_RMS * rms).then_some(MAX_DELAY - k)
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -505,7 +514,9 @@ mod tests {
 
     /// The microphone: the reference delayed by `delay` samples at `gain`, plus `near`.
     fn leak(reference: &[f32], delay: usize, gain: f32, near: &[f32]) -> Vec<f32> {
-        (0..reference.len()).map(|i| gain * i.checked_sub(delay).map_or(0.0, |j| reference[j]) + near.get(i).copied().unwrap_or(0.0)).collect()
+        (0..reference.len())
+            .map(|i| gain * i.checked_sub(delay).map_or(0.0, |j| reference[j]) + near.get(i).copied().unwrap_or(0.0))
+            .collect()
     }
 
     fn run(canceller: &mut EchoCanceller, mic: &[f32], reference: &[f32]) -> Vec<f32> {
@@ -568,10 +579,17 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let room: Vec<f32> = (0..4 * SAMPLE_RATE as usize).map(|_| rng.random_range(-0.002f32..0.002)).collect();
         let user_from = 24_000;
-        let near: Vec<f32> = room.iter().enumerate().map(|(i, r)| r + i.checked_sub(user_from).map_or(0.0, |j| babble(2.0, 8).get(j).copied().unwrap_or(0.0))).collect();
+        let near: Vec<f32> = room
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r + i.checked_sub(user_from).map_or(0.0, |j| babble(2.0, 8).get(j).copied().unwrap_or(0.0)))
+            .collect();
         let out = run(&mut EchoCanceller::new(), &near[..reference.len()], &reference);
         let first_open = out[8_000..].iter().position(|&s| s != 0.0).map(|i| i + 8_000);
-        assert!(first_open >= Some(8_000 + MAX_DELAY - BLOCK), "muted while an echo could still come: open at {first_open:?}");
+        assert!(
+            first_open >= Some(8_000 + MAX_DELAY - BLOCK),
+            "muted while an echo could still come: open at {first_open:?}"
+        );
         assert_eq!(out[user_from..], near[user_from..reference.len()], "the user passes");
     }
 

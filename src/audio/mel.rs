@@ -23,11 +23,7 @@ pub struct Mel {
 impl Mel {
     /// The encoder input, shape `(1, n_mels, n_frames)`.
     pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
-        Ok(Tensor::from_slice(
-            &self.data,
-            (1, self.n_mels, self.n_frames),
-            device,
-        )?)
+        Ok(Tensor::from_slice(&self.data, (1, self.n_mels, self.n_frames), device)?)
     }
 }
 
@@ -52,16 +48,9 @@ impl MelExtractor {
             })
             .collect();
         // Periodic Hann, as torch.hann_window(N_FFT).
-        let window = (0..N_FFT)
-            .map(|i| (0.5 - 0.5 * (2.0 * PI * i as f64 / N_FFT as f64).cos()) as f32)
-            .collect();
+        let window = (0..N_FFT).map(|i| (0.5 - 0.5 * (2.0 * PI * i as f64 / N_FFT as f64).cos()) as f32).collect();
         let fft = RealFftPlanner::new().plan_fft_forward(N_FFT);
-        Self {
-            n_mels,
-            window,
-            fft,
-            filters,
-        }
+        Self { n_mels, window, fft, filters }
     }
 
     /// One frame per full hop: `samples.len() / 160` frames (torch.stft with center=True gives
@@ -71,9 +60,8 @@ impl MelExtractor {
         let mut data = vec![0f32; self.n_mels * n_frames];
         if n_frames > 0 {
             let pad = (N_FFT / 2) as isize;
-            let padded: Vec<f32> = (0..samples.len() + N_FFT)
-                .map(|j| samples[reflect(j as isize - pad, samples.len())])
-                .collect();
+            let padded: Vec<f32> =
+                (0..samples.len() + N_FFT).map(|j| samples[reflect(j as isize - pad, samples.len())]).collect();
             let mut frame = self.fft.make_input_vec();
             let mut spectrum = self.fft.make_output_vec();
             let mut scratch = self.fft.make_scratch_vec();
@@ -90,11 +78,7 @@ impl MelExtractor {
                     *p = c.norm_sqr();
                 }
                 for (m, (first, weights)) in self.filters.iter().enumerate() {
-                    let e: f32 = weights
-                        .iter()
-                        .zip(&power[*first..])
-                        .map(|(w, p)| w * p)
-                        .sum();
+                    let e: f32 = weights.iter().zip(&power[*first..]).map(|(w, p)| w * p).sum();
                     data[m * n_frames + t] = e.max(1e-10).log10();
                 }
             }
@@ -104,11 +88,7 @@ impl MelExtractor {
         for x in &mut data {
             *x = (x.max(max - 8.0) + 4.0) / 4.0;
         }
-        Mel {
-            data,
-            n_mels: self.n_mels,
-            n_frames,
-        }
+        Mel { data, n_mels: self.n_mels, n_frames }
     }
 }
 
@@ -129,9 +109,7 @@ fn reflect(i: isize, n: usize) -> usize {
 pub fn mel_filters(n_mels: usize, n_fft: usize, sample_rate: u32) -> Vec<f32> {
     let sr = f64::from(sample_rate);
     let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(sr / 2.0));
-    let edges: Vec<f64> = (0..n_mels + 2)
-        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
-        .collect();
+    let edges: Vec<f64> = (0..n_mels + 2).map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64)).collect();
     let mut out = Vec::with_capacity(n_mels * (n_fft / 2 + 1));
     for band in edges.windows(3) {
         let (left, center, right) = (band[0], band[1], band[2]);

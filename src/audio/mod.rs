@@ -2,13 +2,13 @@
 
 #[cfg(feature = "mic")]
 pub mod capture;
+pub mod echo;
+pub mod mel;
+pub mod mp3;
 #[cfg(feature = "mic")]
 pub mod playback;
 #[cfg(feature = "mic")]
 mod quiet;
-pub mod echo;
-pub mod mel;
-pub mod mp3;
 pub mod resample;
 pub mod vad;
 pub mod wav;

@@ -27,8 +27,13 @@ pub fn read_mp3(bytes: &[u8], max_seconds: f64, name: &str) -> Result<Audio> {
         .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
         .map_err(|e| anyhow!("{name} is not a readable MP3 file: {e}"))?;
     let mut format = probed.format;
-    let track = format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).with_context(|| format!("{name} has no audio track"))?;
-    let (track_id, sample_rate) = (track.id, track.codec_params.sample_rate.with_context(|| format!("{name} gives no sample rate"))?);
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .with_context(|| format!("{name} has no audio track"))?;
+    let (track_id, sample_rate) =
+        (track.id, track.codec_params.sample_rate.with_context(|| format!("{name} gives no sample rate"))?);
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| anyhow!("cannot decode {name}: {e}"))?;
@@ -52,7 +57,8 @@ pub fn read_mp3(bytes: &[u8], max_seconds: f64, name: &str) -> Result<Audio> {
         let channels = decoded.spec().channels.count();
         let mut buffer = SampleBuffer::<f32>::new(decoded.capacity() as u64, *decoded.spec());
         buffer.copy_interleaved_ref(decoded);
-        samples.extend(buffer.samples().chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32));
+        samples
+            .extend(buffer.samples().chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32));
         if samples.len() > max_samples {
             bail!("{name} is longer than {max_seconds} s");
         }

@@ -49,7 +49,10 @@ impl Resampler {
 
     pub fn new(input_rate: u32, output_rate: u32) -> Result<Self> {
         for rate in [input_rate, output_rate] {
-            ensure!((1..=MAX_RATE).contains(&rate), "unsupported sample rate {rate} Hz (supported: 1 to {MAX_RATE} Hz)");
+            ensure!(
+                (1..=MAX_RATE).contains(&rate),
+                "unsupported sample rate {rate} Hz (supported: 1 to {MAX_RATE} Hz)"
+            );
         }
         if input_rate == output_rate {
             return Ok(Self(None));
@@ -59,14 +62,8 @@ impl Resampler {
         // About 1024 samples per FFT on the longer side, and an even number of units so that
         // the filter delay (half the FFT) is a whole number of samples on both sides.
         let units = 2 * 512usize.div_ceil(unit_in.max(unit_out));
-        let fft = FftFixedIn::new(
-            input_rate as usize,
-            output_rate as usize,
-            units * unit_in,
-            1,
-            1,
-        )
-        .map_err(|e| anyhow!("cannot resample from {input_rate} Hz: {e}"))?;
+        let fft = FftFixedIn::new(input_rate as usize, output_rate as usize, units * unit_in, 1, 1)
+            .map_err(|e| anyhow!("cannot resample from {input_rate} Hz: {e}"))?;
         let skip = fft.output_delay();
         Ok(Self(Some(Stream {
             fft,
@@ -125,10 +122,7 @@ impl Stream {
     fn run(&mut self, start: usize, out: &mut Vec<f32>) {
         let chunk = self.fft.input_frames_next();
         let input = [&self.pending[start..start + chunk]];
-        let resampled = self
-            .fft
-            .process(&input, None)
-            .expect("input is exactly one chunk");
+        let resampled = self.fft.process(&input, None).expect("input is exactly one chunk");
         let fresh = resampled[0].get(self.skip..).unwrap_or_default();
         self.skip -= resampled[0].len().min(self.skip);
         self.n_out += fresh.len() as u64;

@@ -107,13 +107,30 @@ impl VadConfig {
 
     /// Fails with a one-line message when a threshold is out of range.
     pub fn check(&self) -> Result<()> {
-        ensure!(self.threshold > PROBABILITY_HYSTERESIS && self.threshold < 1.0, "the speech probability threshold must be in ({PROBABILITY_HYSTERESIS}, 1), got {}", self.threshold);
+        ensure!(
+            self.threshold > PROBABILITY_HYSTERESIS && self.threshold < 1.0,
+            "the speech probability threshold must be in ({PROBABILITY_HYSTERESIS}, 1), got {}",
+            self.threshold
+        );
         ensure!(self.threshold_db > 0.0, "the speech threshold must be above 0 dB, got {}", self.threshold_db);
-        ensure!((0.0..=1.0).contains(&self.min_voicing), "the minimum voicing must be in [0, 1], got {}", self.min_voicing);
+        ensure!(
+            (0.0..=1.0).contains(&self.min_voicing),
+            "the minimum voicing must be in [0, 1], got {}",
+            self.min_voicing
+        );
         ensure!(self.min_speech_ms > 0, "the minimum speech length must be above 0 ms");
         ensure!(self.hangover_ms > 0, "the hangover must be above 0 ms");
-        ensure!(self.pause_ms < self.hangover_ms, "the pause that starts an early answer ({} ms) must be shorter than the hangover ({} ms)", self.pause_ms, self.hangover_ms);
-        ensure!((0.0..=1.0).contains(&self.turn_end_probability), "the end-of-turn probability must be in [0, 1], got {}", self.turn_end_probability);
+        ensure!(
+            self.pause_ms < self.hangover_ms,
+            "the pause that starts an early answer ({} ms) must be shorter than the hangover ({} ms)",
+            self.pause_ms,
+            self.hangover_ms
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.turn_end_probability),
+            "the end-of-turn probability must be in [0, 1], got {}",
+            self.turn_end_probability
+        );
         ensure!(
             self.turn_end_ms <= self.hangover_ms,
             "the silence that ends a finished turn ({} ms) must be at most the hangover ({} ms)",
@@ -251,7 +268,11 @@ impl Features {
         let voicing = LAGS
             .map(|lag| {
                 let energies = (e[FRAME - lag] * (e[FRAME] - e[lag])).sqrt();
-                if energies > 0.0 { self.autocorrelation[lag] / FFT_LEN as f32 / energies } else { 0.0 }
+                if energies > 0.0 {
+                    self.autocorrelation[lag] / FFT_LEN as f32 / energies
+                } else {
+                    0.0
+                }
             })
             .fold(0.0f32, f32::max);
         (energy_db, voicing.min(1.0))
@@ -414,22 +435,30 @@ impl Vad {
         let index = self.frames_seen;
         self.frames_seen += 1;
 
-        let (needed, pre_roll, hangover, max_frames) =
-            (self.frames(self.config.min_speech_ms), self.frames(self.config.pre_roll_ms), self.frames(self.config.hangover_ms), self.max_frames());
+        let (needed, pre_roll, hangover, max_frames) = (
+            self.frames(self.config.min_speech_ms),
+            self.frames(self.config.pre_roll_ms),
+            self.frames(self.config.hangover_ms),
+            self.max_frames(),
+        );
         let pause = (self.config.pause_ms > 0).then(|| self.frames(self.config.pause_ms));
         let turn_end = self.frames(self.config.turn_end_ms);
         let pad = self.padding();
         match &mut self.state {
             State::Idle { active_run, speech_in_run } => {
-                (*active_run, *speech_in_run) =
-                    if active { (*active_run + 1, *speech_in_run + usize::from(activity == Activity::Speech)) } else { (0, 0) };
+                (*active_run, *speech_in_run) = if active {
+                    (*active_run + 1, *speech_in_run + usize::from(activity == Activity::Speech))
+                } else {
+                    (0, 0)
+                };
                 // Half the frames speech: syllables are short, and consonants between them are not.
                 if *active_run >= needed && 2 * *speech_in_run >= needed {
                     let onset = (*active_run).min(needed);
                     let wanted = (pre_roll + onset) * frame_len;
                     let samples = self.recent.iter().skip(self.recent.len().saturating_sub(wanted)).copied().collect();
                     let start_frame = index + 1 - onset as u64;
-                    self.state = State::Speech { start_frame, samples, last_active: index + 1, paused: false, turn_over: false };
+                    self.state =
+                        State::Speech { start_frame, samples, last_active: index + 1, paused: false, turn_over: false };
                     return Ok(Some(Boundary::Started(self.seconds(start_frame))));
                 }
                 Ok(None)
@@ -479,7 +508,11 @@ impl Vad {
         match &mut self.state {
             State::Speech { last_active, paused: true, turn_over, .. } if *last_active == end_frame => {
                 *turn_over = true;
-                if frames_seen - *last_active >= turn_end { self.end() } else { None }
+                if frames_seen - *last_active >= turn_end {
+                    self.end()
+                } else {
+                    None
+                }
             }
             _ => None,
         }
@@ -492,9 +525,12 @@ impl Vad {
 
     /// Ends the utterance under way, if any.
     fn end(&mut self) -> Option<Boundary> {
-        let State::Speech { start_frame, samples, last_active, .. } = std::mem::replace(&mut self.state, IDLE) else { return None };
+        let State::Speech { start_frame, samples, last_active, .. } = std::mem::replace(&mut self.state, IDLE) else {
+            return None;
+        };
         // After a cut at the maximum length, the rest may be nothing but this silence.
-        (last_active > start_frame).then(|| Boundary::Ended(self.speech(start_frame, last_active, samples, self.padding())))
+        (last_active > start_frame)
+            .then(|| Boundary::Ended(self.speech(start_frame, last_active, samples, self.padding())))
     }
 
     /// The utterance from `start` to `end` (frame indices), keeping `pad` samples past the end.
@@ -523,7 +559,9 @@ mod tests {
         (0..(seconds * RATE) as usize)
             .map(|i| {
                 let t = i as f32 / RATE;
-                amplitude * (1..=20).map(|h| (std::f32::consts::TAU * 140.0 * h as f32 * t).sin() / h as f32).sum::<f32>() / 3.0
+                amplitude
+                    * (1..=20).map(|h| (std::f32::consts::TAU * 140.0 * h as f32 * t).sin() / h as f32).sum::<f32>()
+                    / 3.0
             })
             .collect()
     }
@@ -586,7 +624,8 @@ mod tests {
 
     #[test]
     fn tone_bursts_are_found_where_they_are() {
-        let found = run(VadConfig::default(), &[silence(1.0), vowel(1.0, 0.3), silence(1.5), vowel(0.6, 0.3), silence(1.0)]);
+        let found =
+            run(VadConfig::default(), &[silence(1.0), vowel(1.0, 0.3), silence(1.5), vowel(0.6, 0.3), silence(1.0)]);
         let spans = spans(&found);
         assert_eq!(spans.len(), 2, "{spans:?}");
         assert!(near(spans[0].0, 1.0) && near(spans[0].1, 2.0), "{spans:?}");
@@ -621,7 +660,8 @@ mod tests {
     #[test]
     fn hangover_bridges_short_pauses_but_not_long_ones() {
         let config = VadConfig { hangover_ms: 500, ..VadConfig::default() };
-        let short_pause = run(config.clone(), &[silence(0.5), vowel(0.8, 0.3), silence(0.3), vowel(0.8, 0.3), silence(1.0)]);
+        let short_pause =
+            run(config.clone(), &[silence(0.5), vowel(0.8, 0.3), silence(0.3), vowel(0.8, 0.3), silence(1.0)]);
         assert_eq!(short_pause.len(), 1, "{:?}", spans(&short_pause));
         assert!(near(short_pause[0].end_s, 2.4));
         let long_pause = run(config, &[silence(0.5), vowel(0.8, 0.3), silence(0.8), vowel(0.8, 0.3), silence(1.0)]);
@@ -644,7 +684,9 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["started", "paused", "resumed", "paused", "ended"]);
-        let (Boundary::Started(onset), Boundary::Paused(first), Boundary::Paused(last), Boundary::Ended(whole)) = (&found[0], &found[1], &found[3], &found[4]) else {
+        let (Boundary::Started(onset), Boundary::Paused(first), Boundary::Paused(last), Boundary::Ended(whole)) =
+            (&found[0], &found[1], &found[3], &found[4])
+        else {
             unreachable!()
         };
         assert!(near(first.end_s, 1.3) && near(whole.end_s, 2.4), "{first:?} {whole:?}");
@@ -675,7 +717,10 @@ mod tests {
                     found.push(boundary);
                 }
             }
-            found.into_iter().filter_map(|b| if let Boundary::Ended(s) = b { Some((s.start_s, s.end_s)) } else { None }).collect::<Vec<_>>()
+            found
+                .into_iter()
+                .filter_map(|b| if let Boundary::Ended(s) = b { Some((s.start_s, s.end_s)) } else { None })
+                .collect::<Vec<_>>()
         };
         // At once: the 0.4 s pause is longer than 300 ms, so the cue splits the two vowels.
         let early = cue_every_pause(false);

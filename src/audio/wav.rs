@@ -27,11 +27,7 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
 pub fn read_wav_from<R: Read>(mut reader: R, name: &str) -> Result<Audio> {
     // Check the magic ourselves so that any non-WAV input gets one plain message.
     let mut head = Vec::with_capacity(12);
-    reader
-        .by_ref()
-        .take(12)
-        .read_to_end(&mut head)
-        .map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    reader.by_ref().take(12).read_to_end(&mut head).map_err(|e| anyhow!("cannot read {name}: {e}"))?;
     if head.len() < 12 || &head[..4] != b"RIFF" || &head[8..] != b"WAVE" {
         bail!("{name} is not a WAV file");
     }
@@ -48,30 +44,18 @@ pub fn read_wav_from<R: Read>(mut reader: R, name: &str) -> Result<Audio> {
         (SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => {
             // hound sign-converts 8-bit data, so every width scales by its full range.
             let scale = 1.0 / (1u64 << (bits - 1)) as f32;
-            let samples = wav
-                .into_samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale));
+            let samples = wav.into_samples::<i32>().map(|s| s.map(|v| v as f32 * scale));
             collect(samples, expected, name)?
         }
         (SampleFormat::Float, 32) => collect(wav.into_samples::<f32>(), expected, name)?,
         (format, bits) => {
-            let kind = if format == SampleFormat::Int {
-                "integer"
-            } else {
-                "float"
-            };
+            let kind = if format == SampleFormat::Int { "integer" } else { "float" };
             bail!("{name}: unsupported sample format {bits}-bit {kind} (supported: 8/16/24/32-bit integer PCM, 32-bit float)")
         }
     };
     let channels = usize::from(spec.channels);
-    let samples = interleaved
-        .chunks_exact(channels)
-        .map(|frame| frame.iter().sum::<f32>() / channels as f32)
-        .collect();
-    Ok(Audio {
-        samples,
-        sample_rate: spec.sample_rate,
-    })
+    let samples = interleaved.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32).collect();
+    Ok(Audio { samples, sample_rate: spec.sample_rate })
 }
 
 fn header_error(name: &str, err: hound::Error) -> anyhow::Error {
@@ -93,20 +77,15 @@ fn is_short_read(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::UnexpectedEof || e.to_string() == "Failed to read enough bytes."
 }
 
-fn collect(
-    samples: impl Iterator<Item = hound::Result<f32>>,
-    expected: u32,
-    name: &str,
-) -> Result<Vec<f32>> {
+fn collect(samples: impl Iterator<Item = hound::Result<f32>>, expected: u32, name: &str) -> Result<Vec<f32>> {
     // No preallocation from `expected`: it comes from an untrusted header.
     let mut out = Vec::new();
     for sample in samples {
         match sample {
             Ok(v) => out.push(v),
-            Err(hound::Error::IoError(e)) if is_short_read(&e) => bail!(
-                "{name}: WAV data is truncated (header says {expected} samples, file holds {})",
-                out.len()
-            ),
+            Err(hound::Error::IoError(e)) if is_short_read(&e) => {
+                bail!("{name}: WAV data is truncated (header says {expected} samples, file holds {})", out.len())
+            }
             Err(e) => bail!("cannot read {name}: {e}"),
         }
     }
@@ -122,12 +101,8 @@ pub fn write_wav_16k(path: &Path, samples: &[f32]) -> Result<()> {
 /// none, never a half-written one.
 pub fn write_wav(path: &Path, audio: &Audio) -> Result<()> {
     let samples = &audio.samples;
-    let spec = WavSpec {
-        channels: 1,
-        sample_rate: audio.sample_rate,
-        bits_per_sample: 16,
-        sample_format: SampleFormat::Int,
-    };
+    let spec =
+        WavSpec { channels: 1, sample_rate: audio.sample_rate, bits_per_sample: 16, sample_format: SampleFormat::Int };
     let mut bytes = Cursor::new(Vec::with_capacity(44 + 2 * samples.len()));
     let encoded = WavWriter::new(&mut bytes, spec).and_then(|mut writer| {
         for &s in samples {

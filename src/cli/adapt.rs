@@ -108,7 +108,8 @@ pub fn run_adaptation(args: &TrainingArgs, data: &Path, out: &Path) -> Result<()
         ReplaySource::Off
     } else {
         let path = args.replay_buffer.clone().unwrap_or_else(|| default_replay_path(&args.model));
-        let limits = ReplayLimits { max_items: args.replay_max_items, max_bytes: args.replay_max_mb.saturating_mul(1_000_000) };
+        let limits =
+            ReplayLimits { max_items: args.replay_max_items, max_bytes: args.replay_max_mb.saturating_mul(1_000_000) };
         ReplaySource::Buffer { path, seed_corpus: args.seed_corpus.clone(), limits }
     };
     let request = AdaptRequest {

@@ -50,7 +50,13 @@ pub fn run(args: &AskArgs) -> Result<()> {
     if args.temperature < 0.0 {
         bail!("--temperature must be 0 or more, got {}", args.temperature);
     }
-    let sampling = SamplingOptions { temperature: args.temperature, top_p: args.top_p, max_tokens: args.max_tokens, seed: args.seed, stop: Vec::new() };
+    let sampling = SamplingOptions {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        stop: Vec::new(),
+    };
     let samples = args.file.as_deref().map(load_audio_16k).transpose()?;
     let assistant = args.model.load()?;
     let mut talker = args.speak.talker()?;
@@ -77,7 +83,8 @@ pub fn run(args: &AskArgs) -> Result<()> {
     let mut first_audio_ms = None;
     if let Some(talker) = &mut talker {
         if let (Some(audio_at), Some(text_at)) = (talker.end_answer()?, first_text_at) {
-            first_audio_ms = Some(answer.timings_ms.first_token + audio_at.saturating_duration_since(text_at).as_secs_f64() * 1e3);
+            first_audio_ms =
+                Some(answer.timings_ms.first_token + audio_at.saturating_duration_since(text_at).as_secs_f64() * 1e3);
         }
     }
     if args.json {

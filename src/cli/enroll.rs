@@ -60,7 +60,8 @@ fn record(prompts: &[String], dir: &std::path::Path, device: Option<&str>) -> Re
             }
         }
     });
-    let wait_for_enter = || pressed.recv().map_err(|_| anyhow::anyhow!("stdin closed before every sentence was recorded"));
+    let wait_for_enter =
+        || pressed.recv().map_err(|_| anyhow::anyhow!("stdin closed before every sentence was recorded"));
     std::fs::create_dir_all(dir)?;
     for (i, text) in prompts.iter().enumerate() {
         eprintln!("\n[{}/{}] press Enter, read aloud, press Enter again:\n    {text}", i + 1, prompts.len());

@@ -1,5 +1,5 @@
-use super::ModelArgs;
 use super::adapt::AdaptProgress;
+use super::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -87,7 +87,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     let sets = sets(args, new_speaker.as_deref())?;
     let options = EvalOptions { device, answer_tokens: args.answer_tokens };
-    let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template("{msg:24} {bar:30} {pos}/{len}  {elapsed} elapsed, ETA {eta}")?);
+    let bar = ProgressBar::new(0)
+        .with_style(ProgressStyle::with_template("{msg:24} {bar:30} {pos}/{len}  {elapsed} elapsed, ETA {eta}")?);
     let report = evaluate(&arms, &sets, &options, &mut |step| match step {
         Step::Arm { index, name, items } => {
             bar.reset();

@@ -44,16 +44,31 @@ pub fn run(args: &EvalAlignArgs) -> Result<()> {
     }
     let corpus_clips: Vec<SpokenClip> = entries.iter().map(|e| SpokenClip::from_manifest(&args.corpus, e)).collect();
     let real_clips: Vec<SpokenClip> = if args.real_speech {
-        pocketsphinx::real_speech()?.into_iter().map(|c| SpokenClip { path: c.path, text: c.text, question: None }).collect()
+        pocketsphinx::real_speech()?
+            .into_iter()
+            .map(|c| SpokenClip { path: c.path, text: c.text, question: None })
+            .collect()
     } else {
         Vec::new()
     };
     let assistant = args.model.load()?;
     let bar = ProgressBar::new((corpus_clips.len() + real_clips.len()) as u64)
         .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} clips  {elapsed} elapsed, ETA {eta}")?);
-    let mut reports = vec![evaluate(&assistant, &format!("corpus {} split", split.as_str()), &corpus_clips, args.max_answer_tokens, &|| bar.inc(1))?];
+    let mut reports = vec![evaluate(
+        &assistant,
+        &format!("corpus {} split", split.as_str()),
+        &corpus_clips,
+        args.max_answer_tokens,
+        &|| bar.inc(1),
+    )?];
     if !real_clips.is_empty() {
-        reports.push(evaluate(&assistant, "pocketsphinx-testdata (real speech)", &real_clips, args.max_answer_tokens, &|| bar.inc(1))?);
+        reports.push(evaluate(
+            &assistant,
+            "pocketsphinx-testdata (real speech)",
+            &real_clips,
+            args.max_answer_tokens,
+            &|| bar.inc(1),
+        )?);
     }
     bar.finish_and_clear();
     let markdown: String = reports.iter().map(AlignReport::markdown).collect::<Vec<_>>().join("\n");

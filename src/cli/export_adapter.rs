@@ -33,7 +33,10 @@ pub fn run(args: &ExportAdapterArgs) -> Result<()> {
         ExportFormat::Gguf => gguf_lora::export(&adapter, &header.llm, &args.out)?,
     };
     if !summary.skipped.is_empty() {
-        eprintln!("note: skipped {} modules outside the LLM (Whisper, projector), which llama.cpp does not run", summary.skipped.len());
+        eprintln!(
+            "note: skipped {} modules outside the LLM (Whisper, projector), which llama.cpp does not run",
+            summary.skipped.len()
+        );
     }
     eprintln!("wrote {} ({} LLM modules)", args.out.display(), summary.exported.len());
     if let Some(llm) = header.provenance.iter().find(|p| p.component == "llm") {

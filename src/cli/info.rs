@@ -49,7 +49,12 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         println!("{report}");
         return Ok(());
     }
-    println!("{}  ({:.1} MB, kioku format v{})", args.model.display(), file_bytes as f64 / 1e6, kioku::model::file::FORMAT_VERSION);
+    println!(
+        "{}  ({:.1} MB, kioku format v{})",
+        args.model.display(),
+        file_bytes as f64 / 1e6,
+        kioku::model::file::FORMAT_VERSION
+    );
     for c in &components {
         println!(
             "  {:<12} {:<10} {:>6.1} M params  {:<27} {}",
@@ -57,7 +62,10 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             c["architecture"].as_str().unwrap_or_default(),
             c["parameters"].as_u64().unwrap_or_default() as f64 / 1e6,
             c["role"].as_str().unwrap_or_default(),
-            c["dtypes"].as_array().map(|d| d.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+            c["dtypes"]
+                .as_array()
+                .map(|d| d.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
         );
     }
     if h.projector.is_none() {
@@ -74,7 +82,12 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     if let Some(merge) = &h.merge {
         let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
         // {"method": "ties", "density": 0.2} -> "ties density=0.2"
-        let parameters = merge["method"].as_object().into_iter().flatten().filter(|(k, _)| *k != "method").map(|(k, v)| format!(" {k}={v}"));
+        let parameters = merge["method"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "method")
+            .map(|(k, v)| format!(" {k}={v}"));
         let method = format!("{}{}", text(&merge["method"]["method"]), parameters.collect::<String>());
         println!("merged by `kioku merge` ({method}) from {}:", text(&merge["base"]["path"]));
         for input in merge["inputs"].as_array().into_iter().flatten() {

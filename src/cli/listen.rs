@@ -5,8 +5,8 @@ use clap::{Args, ValueEnum};
 use kioku::assistant::Mode;
 use kioku::audio::VadConfig;
 use kioku::generation::SamplingOptions;
-use kioku::tts::Talker;
 use kioku::listen::{listen, AudioSource, Detector, Endpointing, Event, ListenOptions, Pace, WavSource};
+use kioku::tts::Talker;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,8 +218,13 @@ impl Terminal {
                 } else {
                     println!();
                     let heard = reply.transcript.as_deref().map(|t| format!(" heard \"{t}\";")).unwrap_or_default();
-                    let spoken = reply.first_audio_ms.map(|ms| format!(", first sound after {ms:.0} ms")).unwrap_or_default();
-                    eprintln!("[{}]{heard} first token after {:.0} ms{spoken}", span(reply.start_s, reply.end_s), reply.latency_ms);
+                    let spoken =
+                        reply.first_audio_ms.map(|ms| format!(", first sound after {ms:.0} ms")).unwrap_or_default();
+                    eprintln!(
+                        "[{}]{heard} first token after {:.0} ms{spoken}",
+                        span(reply.start_s, reply.end_s),
+                        reply.latency_ms
+                    );
                 }
             }
             Event::Failed { start_s, end_s, error } => {
@@ -233,7 +238,10 @@ impl Terminal {
                     println!("{}", serde_json::json!({ "barge_in": barge_in }));
                 } else {
                     let after_ms = (barge_in.stopped_s - barge_in.onset_s) * 1e3;
-                    eprintln!("\n[{:.2} s] you spoke over the answer: stopped after {after_ms:.0} ms", barge_in.onset_s);
+                    eprintln!(
+                        "\n[{:.2} s] you spoke over the answer: stopped after {after_ms:.0} ms",
+                        barge_in.onset_s
+                    );
                 }
             }
             Event::SpeechLost(error) => eprintln!("warning: {error:#}; answers are printed only from now on"),

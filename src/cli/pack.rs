@@ -49,23 +49,24 @@ pub fn run(args: &PackArgs) -> Result<()> {
     };
     let quantize = match args.quantize.as_str() {
         "none" => None,
-        name => Some(kioku::model::file::ggml_type(name).map_err(|_| anyhow::anyhow!("unsupported --quantize `{name}`; use q8_0 or none"))?),
+        name => Some(
+            kioku::model::file::ggml_type(name)
+                .map_err(|_| anyhow::anyhow!("unsupported --quantize `{name}`; use q8_0 or none"))?,
+        ),
     };
     let spinner = ProgressBar::new_spinner().with_message(format!("packing {}", args.output.display()));
     spinner.enable_steady_tick(Duration::from_millis(120));
     let source = match (args.random_shapes, &args.whisper, &args.llm) {
         (Some(shapes), _, _) => PackSource::Random { shapes, seed: args.seed },
-        (None, Some(whisper), Some(llm)) => {
-            PackSource::Checkpoints { whisper: whisper.clone(), llm: llm.clone(), projector: args.projector.clone(), vad: args.vad.clone() }
-        }
+        (None, Some(whisper), Some(llm)) => PackSource::Checkpoints {
+            whisper: whisper.clone(),
+            llm: llm.clone(),
+            projector: args.projector.clone(),
+            vad: args.vad.clone(),
+        },
         _ => bail!("give --whisper and --llm, or --random-shapes"),
     };
-    let header = pack(&PackOptions {
-        source,
-        dtype,
-        quantize,
-        output: args.output.clone(),
-    });
+    let header = pack(&PackOptions { source, dtype, quantize, output: args.output.clone() });
     spinner.finish_and_clear();
     let header = header?;
     eprintln!(

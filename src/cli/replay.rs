@@ -67,9 +67,15 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
                 let corpus_dir = corpus.parent().unwrap_or(std::path::Path::new("."));
                 let bar = indicatif::ProgressBar::new(*text_items as u64)
                     .with_style(indicatif::ProgressStyle::with_template("answering {bar:30} {pos}/{len}  ETA {eta}")?);
-                let answers = buffer.seed_text_answers(&assistant, corpus_dir, split, *text_items, *answer_tokens, &|| bar.inc(1))?;
+                let answers =
+                    buffer.seed_text_answers(&assistant, corpus_dir, split, *text_items, *answer_tokens, &|| {
+                        bar.inc(1)
+                    })?;
                 bar.finish_and_clear();
-                eprintln!("offered {} of the model's answers; the buffer holds {} of them", answers.offered, answers.held);
+                eprintln!(
+                    "offered {} of the model's answers; the buffer holds {} of them",
+                    answers.offered, answers.held
+                );
                 buffer.save()?;
             }
             info(&buffer, false)

@@ -101,7 +101,8 @@ pub fn run(args: &TrainProjectorArgs) -> Result<()> {
 
     let assistant = args.model.load()?;
     let device = kioku::device::parse_device(&args.model.source.device)?;
-    let bar = Bar(ProgressBar::new(0).with_style(ProgressStyle::with_template("{msg:28} {bar:30} {pos}/{len}  ETA {eta}")?));
+    let bar =
+        Bar(ProgressBar::new(0).with_style(ProgressStyle::with_template("{msg:28} {bar:30} {pos}/{len}  ETA {eta}")?));
     let train = prepare(&assistant, &args.corpus, &train_entries, Split::Train, &work, args.max_answer_tokens, &bar)?;
     let dev = prepare(&assistant, &args.corpus, &dev_entries, Split::Dev, &work, args.max_answer_tokens, &bar)?;
     bar.0.finish_and_clear();
@@ -130,9 +131,21 @@ pub fn run(args: &TrainProjectorArgs) -> Result<()> {
         history = checkpoint.get("history")?;
         eprintln!("resuming from {} at step {}", checkpoint_path.display(), trainer.steps_taken());
     }
-    let elapsed = train_loop(&mut trainer, &train, &dev, &checkpoint_path, previous_seconds, &mut history, args.checkpoint_every)?;
+    let elapsed = train_loop(
+        &mut trainer,
+        &train,
+        &dev,
+        &checkpoint_path,
+        previous_seconds,
+        &mut history,
+        args.checkpoint_every,
+    )?;
 
-    let trained = if trainer.config().speech_lora_rank > 0 { "the projector and the LLM's speech adapter" } else { "the projector" };
+    let trained = if trainer.config().speech_lora_rank > 0 {
+        "the projector and the LLM's speech adapter"
+    } else {
+        "the projector"
+    };
     let record = json!({
         "objective": format!("teacher-forced cross-entropy on the model's own text-mode answers (sequence-level distillation) and on verbatim transcripts after a repeat instruction; trains {trained}"),
         "config": trainer.config(),
@@ -142,7 +155,12 @@ pub fn run(args: &TrainProjectorArgs) -> Result<()> {
         "history": history,
     });
     trainer.save_projector(&args.out, &record)?;
-    eprintln!("wrote {} after {} steps in {:.1} min of training", args.out.display(), trainer.steps_taken(), elapsed / 60.0);
+    eprintln!(
+        "wrote {} after {} steps in {:.1} min of training",
+        args.out.display(),
+        trainer.steps_taken(),
+        elapsed / 60.0
+    );
     Ok(())
 }
 
@@ -175,7 +193,11 @@ fn train_loop(
         bar.set_message(format!("loss {ema:.3} lr {lr:.1e}"));
         bar.inc(1);
         let step = trainer.steps_taken();
-        writeln!(log, "{}", json!({"step": step, "loss": loss, "lr": lr, "seconds": step_started.elapsed().as_secs_f64()}))?;
+        writeln!(
+            log,
+            "{}",
+            json!({"step": step, "loss": loss, "lr": lr, "seconds": step_started.elapsed().as_secs_f64()})
+        )?;
         if step % checkpoint_every == 0 || step == total {
             let dev_loss = if dev.is_empty() { f32::NAN } else { trainer.evaluate(dev)? };
             history.push(json!({"step": step, "train_loss_ema": ema, "dev_loss": dev_loss}));

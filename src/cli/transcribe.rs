@@ -26,7 +26,9 @@ pub fn run(args: &TranscribeArgs) -> Result<()> {
     let clips = args.files.iter().map(|f| load_audio_16k(f).map(|s| (f, s))).collect::<Result<Vec<_>>>()?;
     let assistant = args.model.load()?;
     for (file, samples) in clips {
-        let (text, timings) = assistant.transcribe_segments(&samples, &[], args.prompt.as_deref(), &mut |_| {}).with_context(|| format!("cannot transcribe {}", file.display()))?;
+        let (text, timings) = assistant
+            .transcribe_segments(&samples, &[], args.prompt.as_deref(), &mut |_| {})
+            .with_context(|| format!("cannot transcribe {}", file.display()))?;
         if args.json {
             println!("{}", json!({"file": file, "text": text, "timings_ms": timings}));
         } else if args.files.len() > 1 {

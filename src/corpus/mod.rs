@@ -103,7 +103,13 @@ pub fn plan(seed: u64, utterances: Option<usize>) -> Result<Vec<Clip>> {
             let voice = voices[i % voices.len()];
             let augmentation = &AUGMENTATIONS[(i / voices.len()) % AUGMENTATIONS.len()];
             let noise_seed = stable_hash(&[&seed, "noise", &utterance.text]);
-            let recipe = stable_hash(&[RECIPE_VERSION, &utterance.text, &voice.name(), augmentation.description, &noise_seed.to_string()]);
+            let recipe = stable_hash(&[
+                RECIPE_VERSION,
+                &utterance.text,
+                &voice.name(),
+                augmentation.description,
+                &noise_seed.to_string(),
+            ]);
             clips.push(Clip {
                 id: format!("{}-{:012x}", utterance.kind.as_str(), recipe >> 16),
                 split,
@@ -171,10 +177,12 @@ pub fn generate(out: &Path, clips: &[Clip], jobs: usize, on_clip: &(dyn Fn() + S
     })?;
     let reused = rendered.iter().filter(|(_, reused)| *reused).count();
     let entries: Vec<ManifestEntry> = rendered.into_iter().map(|(entry, _)| entry).collect();
-    let manifest: String = entries.iter().map(|e| serde_json::to_string(e).map(|line| line + "\n")).collect::<Result<_, _>>()?;
+    let manifest: String =
+        entries.iter().map(|e| serde_json::to_string(e).map(|line| line + "\n")).collect::<Result<_, _>>()?;
     atomic::write_bytes(&out.join("manifest.jsonl"), manifest.as_bytes())?;
     for split in Split::ALL {
-        let tsv: String = entries.iter().filter(|e| e.split == split).map(|e| format!("{}\t{}\n", e.id, e.text)).collect();
+        let tsv: String =
+            entries.iter().filter(|e| e.split == split).map(|e| format!("{}\t{}\n", e.id, e.text)).collect();
         atomic::write_bytes(&out.join(split.as_str()).join(TRANSCRIPTS_FILE), tsv.as_bytes())?;
     }
     let removed = remove_stale(out, &entries)?;
@@ -185,7 +193,10 @@ pub fn generate(out: &Path, clips: &[Clip], jobs: usize, on_clip: &(dyn Fn() + S
 fn render(out: &Path, clip: &Clip) -> Result<(ManifestEntry, bool)> {
     let path = out.join(clip.path());
     // Ids hash the whole recipe and WAVs are written atomically: a readable file is this clip.
-    let existing = hound::WavReader::open(&path).ok().filter(|w| w.spec().sample_rate == SAMPLE_RATE).map(|w| w.duration() as usize);
+    let existing = hound::WavReader::open(&path)
+        .ok()
+        .filter(|w| w.spec().sample_rate == SAMPLE_RATE)
+        .map(|w| w.duration() as usize);
     let (samples, reused) = match existing {
         Some(n) => (n, true),
         None => {
@@ -253,11 +264,15 @@ pub(crate) fn stable_hash(parts: &[&str]) -> u64 {
 /// Reads `DIR/manifest.jsonl` as written by [`generate`].
 pub fn read_manifest(dir: &Path) -> Result<Vec<ManifestEntry>> {
     let path = dir.join("manifest.jsonl");
-    let text = fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {} (create the corpus with `kioku corpus --out {}`)", path.display(), dir.display()))?;
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!("cannot read {} (create the corpus with `kioku corpus --out {}`)", path.display(), dir.display())
+    })?;
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| serde_json::from_str(line).with_context(|| format!("{} line {} is not a manifest entry", path.display(), i + 1)))
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{} line {} is not a manifest entry", path.display(), i + 1))
+        })
         .collect()
 }

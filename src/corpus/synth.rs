@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 const MIN_SECONDS: f32 = 1.0;
 /// Trim espeak-ng's own leading and trailing silence (the reverse trick trims the end),
 /// with headroom so that pitch and reverb do not clip inside sox.
-const BEFORE: &[&str] = &["gain", "-6", "silence", "1", "0.02", "0.3%", "reverse", "silence", "1", "0.02", "0.3%", "reverse"];
+const BEFORE: &[&str] =
+    &["gain", "-6", "silence", "1", "0.02", "0.3%", "reverse", "silence", "1", "0.02", "0.3%", "reverse"];
 /// Peak -3 dBFS, then a little silence around the speech, as a real recording would have.
 const AFTER: &[&str] = &["norm", "-3", "pad", "0.15", "0.25"];
 
@@ -62,12 +63,17 @@ pub fn synthesize(text: &str, voice: &Voice, augmentation: &Augmentation, noise_
         .wait_with_output()?;
     let espeak = espeak.wait_with_output()?;
     if !espeak.status.success() {
-        bail!("espeak-ng failed with voice {} on {text:?}: {}", voice.name(), String::from_utf8_lossy(&espeak.stderr).trim());
+        bail!(
+            "espeak-ng failed with voice {} on {text:?}: {}",
+            voice.name(),
+            String::from_utf8_lossy(&espeak.stderr).trim()
+        );
     }
     if !sox.status.success() {
         bail!("sox failed ({}) on {text:?}: {}", augmentation.description, String::from_utf8_lossy(&sox.stderr).trim());
     }
-    let mut samples: Vec<f32> = sox.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let mut samples: Vec<f32> =
+        sox.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     if samples.is_empty() {
         bail!("espeak-ng produced no audio with voice {} for {text:?}", voice.name());
     }

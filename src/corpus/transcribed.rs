@@ -33,7 +33,9 @@ pub fn read_transcribed_dir(dir: &Path) -> Result<Vec<TranscribedClip>> {
     let mut seen = HashSet::new();
     for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let where_ = || format!("{} line {}", tsv.display(), number + 1);
-        let Some((id, said)) = line.split_once('\t').filter(|(id, said)| !id.trim().is_empty() && !said.trim().is_empty()) else {
+        let Some((id, said)) =
+            line.split_once('\t').filter(|(id, said)| !id.trim().is_empty() && !said.trim().is_empty())
+        else {
             bail!("{}: expected `id<TAB>text`", where_());
         };
         let id = id.trim().trim_end_matches(".wav");

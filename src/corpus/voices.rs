@@ -79,7 +79,11 @@ pub struct Augmentation {
     pub noise_snr_db: Option<f32>,
 }
 
-const fn aug(description: &'static str, sox_effects: &'static [&'static str], noise_snr_db: Option<f32>) -> Augmentation {
+const fn aug(
+    description: &'static str,
+    sox_effects: &'static [&'static str],
+    noise_snr_db: Option<f32>,
+) -> Augmentation {
     Augmentation { description, sox_effects, noise_snr_db }
 }
 

@@ -30,7 +30,8 @@ impl SpokenClip {
         Self {
             path: corpus_dir.join(&entry.path),
             text: entry.text.clone(),
-            question: (entry.kind == Kind::Question).then(|| Question { reference_answer: entry.reference_answer.clone() }),
+            question: (entry.kind == Kind::Question)
+                .then(|| Question { reference_answer: entry.reference_answer.clone() }),
         }
     }
 }
@@ -87,7 +88,10 @@ pub fn evaluate(
     max_answer_tokens: usize,
     on_clip: &dyn Fn(),
 ) -> Result<AlignReport> {
-    ensure!(assistant.has_projector(), "this model has no projector; pack one with `kioku pack --projector` (or `make model`)");
+    ensure!(
+        assistant.has_projector(),
+        "this model has no projector; pack one with `kioku pack --projector` (or `make model`)"
+    );
     let sampling = SamplingOptions { max_tokens: max_answer_tokens, ..SamplingOptions::default() };
     let repeat_sampling = SamplingOptions { max_tokens: 64, ..SamplingOptions::default() };
     let mut items = Vec::with_capacity(clips.len());
@@ -95,7 +99,9 @@ pub fn evaluate(
         let samples = load_audio_16k(&clip.path)?;
         let describe = || format!("cannot evaluate {}", clip.path.display());
         let (whisper_transcript, _) = assistant.transcribe(&samples).with_context(describe)?;
-        let e2e_repeat = assistant.ask_audio_with(&samples, Mode::E2e, Some(REPEAT_INSTRUCTION), &repeat_sampling, &mut |_| {})?.answer;
+        let e2e_repeat = assistant
+            .ask_audio_with(&samples, Mode::E2e, Some(REPEAT_INSTRUCTION), &repeat_sampling, &mut |_| {})?
+            .answer;
         let answers = match &clip.question {
             None => None,
             Some(question) => {
@@ -113,7 +119,13 @@ pub fn evaluate(
                 })
             }
         };
-        items.push(ClipResult { path: clip.path.clone(), text: clip.text.clone(), whisper_transcript, e2e_repeat, answers });
+        items.push(ClipResult {
+            path: clip.path.clone(),
+            text: clip.text.clone(),
+            whisper_transcript,
+            e2e_repeat,
+            answers,
+        });
         on_clip();
     }
     Ok(summarize(name, items, max_answer_tokens))
@@ -124,15 +136,21 @@ fn summarize(name: &str, items: Vec<ClipResult>, max_answer_tokens: usize) -> Al
     let with_reference: Vec<&Answers> = answered.iter().copied().filter(|a| a.reference.is_some()).collect();
     let share = |n: usize, of: usize| (of > 0).then(|| n as f64 / of as f64);
     let gold = |pick: fn(&Answers) -> &str| {
-        share(with_reference.iter().filter(|a| contains_reference(pick(a), a.reference.as_deref().unwrap_or(""))).count(), with_reference.len())
+        share(
+            with_reference.iter().filter(|a| contains_reference(pick(a), a.reference.as_deref().unwrap_or(""))).count(),
+            with_reference.len(),
+        )
     };
-    let agreement = |pick: fn(&Answers) -> &str| share(answered.iter().filter(|a| answers_agree(pick(a), &a.text)).count(), answered.len());
+    let agreement = |pick: fn(&Answers) -> &str| {
+        share(answered.iter().filter(|a| answers_agree(pick(a), &a.text)).count(), answered.len())
+    };
     let wer = |pick: fn(&ClipResult) -> &str| {
         let mut tally = WerTally::default();
         items.iter().for_each(|i| tally.add(&i.text, pick(i)));
         (!items.is_empty()).then(|| tally.rate())
     };
-    let median_ms = |pick: fn(&Answers) -> f64| median(answered.iter().map(|a| pick(a)).filter(|v| v.is_finite()).collect());
+    let median_ms =
+        |pick: fn(&Answers) -> f64| median(answered.iter().map(|a| pick(a)).filter(|v| v.is_finite()).collect());
     let modes = vec![
         ModeSummary {
             mode: "text",

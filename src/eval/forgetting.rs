@@ -199,7 +199,13 @@ pub fn evaluate(arms: &[Arm], sets: &EvalSets, options: &EvalOptions, on_step: &
             Some(base) => metrics.iter().filter_map(|(m, v)| Some((*m, v - base.metrics.get(m)?))).collect(),
             None => BTreeMap::new(),
         };
-        results.push(ArmResult { arm: arm.clone(), eval_seconds: start.elapsed().as_secs_f64(), metrics, changes, items });
+        results.push(ArmResult {
+            arm: arm.clone(),
+            eval_seconds: start.elapsed().as_secs_f64(),
+            metrics,
+            changes,
+            items,
+        });
     }
     Ok(Report { sets: sets.clone(), answer_tokens: options.answer_tokens, arms: results })
 }
@@ -243,7 +249,12 @@ impl Scorer<'_> {
         for clip in clips {
             let samples = load_audio_16k(&clip.path).with_context(|| format!("clip {}", clip.id))?;
             let (hypothesis, _) = self.assistant.transcribe(&samples)?;
-            out.push(Transcribed { id: clip.id.clone(), wer: wer(&clip.text, &hypothesis), reference: clip.text.clone(), hypothesis });
+            out.push(Transcribed {
+                id: clip.id.clone(),
+                wer: wer(&clip.text, &hypothesis),
+                reference: clip.text.clone(),
+                hypothesis,
+            });
             (self.on_step)(Step::Item);
         }
         Ok(out)
@@ -264,7 +275,8 @@ fn metrics_of(items: &ArmItems) -> BTreeMap<Metric, f64> {
         set.iter().for_each(|t| tally.add(&t.reference, &t.hypothesis));
         (!set.is_empty()).then(|| tally.rate())
     };
-    let share = |hits: Vec<bool>| (!hits.is_empty()).then(|| hits.iter().filter(|&&h| h).count() as f64 / hits.len() as f64);
+    let share =
+        |hits: Vec<bool>| (!hits.is_empty()).then(|| hits.iter().filter(|&&h| h).count() as f64 / hits.len() as f64);
     [
         (Metric::NewSpeakerWer, wer_of(&items.new_speaker)),
         (Metric::EarlierSpeakersWer, wer_of(&items.earlier_speakers)),

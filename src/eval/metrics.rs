@@ -18,8 +18,27 @@ pub fn normalized_words(text: &str) -> Vec<String> {
 
 fn number_word(w: &str) -> Option<&'static str> {
     const WORDS: [&str; 21] = [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
     ];
     w.parse::<usize>().ok().and_then(|n| WORDS.get(n).copied())
 }
@@ -66,11 +85,12 @@ impl WerTally {
 
 /// Words too common to show what an answer is about.
 const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "is", "are", "was", "were", "be", "been", "of", "to", "in", "on", "at", "for", "and", "or", "it", "it's",
-    "its", "this", "that", "with", "as", "by", "i", "you", "your", "my", "me", "we", "can", "do", "does", "what", "which",
-    "there", "here", "so", "if", "but", "not", "have", "has", "will", "would", "could", "should", "about", "from", "into",
-    "also", "some", "any", "very", "just", "than", "then", "they", "their", "them", "he", "she", "his", "her", "our", "am",
-    "sure", "yes", "no", "okay", "ok", "let's", "let", "i'm", "i'd", "i'll", "you're", "here's", "there's",
+    "a", "an", "the", "is", "are", "was", "were", "be", "been", "of", "to", "in", "on", "at", "for", "and", "or", "it",
+    "it's", "its", "this", "that", "with", "as", "by", "i", "you", "your", "my", "me", "we", "can", "do", "does",
+    "what", "which", "there", "here", "so", "if", "but", "not", "have", "has", "will", "would", "could", "should",
+    "about", "from", "into", "also", "some", "any", "very", "just", "than", "then", "they", "their", "them", "he",
+    "she", "his", "her", "our", "am", "sure", "yes", "no", "okay", "ok", "let's", "let", "i'm", "i'd", "i'll",
+    "you're", "here's", "there's",
 ];
 
 /// How many leading words of an answer are compared: the first sentence or

@@ -6,11 +6,16 @@ use super::forgetting::Report;
 use std::fmt::Write;
 
 const COLORS: [&str; 12] = [
-    "#8c8c8c", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78",
+    "#8c8c8c", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78",
 ];
 /// Grey for the reference arm only; the others cycle through the rest.
 fn color(arm: usize) -> &'static str {
-    if arm == 0 { COLORS[0] } else { COLORS[1 + (arm - 1) % (COLORS.len() - 1)] }
+    if arm == 0 {
+        COLORS[0]
+    } else {
+        COLORS[1 + (arm - 1) % (COLORS.len() - 1)]
+    }
 }
 
 const BAR: f64 = 18.0;
@@ -45,7 +50,11 @@ pub fn grouped_bars(report: &Report) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{LEFT}" y="20" font-size="13">Before (grey: {}) and after, per metric (WER ↓ lower is better, QA ↑ higher)</text>"#, escape(&arms[0].arm.name));
+    let _ = writeln!(
+        svg,
+        r#"<text x="{LEFT}" y="20" font-size="13">Before (grey: {}) and after, per metric (WER ↓ lower is better, QA ↑ higher)</text>"#,
+        escape(&arms[0].arm.name)
+    );
     for tick in 0..=4 {
         let v = top_value * f64::from(tick) / 4.0;
         let _ = writeln!(

@@ -13,15 +13,20 @@ pub const DATA_DIR: &str = "/usr/share/pocketsphinx/test/data";
 pub fn clips(subdir: &str, transcription: &str) -> Result<Vec<TranscribedClip>> {
     let dir = Path::new(DATA_DIR).join(subdir);
     let path = dir.join(transcription);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {} (install it with `apt-get install pocketsphinx-testdata`)", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("cannot read {} (install it with `apt-get install pocketsphinx-testdata`)", path.display())
+    })?;
     Ok(text
         .lines()
         .filter_map(|line| {
             let (words, id) = line.rsplit_once('(')?;
             let id = id.trim_end_matches(')').trim();
             let words = words.replace("<s>", "").replace("</s>", "");
-            Some(TranscribedClip { id: format!("{subdir}/{id}"), path: dir.join(format!("{id}.wav")), text: words.trim().to_string() })
+            Some(TranscribedClip {
+                id: format!("{subdir}/{id}"),
+                path: dir.join(format!("{id}.wav")),
+                text: words.trim().to_string(),
+            })
         })
         .collect())
 }

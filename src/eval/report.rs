@@ -31,13 +31,18 @@ impl Report {
         out.push_str("\n\n");
         let row = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
         out.push_str(&row(&header));
-        let rule: Vec<String> = header.iter().enumerate().map(|(i, _)| if i == 0 { "---" } else { "---:" }.to_string()).collect();
+        let rule: Vec<String> =
+            header.iter().enumerate().map(|(i, _)| if i == 0 { "---" } else { "---:" }.to_string()).collect();
         out.push_str(&row(&rule));
         for (i, arm) in self.arms.iter().enumerate() {
             let mut cells = vec![arm.arm.name.clone()];
             for m in &metrics {
                 cells.push(arm.metrics.get(m).map_or("n/a".into(), |v| value(*m, *v)));
-                cells.push(if i == 0 { "—".into() } else { arm.changes.get(m).map_or("n/a".into(), |c| change(*m, *c)) });
+                cells.push(if i == 0 {
+                    "—".into()
+                } else {
+                    arm.changes.get(m).map_or("n/a".into(), |c| change(*m, *c))
+                });
             }
             cells.push(format!("{:.1}", arm.eval_seconds));
             let optional = |v: Option<f64>, digits: usize| v.map_or(String::new(), |v| format!("{v:.digits$}"));
@@ -83,7 +88,11 @@ impl Report {
 
 /// WER as a rate, QA scores in percent.
 fn value(metric: Metric, v: f64) -> String {
-    if metric.is_wer() { format!("{v:.3}") } else { format!("{:.1} %", v * 100.0) }
+    if metric.is_wer() {
+        format!("{v:.3}")
+    } else {
+        format!("{:.1} %", v * 100.0)
+    }
 }
 
 /// Signed, in the metric's unit (percentage points for QA); an exact zero is `0`.

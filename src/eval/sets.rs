@@ -5,7 +5,9 @@
 //! the same items on every machine.
 
 use super::pocketsphinx;
-use crate::corpus::{read_manifest, read_transcribed_dir, split_of, stable_hash, utterance_bank, Kind, Split, TranscribedClip};
+use crate::corpus::{
+    read_manifest, read_transcribed_dir, split_of, stable_hash, utterance_bank, Kind, Split, TranscribedClip,
+};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -73,12 +75,22 @@ impl EvalSets {
             Some(dir) => read_manifest(dir)?
                 .into_iter()
                 .filter(|e| e.split == Split::Test && e.kind == Kind::Question)
-                .map(|e| Question { audio: Some(dir.join(&e.path)), id: e.id, text: e.text, reference_answer: e.reference_answer })
+                .map(|e| Question {
+                    audio: Some(dir.join(&e.path)),
+                    id: e.id,
+                    text: e.text,
+                    reference_answer: e.reference_answer,
+                })
                 .collect(),
             None => utterance_bank()
                 .into_iter()
                 .filter(|u| u.kind == Kind::Question && split_of(u) == Split::Test)
-                .map(|u| Question { id: format!("{:012x}", stable_hash(&[&u.text]) >> 16), text: u.text, reference_answer: u.reference_answer, audio: None })
+                .map(|u| Question {
+                    id: format!("{:012x}", stable_hash(&[&u.text]) >> 16),
+                    text: u.text,
+                    reference_answer: u.reference_answer,
+                    audio: None,
+                })
                 .collect(),
         };
         self.questions = sample(questions, n, seed, |q| &q.id);

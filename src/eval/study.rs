@@ -123,7 +123,12 @@ pub fn prepare(options: &StudyOptions, device: &Device, on_event: &mut dyn FnMut
         let merged = options.work.join(format!("{}-merged.safetensors", training.name));
         let started = Instant::now();
         if !merged.exists() {
-            on_event(AdaptEvent::Note(format!("merging {} into {} at w = {}", training.name, merged.display(), options.merge_weight)));
+            on_event(AdaptEvent::Note(format!(
+                "merging {} into {} at w = {}",
+                training.name,
+                merged.display(),
+                options.merge_weight
+            )));
             let input = Input { kind: InputKind::Adapter, path: adapter.clone(), weight: options.merge_weight };
             merge(&options.model, &[input], Method::Linear, &merged)?;
         }
@@ -159,7 +164,12 @@ fn speaker_clips(options: &StudyOptions, on_event: &mut dyn FnMut(AdaptEvent)) -
     let dirs = (options.work.join("speaker/train"), options.work.join("speaker/held-out"));
     for (dir, texts) in [(&dirs.0, &texts[..options.train_clips]), (&dirs.1, &texts[options.train_clips..])] {
         if !dir.join(TRANSCRIPTS_FILE).exists() {
-            on_event(AdaptEvent::Note(format!("synthesizing {} clips of {} into {}", texts.len(), options.voice, dir.display())));
+            on_event(AdaptEvent::Note(format!(
+                "synthesizing {} clips of {} into {}",
+                texts.len(),
+                options.voice,
+                dir.display()
+            )));
             synthesize_transcribed_dir(dir, voice, texts)?;
         }
     }
@@ -198,19 +208,27 @@ fn train_arm(
 ) -> Result<TrainingCost> {
     let cost_file = dir.join("cost.json");
     if let Ok(text) = std::fs::read_to_string(&cost_file) {
-        return serde_json::from_str(&text).with_context(|| format!("{} is damaged; delete it to retrain", cost_file.display()));
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged; delete it to retrain", cost_file.display()));
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let replay = if training.replay {
         // Each arm grows its own copy, so that every arm starts from the same buffer.
         let path = dir.join("replay.kbuf");
-        std::fs::copy(seed_buffer, &path).with_context(|| format!("cannot copy {} to {}", seed_buffer.display(), path.display()))?;
+        std::fs::copy(seed_buffer, &path)
+            .with_context(|| format!("cannot copy {} to {}", seed_buffer.display(), path.display()))?;
         ReplaySource::Buffer { path, seed_corpus: None, limits: ReplayLimits::default() }
     } else {
         ReplaySource::Off
     };
-    on_event(AdaptEvent::Note(format!("arm {}: {} with replay {}", training.name, training.targets.join(", "), training.replay)));
-    let config = AdaptConfig { targets: training.targets.iter().map(|t| t.to_string()).collect(), ..options.adapt.clone() };
+    on_event(AdaptEvent::Note(format!(
+        "arm {}: {} with replay {}",
+        training.name,
+        training.targets.join(", "),
+        training.replay
+    )));
+    let config =
+        AdaptConfig { targets: training.targets.iter().map(|t| t.to_string()).collect(), ..options.adapt.clone() };
     let request = AdaptRequest {
         model: options.model.clone(),
         data: data.to_path_buf(),

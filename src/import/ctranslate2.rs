@@ -112,17 +112,23 @@ fn read_model_bin(dir: &Path) -> Result<Vec<u8>> {
 
 pub fn import(dir: &Path) -> Result<ImportedWhisper> {
     let data = read_model_bin(dir)?;
-    let vars = parse_model_bin(&data).with_context(|| format!("cannot parse CTranslate2 model in {}", dir.display()))?;
+    let vars =
+        parse_model_bin(&data).with_context(|| format!("cannot parse CTranslate2 model in {}", dir.display()))?;
     let var = |name: &str| vars.get(name).with_context(|| format!("CTranslate2 model has no variable `{name}`"));
     let tensor = |name: &str| var(name)?.tensor(name);
-    let count_layers = |prefix: &str| (0..).take_while(|i| vars.contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))).count();
+    let count_layers = |prefix: &str| {
+        (0..).take_while(|i| vars.contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))).count()
+    };
 
     let embed = var("decoder/embeddings/weight")?;
     let conv1 = var("encoder/conv1/weight")?;
     let (vocab_size, d_model) = (embed.dims[0], embed.dims[1]);
     let ct2_config: serde_json::Value = read_json(&dir.join("config.json"))?;
     let ids = |key: &str| -> Vec<u32> {
-        ct2_config[key].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()).unwrap_or_default()
+        ct2_config[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect())
+            .unwrap_or_default()
     };
     let config = WhisperConfig {
         n_mels: conv1.dims[1],
@@ -150,7 +156,9 @@ pub fn import(dir: &Path) -> Result<ImportedWhisper> {
         copy(&format!("encoder/{conv}/weight"), format!("{ENCODER}.{conv}.weight"))?;
         copy(&format!("encoder/{conv}/bias"), format!("{ENCODER}.{conv}.bias"))?;
     }
-    for (side, prefix, layers) in [("encoder", ENCODER, config.encoder_layers), ("decoder", ASR_DECODER, config.decoder_layers)] {
+    for (side, prefix, layers) in
+        [("encoder", ENCODER, config.encoder_layers), ("decoder", ASR_DECODER, config.decoder_layers)]
+    {
         let mut norms = vec![(format!("{side}/layer_norm"), format!("{prefix}.layer_norm"))];
         let mut linears = Vec::new();
         for i in 0..layers {
@@ -162,14 +170,24 @@ pub fn import(dir: &Path) -> Result<ImportedWhisper> {
             linears.push((format!("{s}/self_attention/linear_1"), format!("{d}.self_attn.out_proj")));
             // Self-attention fuses q|k|v row-wise.
             let names = ["q_proj", "k_proj", "v_proj"].map(|n| format!("{d}.self_attn.{n}"));
-            split_fused(&mut out, &tensor(&format!("{s}/self_attention/linear_0/weight"))?, &tensor(&format!("{s}/self_attention/linear_0/bias"))?, &names)?;
+            split_fused(
+                &mut out,
+                &tensor(&format!("{s}/self_attention/linear_0/weight"))?,
+                &tensor(&format!("{s}/self_attention/linear_0/bias"))?,
+                &names,
+            )?;
             if side == "decoder" {
                 norms.push((format!("{s}/attention/layer_norm"), format!("{d}.encoder_attn_layer_norm")));
                 linears.push((format!("{s}/attention/linear_0"), format!("{d}.encoder_attn.q_proj")));
                 linears.push((format!("{s}/attention/linear_2"), format!("{d}.encoder_attn.out_proj")));
                 // Cross-attention fuses k|v.
                 let names = ["k_proj", "v_proj"].map(|n| format!("{d}.encoder_attn.{n}"));
-                split_fused(&mut out, &tensor(&format!("{s}/attention/linear_1/weight"))?, &tensor(&format!("{s}/attention/linear_1/bias"))?, &names)?;
+                split_fused(
+                    &mut out,
+                    &tensor(&format!("{s}/attention/linear_1/weight"))?,
+                    &tensor(&format!("{s}/attention/linear_1/bias"))?,
+                    &names,
+                )?;
             }
         }
         for (src, dst) in norms {

@@ -16,7 +16,8 @@ use std::path::Path;
 
 pub fn import(path: &Path) -> Result<ImportedLlm> {
     let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let content = Content::read(&mut file).map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
+    let content =
+        Content::read(&mut file).map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
     let meta = Meta(&content.metadata);
     let arch = meta.string("general.architecture")?;
     // `qwen2` adds q/k/v biases, and keeps HF's rotate-half q/k rows (see [`rope_heads`]).
@@ -26,7 +27,12 @@ pub fn import(path: &Path) -> Result<ImportedLlm> {
         _ => bail!("GGUF architecture `{arch}` is not supported (expected llama or qwen2)"),
     };
     let key = |name: &str| format!("{arch}.{name}");
-    let tokens = meta.get("tokenizer.ggml.tokens")?.to_vec()?.iter().map(|v| Ok(v.to_string()?.clone())).collect::<Result<Vec<_>>>()?;
+    let tokens = meta
+        .get("tokenizer.ggml.tokens")?
+        .to_vec()?
+        .iter()
+        .map(|v| Ok(v.to_string()?.clone()))
+        .collect::<Result<Vec<_>>>()?;
     let heads = meta.usize(&key("attention.head_count"))?;
     let hidden = meta.usize(&key("embedding_length"))?;
     let kv_heads = meta.usize(&key("attention.head_count_kv")).unwrap_or(heads);
@@ -110,8 +116,12 @@ fn tokenizer_json(meta: &Meta, tokens: &[String]) -> Result<String> {
     if model != "gpt2" {
         bail!("GGUF tokenizer `{model}` is not supported (kioku reads byte-level BPE, `gpt2`)");
     }
-    let merges: Vec<String> =
-        meta.get("tokenizer.ggml.merges")?.to_vec()?.iter().map(|v| Ok(v.to_string()?.clone())).collect::<Result<_>>()?;
+    let merges: Vec<String> = meta
+        .get("tokenizer.ggml.merges")?
+        .to_vec()?
+        .iter()
+        .map(|v| Ok(v.to_string()?.clone()))
+        .collect::<Result<_>>()?;
     let types: Vec<i32> = match meta.get("tokenizer.ggml.token_type") {
         Ok(v) => v.to_vec()?.iter().map(|t| t.to_i32()).collect::<candle_core::Result<_>>()?,
         Err(_) => vec![1; tokens.len()],
@@ -161,4 +171,5 @@ fn split_then_bytes(regex: &str) -> serde_json::Value {
 
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split: Llama 3's, but digits one at a time.
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";

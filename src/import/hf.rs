@@ -33,7 +33,8 @@ fn read_tensors(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
     }
     let mut out = BTreeMap::new();
     for f in files {
-        let tensors = candle_core::safetensors::load(&f, &Device::Cpu).with_context(|| format!("cannot read {}", f.display()))?;
+        let tensors =
+            candle_core::safetensors::load(&f, &Device::Cpu).with_context(|| format!("cannot read {}", f.display()))?;
         for (name, t) in tensors {
             if out.insert(name.clone(), t.to_dtype(DType::F32)?).is_some() {
                 bail!("tensor `{name}` appears in more than one .safetensors file in {}", dir.display());
@@ -96,9 +97,13 @@ pub fn import_llama(dir: &Path) -> Result<ImportedLlm> {
     let c = read_json(&dir.join("config.json"))?;
     // Qwen2 is a Llama with q/k/v biases; its sliding window is off in released checkpoints.
     let qkv_bias = match c["model_type"].as_str() {
-        Some("llama") if c["attention_bias"] == true => bail!("{}: Llama attention biases are not supported", dir.display()),
+        Some("llama") if c["attention_bias"] == true => {
+            bail!("{}: Llama attention biases are not supported", dir.display())
+        }
         Some("llama") => false,
-        Some("qwen2") if c["use_sliding_window"] == true => bail!("{}: sliding-window attention is not supported", dir.display()),
+        Some("qwen2") if c["use_sliding_window"] == true => {
+            bail!("{}: sliding-window attention is not supported", dir.display())
+        }
         Some("qwen2") => true,
         _ => bail!("{} is not a Llama-family checkpoint (model_type {})", dir.display(), c["model_type"]),
     };
@@ -126,7 +131,9 @@ pub fn import_llama(dir: &Path) -> Result<ImportedLlm> {
         .as_str()
         .map(str::to_string)
         .or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok())
-        .with_context(|| format!("{} has no chat template (tokenizer_config.json or chat_template.jinja)", dir.display()))?;
+        .with_context(|| {
+            format!("{} has no chat template (tokenizer_config.json or chat_template.jinja)", dir.display())
+        })?;
     let config = LlamaConfig {
         hidden_size: hidden,
         intermediate_size: usize_field(&c, "intermediate_size")?,

@@ -10,14 +10,16 @@ pub mod silero;
 pub mod synthetic_tokenizer;
 
 use crate::audio::{mel::HOP_LENGTH, MelExtractor};
-use crate::model::file::{self, ModelHeader, Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY, VAD};
+use crate::model::file::{
+    self, ModelHeader, Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY, VAD,
+};
+use crate::model::llama::LlamaConfig;
 use crate::model::lora::LoraConfig;
 use crate::model::ops::Path as OpsPath;
-use crate::model::weights::Weights;
-use crate::model::whisper::{WhisperEncoder, SILENCE_CONTEXT};
-use crate::model::llama::LlamaConfig;
 use crate::model::projector::ProjectorConfig;
+use crate::model::weights::Weights;
 use crate::model::whisper::WhisperConfig;
+use crate::model::whisper::{WhisperEncoder, SILENCE_CONTEXT};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
@@ -63,8 +65,11 @@ fn add_silence_context(whisper: &mut ImportedWhisper) -> Result<()> {
 /// The encoder's output for 30 s of silence, which the ASR decoder uses to
 /// extend short clips to the context it was trained on.
 fn silence_context(whisper: &ImportedWhisper) -> Result<Tensor> {
-    let encoder_tensors =
-        whisper.tensors.iter().filter(|(k, _)| k.starts_with(&format!("{ENCODER}."))).map(|(k, v)| (k.clone(), v.clone()));
+    let encoder_tensors = whisper
+        .tensors
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENCODER}.")))
+        .map(|(k, v)| (k.clone(), v.clone()));
     let weights = Weights::new(encoder_tensors.collect(), DType::F32, &Device::Cpu);
     let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &whisper.config)?;
     let silence = vec![0f32; whisper.config.max_mel_frames() * HOP_LENGTH];
@@ -138,8 +143,10 @@ fn is_decode_matrix(name: &str) -> bool {
 pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
     match &opts.source {
         PackSource::Checkpoints { whisper, llm, projector, vad } => {
-            let imported_whisper = import_whisper(whisper).with_context(|| format!("cannot import Whisper from {}", whisper.display()))?;
-            let imported_llm = import_llm(llm).with_context(|| format!("cannot import the LLM from {}", llm.display()))?;
+            let imported_whisper =
+                import_whisper(whisper).with_context(|| format!("cannot import Whisper from {}", whisper.display()))?;
+            let imported_llm =
+                import_llm(llm).with_context(|| format!("cannot import the LLM from {}", llm.display()))?;
             let mut provenance = vec![provenance_for("whisper", whisper), provenance_for("llm", llm)];
             let projector = match projector {
                 Some(path) => {
@@ -150,7 +157,8 @@ pub fn pack(opts: &PackOptions) -> Result<ModelHeader> {
             };
             let mut vad_tensors = BTreeMap::new();
             if let Some(path) = vad {
-                vad_tensors = silero::import(path).with_context(|| format!("cannot import Silero VAD from {}", path.display()))?;
+                vad_tensors = silero::import(path)
+                    .with_context(|| format!("cannot import Silero VAD from {}", path.display()))?;
                 provenance.push(provenance_for(VAD, path));
             }
             write_packed(opts, imported_whisper, imported_llm, projector, vad_tensors, provenance)
@@ -192,7 +200,10 @@ fn write_packed(
             if config.input_dim != whisper.config.d_model || config.output_dim != llm.config.hidden_size {
                 bail!(
                     "projector {name} maps {} -> {}, but these models need {} -> {}",
-                    config.input_dim, config.output_dim, whisper.config.d_model, llm.config.hidden_size
+                    config.input_dim,
+                    config.output_dim,
+                    whisper.config.d_model,
+                    llm.config.hidden_size
                 );
             }
             tensors.extend(projector_tensors);
@@ -229,12 +240,16 @@ pub fn read_projector(path: &Path) -> Result<ProjectorFile> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("projector {} is not a safetensors file ({e})", path.display()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let config_json =
-        metadata.get("projector.config").with_context(|| format!("projector {} has no `projector.config` metadata", path.display()))?;
+    let config_json = metadata
+        .get("projector.config")
+        .with_context(|| format!("projector {} has no `projector.config` metadata", path.display()))?;
     let config: ProjectorConfig = serde_json::from_str(config_json)?;
     let speech_lora: Option<LoraConfig> = metadata
         .get(SPEECH_LORA_KEY)
-        .map(|t| serde_json::from_str(t).with_context(|| format!("projector {}: `{SPEECH_LORA_KEY}` is not valid", path.display())))
+        .map(|t| {
+            serde_json::from_str(t)
+                .with_context(|| format!("projector {}: `{SPEECH_LORA_KEY}` is not valid", path.display()))
+        })
         .transpose()?;
     let speech_prefix = format!("{SPEECH_LORA}.");
     let tensors: BTreeMap<String, Tensor> = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?

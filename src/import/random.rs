@@ -6,10 +6,10 @@
 use super::synthetic_tokenizer::SyntheticVocab;
 use super::{ImportedLlm, ImportedWhisper, ProjectorFile};
 use crate::model::file::{Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, VAD};
-use crate::model::silero::TENSORS;
 use crate::model::llama::LlamaConfig;
 use crate::model::lora::LoraConfig;
 use crate::model::projector::ProjectorConfig;
+use crate::model::silero::TENSORS;
 use crate::model::whisper::WhisperConfig;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -122,7 +122,8 @@ impl RandomShapes {
 const LLM_SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 /// Whisper's control tokens right after the text tokens, as in tiny.en; the
 /// ASR decoder never emits an id above end-of-text.
-const WHISPER_SPECIALS: [&str; 5] = ["<|endoftext|>", "<|startoftranscript|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"];
+const WHISPER_SPECIALS: [&str; 5] =
+    ["<|endoftext|>", "<|startoftranscript|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"];
 /// Whisper's text tokens in tiny.en; the ids above the control tokens are timestamps.
 const WHISPER_TEXT_TOKENS: usize = 50256;
 /// SmolLM2's chat format with a short system turn.
@@ -271,7 +272,8 @@ pub struct RandomModel {
 /// Builds the components of `shapes` from `seed`, without the silence
 /// context (which the encoder computes, as for an imported Whisper).
 pub fn random_model(shapes: RandomShapes, seed: u64) -> Result<RandomModel> {
-    let (whisper_cfg, llm_cfg, projector_cfg, lora_cfg) = (shapes.whisper(), shapes.llm(), shapes.projector(), shapes.speech_lora());
+    let (whisper_cfg, llm_cfg, projector_cfg, lora_cfg) =
+        (shapes.whisper(), shapes.llm(), shapes.projector(), shapes.speech_lora());
     let mut filler = Filler { rng: StdRng::seed_from_u64(seed), std: shapes.weight_std(), tensors: BTreeMap::new() };
     filler.whisper(&whisper_cfg)?;
     let whisper_tensors = std::mem::take(&mut filler.tensors);
@@ -320,7 +322,12 @@ pub fn random_model(shapes: RandomShapes, seed: u64) -> Result<RandomModel> {
         .to_vec();
     Ok(RandomModel {
         whisper: ImportedWhisper { config: whisper_cfg, tokenizer: whisper_tokenizer, tensors: whisper_tensors },
-        llm: ImportedLlm { config: llm_cfg, tokenizer: llm_tokenizer, chat_template: CHAT_TEMPLATE.into(), tensors: llm_tensors },
+        llm: ImportedLlm {
+            config: llm_cfg,
+            tokenizer: llm_tokenizer,
+            chat_template: CHAT_TEMPLATE.into(),
+            tensors: llm_tensors,
+        },
         projector: ProjectorFile { config: projector_cfg, speech_lora: Some(lora_cfg), tensors: projector_tensors },
         vad,
         provenance,

@@ -22,9 +22,15 @@ pub fn import(src: &Path) -> Result<BTreeMap<String, Tensor>> {
     TENSORS
         .iter()
         .map(|&(name, shape)| {
-            let t = tensors.get(name).with_context(|| format!("{} has no tensor `{name}`: not Silero VAD v6 (16 kHz)", file.display()))?;
+            let t = tensors
+                .get(name)
+                .with_context(|| format!("{} has no tensor `{name}`: not Silero VAD v6 (16 kHz)", file.display()))?;
             if t.dims() != shape {
-                bail!("{}: tensor `{name}` has shape {:?}, Silero VAD v6 (16 kHz) has {shape:?}", file.display(), t.dims());
+                bail!(
+                    "{}: tensor `{name}` has shape {:?}, Silero VAD v6 (16 kHz) has {shape:?}",
+                    file.display(),
+                    t.dims()
+                );
             }
             Ok((format!("{VAD}.{name}"), t.to_dtype(DType::F32)?))
         })

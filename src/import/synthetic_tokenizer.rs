@@ -40,9 +40,15 @@ impl SyntheticVocab<'_> {
     /// The tokenizer as Hugging Face `tokenizer.json` text.
     pub fn to_json(&self) -> String {
         let alphabet = byte_alphabet();
-        assert!(self.text_tokens >= alphabet.len() && self.text_tokens <= alphabet.len() * (alphabet.len() + 1), "text tokens out of range");
-        let merges: Vec<(char, char)> =
-            alphabet.iter().flat_map(|&a| alphabet.iter().map(move |&b| (a, b))).take(self.text_tokens - alphabet.len()).collect();
+        assert!(
+            self.text_tokens >= alphabet.len() && self.text_tokens <= alphabet.len() * (alphabet.len() + 1),
+            "text tokens out of range"
+        );
+        let merges: Vec<(char, char)> = alphabet
+            .iter()
+            .flat_map(|&a| alphabet.iter().map(move |&b| (a, b)))
+            .take(self.text_tokens - alphabet.len())
+            .collect();
         let texts = alphabet.iter().map(char::to_string).chain(merges.iter().map(|(a, b)| format!("{a}{b}")));
         let after_start = self.before.len() + self.text_tokens;
         let filler_start = after_start + self.after.len();
@@ -58,10 +64,14 @@ impl SyntheticVocab<'_> {
         // Control tokens are in the BPE vocabulary too, as in Whisper's and
         // SmolLM2's own files: an added token whose id the model lacks is
         // renumbered when the tokenizer is read.
-        let vocab: serde_json::Map<String, Value> =
-            texts.zip(text_ids).chain(controls.iter().cloned().zip(control_ids.clone())).map(|(t, id)| (t, json!(id))).collect();
+        let vocab: serde_json::Map<String, Value> = texts
+            .zip(text_ids)
+            .chain(controls.iter().cloned().zip(control_ids.clone()))
+            .map(|(t, id)| (t, json!(id)))
+            .collect();
         let added: Vec<Value> = control_ids.zip(&controls).map(|(id, t)| added_token(id, t)).collect();
-        let byte_level = json!({ "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true });
+        let byte_level =
+            json!({ "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true });
         json!({
             "version": "1.0",
             "truncation": null,
@@ -88,7 +98,14 @@ mod tests {
 
     #[test]
     fn every_id_decodes_and_text_round_trips() {
-        let json = SyntheticVocab { before: &["<|s|>"], text_tokens: 300, after: &["<|e|>"], filler: &|i| format!("<|f{i}|>"), vocab_size: 310 }.to_json();
+        let json = SyntheticVocab {
+            before: &["<|s|>"],
+            text_tokens: 300,
+            after: &["<|e|>"],
+            filler: &|i| format!("<|f{i}|>"),
+            vocab_size: 310,
+        }
+        .to_json();
         let tokenizer = tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap();
         assert_eq!(tokenizer.get_vocab_size(true), 310);
         assert_eq!(tokenizer.token_to_id("<|e|>"), Some(301));

@@ -31,7 +31,13 @@ pub struct ScopedAdapter {
 impl ScopedAdapter {
     /// Checks `adapter` against the model's linear layers and moves its
     /// factors to `device` in `dtype`. `label` names it in errors and listings.
-    pub fn prepare(adapter: &Adapter, label: impl Into<String>, shapes: &LinearShapes, device: &Device, dtype: DType) -> Result<Self> {
+    pub fn prepare(
+        adapter: &Adapter,
+        label: impl Into<String>,
+        shapes: &LinearShapes,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let label = label.into();
         let rank = adapter.config.rank;
         let mut layers = HashMap::new();
@@ -122,9 +128,16 @@ mod tests {
         let dev = Device::Cpu;
         let set = Arc::new(LoraSet::default());
         let tensors = [("m.weight".to_string(), Tensor::zeros((2, 4), DType::F32, &dev).unwrap())].into();
-        let linear = Linear::load(&Weights::new(tensors, DType::F32, &dev).with_lora(set.clone()).pp("m"), 4, 2, false).unwrap();
-        let pair = LoraPair { a: Tensor::ones((1, 4), DType::F32, &dev).unwrap(), b: Tensor::ones((2, 1), DType::F32, &dev).unwrap() };
-        let adapter = Adapter { config: LoraConfig { rank: 1, alpha: 1.0, dropout: 0.0 }, modules: [("m".to_string(), pair)].into() };
+        let linear =
+            Linear::load(&Weights::new(tensors, DType::F32, &dev).with_lora(set.clone()).pp("m"), 4, 2, false).unwrap();
+        let pair = LoraPair {
+            a: Tensor::ones((1, 4), DType::F32, &dev).unwrap(),
+            b: Tensor::ones((2, 1), DType::F32, &dev).unwrap(),
+        };
+        let adapter = Adapter {
+            config: LoraConfig { rank: 1, alpha: 1.0, dropout: 0.0 },
+            modules: [("m".to_string(), pair)].into(),
+        };
         (linear, Arc::new(ScopedAdapter::prepare(&adapter, "test", &set.linear_shapes(), &dev, DType::F32).unwrap()))
     }
 
@@ -162,7 +175,10 @@ mod tests {
     fn an_adapter_that_does_not_fit_is_refused() {
         let dev = Device::Cpu;
         let shapes: LinearShapes = [("m".to_string(), (4, 2))].into();
-        let pair = |a_in| LoraPair { a: Tensor::ones((1, a_in), DType::F32, &dev).unwrap(), b: Tensor::ones((2, 1), DType::F32, &dev).unwrap() };
+        let pair = |a_in| LoraPair {
+            a: Tensor::ones((1, a_in), DType::F32, &dev).unwrap(),
+            b: Tensor::ones((2, 1), DType::F32, &dev).unwrap(),
+        };
         let config = LoraConfig { rank: 1, alpha: 1.0, dropout: 0.0 };
         let wrong_shape = Adapter { config, modules: [("m".to_string(), pair(3))].into() };
         let err = ScopedAdapter::prepare(&wrong_shape, "x", &shapes, &dev, DType::F32).unwrap_err().to_string();

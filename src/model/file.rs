@@ -5,16 +5,16 @@
 
 use super::llama::LlamaConfig;
 use super::lora::{Adapter, LoraConfig};
+use super::mapped::{MappedBytes, MappedTensor};
+use super::packed::{Format, PackedMatrix};
 use super::projector::ProjectorConfig;
 use super::weights::{Stored, Weights};
 use super::whisper::WhisperConfig;
 use anyhow::{bail, Context, Result};
-use candle_core::safetensors::Load;
-use safetensors::tensor::TensorView;
-use super::mapped::{MappedBytes, MappedTensor};
-use super::packed::{Format, PackedMatrix};
 use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::TensorView;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -196,7 +196,10 @@ pub fn write(
         .map(|(name, t)| {
             let t = t.to_device(&Device::Cpu)?;
             let encoded = match quantize(name) {
-                Some(q) => Encoded::Blocks(q, encode_blocks(&t, q).with_context(|| format!("cannot quantize `{name}` to {q:?}"))?),
+                Some(q) => Encoded::Blocks(
+                    q,
+                    encode_blocks(&t, q).with_context(|| format!("cannot quantize `{name}` to {q:?}"))?,
+                ),
                 None => Encoded::Dense(t.to_dtype(stored_dtype(name, dtype))?),
             };
             Ok((name.clone(), encoded))
@@ -209,7 +212,11 @@ pub fn write(
 /// it is 1.2 MB, and with f16 weights its probabilities move by up to 1.3e-3 on
 /// tests/fixtures/vad (more than the 1e-3 its parity test allows).
 fn stored_dtype(name: &str, dtype: DType) -> DType {
-    if name.starts_with(&format!("{VAD}.")) { DType::F32 } else { dtype }
+    if name.starts_with(&format!("{VAD}.")) {
+        DType::F32
+    } else {
+        dtype
+    }
 }
 
 /// Writes tensors already in their stored form, atomically.
@@ -263,17 +270,29 @@ fn sort_header(path: &Path) -> Result<()> {
 const GGML_TYPES: [(&str, GgmlDType); 1] = [("q8_0", GgmlDType::Q8_0)];
 
 fn ggml_name(dtype: GgmlDType) -> Result<&'static str> {
-    GGML_TYPES.iter().find(|(_, d)| *d == dtype).map(|(n, _)| *n).with_context(|| format!("{dtype:?} blocks are not supported"))
+    GGML_TYPES
+        .iter()
+        .find(|(_, d)| *d == dtype)
+        .map(|(n, _)| *n)
+        .with_context(|| format!("{dtype:?} blocks are not supported"))
 }
 
 pub fn ggml_type(name: &str) -> Result<GgmlDType> {
-    GGML_TYPES.iter().find(|(n, _)| *n == name).map(|(_, d)| *d).with_context(|| format!("unknown block format `{name}`"))
+    GGML_TYPES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, d)| *d)
+        .with_context(|| format!("unknown block format `{name}`"))
 }
 
 /// Where the default model comes from, for the error when none is found.
 fn how_to_get_a_model() -> String {
-    let installed = crate::home::data_dir().map(|d| format!(", or `make install` to put it in {}", d.join("models").display()));
-    format!("run `make model` in kioku's checkout to build the default one{}; set KIOKU_MODEL or --model to use another", installed.unwrap_or_default())
+    let installed =
+        crate::home::data_dir().map(|d| format!(", or `make install` to put it in {}", d.join("models").display()));
+    format!(
+        "run `make model` in kioku's checkout to build the default one{}; set KIOKU_MODEL or --model to use another",
+        installed.unwrap_or_default()
+    )
 }
 
 /// A model file opened by memory map; nothing is copied until [`MappedModel::weights`].
@@ -299,8 +318,9 @@ pub struct TensorInfo {
 impl MappedModel {
     pub fn open(path: &Path) -> Result<Self> {
         let describe = || format!("cannot load model {}", path.display());
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("model file {} not found or unreadable ({})", path.display(), how_to_get_a_model()))?;
+        let file = std::fs::File::open(path).with_context(|| {
+            format!("model file {} not found or unreadable ({})", path.display(), how_to_get_a_model())
+        })?;
         // SAFETY: the file is only read; kioku replaces model files by rename,
         // never by writing in place, so the mapped bytes do not change under us.
         let mmap = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file) }.with_context(describe)?);
@@ -310,18 +330,24 @@ impl MappedModel {
             .map_err(|e| anyhow::anyhow!("not a safetensors file, or truncated or corrupt ({e})"))
             .with_context(describe)?;
         let metadata = meta.metadata().clone().unwrap_or_default();
-        let version = metadata
-            .get(FORMAT_KEY)
-            .with_context(|| format!("{} is a safetensors file but not a kioku model (no `{FORMAT_KEY}`)", path.display()))?;
+        let version = metadata.get(FORMAT_KEY).with_context(|| {
+            format!("{} is a safetensors file but not a kioku model (no `{FORMAT_KEY}`)", path.display())
+        })?;
         if version != &FORMAT_VERSION.to_string() {
             bail!("{} has model format version {version}, this kioku reads version {FORMAT_VERSION}; re-pack it with `kioku pack`", path.display());
         }
         let header = ModelHeader::from_metadata(&metadata).with_context(describe)?;
         let quantized: HashMap<String, String> = match metadata.get(QUANTIZED_KEY) {
-            Some(text) => serde_json::from_str(text).with_context(|| format!("metadata entry `{QUANTIZED_KEY}` is not valid")).with_context(describe)?,
+            Some(text) => serde_json::from_str(text)
+                .with_context(|| format!("metadata entry `{QUANTIZED_KEY}` is not valid"))
+                .with_context(describe)?,
             None => HashMap::new(),
         };
-        let quantized = quantized.into_iter().map(|(k, v)| Ok((k, ggml_type(&v)?))).collect::<Result<_>>().with_context(describe)?;
+        let quantized = quantized
+            .into_iter()
+            .map(|(k, v)| Ok((k, ggml_type(&v)?)))
+            .collect::<Result<_>>()
+            .with_context(describe)?;
         Ok(Self { mmap, data_start: 8 + header_len, layout: meta, header, quantized })
     }
 
@@ -348,7 +374,11 @@ impl MappedModel {
             .views()?
             .into_iter()
             .map(|(name, view)| match self.quantized.get(&name) {
-                Some(q) => TensorInfo { shape: self.logical_shape(view.shape(), *q), dtype: ggml_name(*q).unwrap_or("?").to_uppercase(), name },
+                Some(q) => TensorInfo {
+                    shape: self.logical_shape(view.shape(), *q),
+                    dtype: ggml_name(*q).unwrap_or("?").to_uppercase(),
+                    name,
+                },
                 None => TensorInfo { name, dtype: format!("{:?}", view.dtype()), shape: view.shape().to_vec() },
             })
             .collect();
@@ -442,7 +472,11 @@ impl MappedModel {
                 let read = || -> Result<Stored> {
                     Ok(match self.quantized.get(&name) {
                         Some(&q) => Stored::Quantized(self.blocks(&view, q)?),
-                        None => Stored::Mapped(MappedTensor::new(self.bytes_of(&view)?, view.dtype().try_into()?, view.shape().into())?),
+                        None => Stored::Mapped(MappedTensor::new(
+                            self.bytes_of(&view)?,
+                            view.dtype().try_into()?,
+                            view.shape().into(),
+                        )?),
                     })
                 };
                 let stored = read().with_context(|| format!("cannot read tensor `{name}`"))?;

@@ -10,7 +10,11 @@ use candle_core::Tensor;
 /// llama.cpp's architecture for a kioku LLM. Among the families kioku
 /// imports, only Qwen2 has q/k/v biases (a Llama with biases is refused).
 pub(crate) fn architecture(config: &LlamaConfig) -> &'static str {
-    if config.qkv_bias { "qwen2" } else { "llama" }
+    if config.qkv_bias {
+        "qwen2"
+    } else {
+        "llama"
+    }
 }
 
 /// The number of heads whose rows a GGUF tensor lays out for rope: llama.cpp's
@@ -43,8 +47,11 @@ pub(crate) fn permute(w: &Tensor, heads: usize) -> Result<Tensor> {
 }
 
 /// Whole-model tensors: (llama.cpp name, Hugging Face name).
-const MODEL_TENSORS: [(&str, &str); 3] =
-    [("token_embd.weight", "embed_tokens.weight"), ("output_norm.weight", "norm.weight"), ("output.weight", "lm_head.weight")];
+const MODEL_TENSORS: [(&str, &str); 3] = [
+    ("token_embd.weight", "embed_tokens.weight"),
+    ("output_norm.weight", "norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
 
 /// Per-layer tensors, `blk.N.<gguf>` and `layers.N.<hf>`: (llama.cpp name, Hugging Face name).
 const LAYER_TENSORS: [(&str, &str); 12] = [
@@ -90,7 +97,10 @@ mod tests {
     #[test]
     fn permute_interleaves_each_heads_halves_and_unpermute_inverts_it() {
         let (heads, head_dim, cols) = (3, 8, 5);
-        let w = Tensor::arange(0f32, (heads * head_dim * cols) as f32, &Device::Cpu).unwrap().reshape((heads * head_dim, cols)).unwrap();
+        let w = Tensor::arange(0f32, (heads * head_dim * cols) as f32, &Device::Cpu)
+            .unwrap()
+            .reshape((heads * head_dim, cols))
+            .unwrap();
         let rows = permute(&w, heads).unwrap().to_vec2::<f32>().unwrap();
         let original = w.to_vec2::<f32>().unwrap();
         // llama.cpp row h·d + 2i + j holds HF row h·d + j·d/2 + i.

@@ -10,9 +10,9 @@
 //! gets llama.cpp's row permutation; A acts on the input and stays as is.
 
 use super::file::LLM;
+use super::gguf_layout::{architecture, gguf_name, permute, rope_heads};
 use super::llama::LlamaConfig;
 use super::lora::Adapter;
-use super::gguf_layout::{architecture, gguf_name, permute, rope_heads};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -48,7 +48,10 @@ pub fn export(adapter: &Adapter, llm: &LlamaConfig, out: &Path) -> Result<GgufLo
         exported.push(module.clone());
     }
     if exported.is_empty() {
-        bail!("the adapter changes no LLM module (only {}), so there is nothing for llama.cpp to apply", skipped.join(", "));
+        bail!(
+            "the adapter changes no LLM module (only {}), so there is nothing for llama.cpp to apply",
+            skipped.join(", ")
+        );
     }
     let metadata = [
         ("general.architecture", Value::String(architecture(llm).into())),
@@ -158,7 +161,10 @@ mod tests {
 
         let (content, tensors) = read_back(&out);
         let text = |key: &str| content.metadata[key].to_string().unwrap().clone();
-        assert_eq!((text("general.type"), text("adapter.type"), text("general.architecture")), ("adapter".into(), "lora".into(), "llama".into()));
+        assert_eq!(
+            (text("general.type"), text("adapter.type"), text("general.architecture")),
+            ("adapter".into(), "lora".into(), "llama".into())
+        );
         assert_eq!(content.metadata["adapter.lora.alpha"].to_f32().unwrap(), 16.0);
         // candle reverses GGUF's dimension order on both ends, so llama.cpp sees
         // lora_a as ne = [in, r] and lora_b as ne = [r, out], the shapes it checks.

@@ -17,7 +17,8 @@ const WHOLE: [(&str, &str); 2] = [("llm.lm_head", "lm_head"), ("asr_decoder.proj
 
 /// (kioku, Hugging Face) prefixes. Whisper's come before the LLM's, whose HF
 /// prefix `model.` also begins theirs.
-const PREFIXES: [(&str, &str); 3] = [("encoder.", "model.encoder."), ("asr_decoder.", "model.decoder."), ("llm.", "model.")];
+const PREFIXES: [(&str, &str); 3] =
+    [("encoder.", "model.encoder."), ("asr_decoder.", "model.decoder."), ("llm.", "model.")];
 
 /// The Hugging Face name of a kioku module, or None for modules Hugging Face has no counterpart of (the projector).
 pub fn to_hf(module: &str) -> Option<String> {

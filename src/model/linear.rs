@@ -2,9 +2,9 @@
 //! projection without touching model code.
 
 use super::adapter_scope;
-use super::ops::matmul_t;
 use super::lora::LoraLayer;
 use super::mapped::Embedding;
+use super::ops::matmul_t;
 use super::packed::{LowRank, PackedMatrix};
 use super::weights::{Claimed, Weights};
 use anyhow::{bail, Result};
@@ -52,7 +52,10 @@ impl Linear {
         let adapters = w.lora_layers(in_dim, out_dim)?;
         if matches!(kernel, Kernel::Packed(_)) && adapters.iter().any(LoraLayer::is_trainable) {
             // No gradient flows back through the packed kernel to earlier layers.
-            bail!("`{}` is packed for inference; training adapters needs dense weights (Weights::with_dense_only)", w.module_name());
+            bail!(
+                "`{}` is packed for inference; training adapters needs dense weights (Weights::with_dense_only)",
+                w.module_name()
+            );
         }
         Ok(Self { kernel, bias, adapters, module: Some(w.module_name().into()) })
     }

@@ -168,7 +168,14 @@ enum Past<'a> {
 }
 
 impl Attention {
-    fn forward(&self, xs: &Tensor, rope: (&Tensor, &Tensor), mask: Option<&Tensor>, past: Past, path: Path) -> Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        rope: (&Tensor, &Tensor),
+        mask: Option<&Tensor>,
+        past: Past,
+        path: Path,
+    ) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let split = |x: Tensor, heads| x.reshape((b, t, heads, self.head_dim))?.transpose(1, 2);
         let q = ops::rope(&split(self.q_proj.forward(xs)?, self.heads)?, rope.0, rope.1, path)?;
@@ -216,7 +223,11 @@ impl Llama {
     pub fn load(w: &Weights, cfg: &LlamaConfig) -> Result<Self> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         if cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
-            bail!("{} attention heads cannot share {} key/value heads", cfg.num_attention_heads, cfg.num_key_value_heads);
+            bail!(
+                "{} attention heads cannot share {} key/value heads",
+                cfg.num_attention_heads,
+                cfg.num_key_value_heads
+            );
         }
         if cfg.rope_freq_factors.as_ref().is_some_and(|f| f.len() != hd / 2) {
             bail!("the model has {} rotary frequencies but not as many frequency factors", hd / 2);
@@ -246,7 +257,8 @@ impl Llama {
                 })
             })
             .collect::<Result<_>>()?;
-        let (embed_tokens, lm_head) = load_embeddings_and_head(w, "embed_tokens", "lm_head", cfg.vocab_size, h, cfg.tie_word_embeddings)?;
+        let (embed_tokens, lm_head) =
+            load_embeddings_and_head(w, "embed_tokens", "lm_head", cfg.vocab_size, h, cfg.tie_word_embeddings)?;
         let (cos, sin) = rotary_tables(cfg, w.dtype(), w.device())?;
         Ok(Self {
             embed_tokens,
@@ -296,7 +308,10 @@ impl Llama {
     fn run_layers(&self, embeds: &Tensor, past: usize, path: Path, mut pasts: Pasts) -> Result<Tensor> {
         let (_, t, _) = embeds.dims3()?;
         if past + t > MAX_CONTEXT.min(self.config.max_position_embeddings) {
-            bail!("the conversation exceeds the model's context of {} tokens", MAX_CONTEXT.min(self.config.max_position_embeddings));
+            bail!(
+                "the conversation exceeds the model's context of {} tokens",
+                MAX_CONTEXT.min(self.config.max_position_embeddings)
+            );
         }
         let rope = (self.cos.narrow(0, past, t)?, self.sin.narrow(0, past, t)?);
         let mask = (t > 1).then(|| ops::causal_mask(t, past, embeds.dtype(), embeds.device())).transpose()?;
@@ -368,9 +383,20 @@ mod tests {
     fn llama_config_serializes_as_before_families_were_added() {
         let keys: Vec<String> = serde_json::to_value(smollm2()).unwrap().as_object().unwrap().keys().cloned().collect();
         let before = [
-            "bos_token_id", "eos_token_ids", "head_dim", "hidden_size", "intermediate_size", "max_position_embeddings",
-            "num_attention_heads", "num_hidden_layers", "num_key_value_heads", "rms_norm_eps", "rope_scaling", "rope_theta",
-            "tie_word_embeddings", "vocab_size",
+            "bos_token_id",
+            "eos_token_ids",
+            "head_dim",
+            "hidden_size",
+            "intermediate_size",
+            "max_position_embeddings",
+            "num_attention_heads",
+            "num_hidden_layers",
+            "num_key_value_heads",
+            "rms_norm_eps",
+            "rope_scaling",
+            "rope_theta",
+            "tie_word_embeddings",
+            "vocab_size",
         ];
         assert_eq!(keys, before);
         let mut qwen = smollm2();

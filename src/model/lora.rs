@@ -71,7 +71,11 @@ impl Adapter {
             };
             let entry = factors.entry(module.to_string()).or_default();
             let t = t.to_dtype(DType::F32)?;
-            if is_a { entry.0 = Some(t) } else { entry.1 = Some(t) }
+            if is_a {
+                entry.0 = Some(t)
+            } else {
+                entry.1 = Some(t)
+            }
         }
         if factors.is_empty() {
             bail!("no LoRA tensors");
@@ -81,7 +85,11 @@ impl Adapter {
             .map(|(module, pair)| {
                 let (Some(a), Some(b)) = pair else { bail!("`{module}` needs both lora_A and lora_B") };
                 if a.dims().len() != 2 || b.dims().len() != 2 || a.dim(0)? != rank || b.dim(1)? != rank {
-                    bail!("`{module}`: lora_A {:?} and lora_B {:?} do not have the config's rank r={rank}", a.dims(), b.dims());
+                    bail!(
+                        "`{module}`: lora_A {:?} and lora_B {:?} do not have the config's rank r={rank}",
+                        a.dims(),
+                        b.dims()
+                    );
                 }
                 Ok((module, LoraPair { a, b }))
             })
@@ -94,7 +102,9 @@ impl Adapter {
     pub fn bake_into(&self, tensors: &mut BTreeMap<String, Tensor>, scale: f64) -> Result<()> {
         for (module, pair) in &self.modules {
             let name = format!("{module}.weight");
-            let weight = tensors.get(&name).with_context(|| format!("the model has no tensor `{name}` to merge the adapter into"))?;
+            let weight = tensors
+                .get(&name)
+                .with_context(|| format!("the model has no tensor `{name}` to merge the adapter into"))?;
             let baked = bake(weight, &pair.a, &pair.b, scale * self.config.scaling())?;
             tensors.insert(name, baked);
         }
@@ -145,7 +155,8 @@ impl TargetModules {
             .map(|spec| {
                 let spec = spec.as_ref();
                 let pattern = TARGET_PRESETS.iter().find(|(name, _)| *name == spec).map_or(spec, |(_, p)| p);
-                let regex = Regex::new(&format!("^(?:{pattern})$")).with_context(|| format!("LoRA target `{spec}` is not a preset or a valid regular expression"))?;
+                let regex = Regex::new(&format!("^(?:{pattern})$"))
+                    .with_context(|| format!("LoRA target `{spec}` is not a preset or a valid regular expression"))?;
                 Ok((spec.to_string(), regex))
             })
             .collect::<Result<_>>()?;
@@ -319,19 +330,33 @@ impl LoraSet {
         let training = self.training.as_ref().context("this LoRA set has no trainable adapters")?;
         let modules = lock(&training.vars)
             .iter()
-            .map(|(name, v)| Ok((name.clone(), LoraPair { a: v.a.as_tensor().detach().copy()?, b: v.b.as_tensor().detach().copy()? })))
+            .map(|(name, v)| {
+                Ok((
+                    name.clone(),
+                    LoraPair { a: v.a.as_tensor().detach().copy()?, b: v.b.as_tensor().detach().copy()? },
+                ))
+            })
             .collect::<Result<_>>()?;
         Ok(Adapter { config: training.config, modules })
     }
 
     /// The adapters of `module`, a linear layer (out, in), on `device` in `dtype`.
-    pub(crate) fn attach(&self, module: &str, in_dim: usize, out_dim: usize, device: &Device, dtype: DType) -> Result<Vec<LoraLayer>> {
+    pub(crate) fn attach(
+        &self,
+        module: &str,
+        in_dim: usize,
+        out_dim: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Vec<LoraLayer>> {
         lock(&self.linear_shapes).insert(module.to_string(), (in_dim, out_dim));
         let mut layers = Vec::new();
         for applied in &self.applied {
             let Some(pair) = applied.adapter.modules.get(module) else { continue };
             let rank = applied.adapter.config.rank;
-            for (factor, tensor, expected) in [("lora_A", &pair.a, [rank, in_dim]), ("lora_B", &pair.b, [out_dim, rank])] {
+            for (factor, tensor, expected) in
+                [("lora_A", &pair.a, [rank, in_dim]), ("lora_B", &pair.b, [out_dim, rank])]
+            {
                 if tensor.dims() != expected {
                     bail!(
                         "adapter {}: `{module}.{factor}.weight` has shape {:?}, but this model's `{module}` needs {expected:?}",
@@ -373,7 +398,8 @@ impl LoraSet {
         }
         if let Some(training) = &self.training {
             let vars = lock(&training.vars);
-            if let Some((spec, _)) = training.targets.patterns.iter().find(|(_, r)| !vars.keys().any(|m| r.is_match(m))) {
+            if let Some((spec, _)) = training.targets.patterns.iter().find(|(_, r)| !vars.keys().any(|m| r.is_match(m)))
+            {
                 bail!("LoRA target `{spec}` matches no linear layer of this model");
             }
         }
@@ -428,11 +454,13 @@ mod tests {
         let config = LoraConfig { rank: 2, alpha: 4.0, dropout: 0.5 };
         let set = Arc::new(LoraSet::default().train(config, TargetModules::new(&["m"]).unwrap(), seed).unwrap());
         let tensors = [("m.weight".to_string(), Tensor::ones((3, 8), DType::F32, &dev).unwrap())].into();
-        let linear = Linear::load(&Weights::new(tensors, DType::F32, &dev).with_lora(set.clone()).pp("m"), 8, 3, false).unwrap();
+        let linear =
+            Linear::load(&Weights::new(tensors, DType::F32, &dev).with_lora(set.clone()).pp("m"), 8, 3, false).unwrap();
         let vars = &set.vars()["m"];
         vars.b.set(&Tensor::ones((3, 2), DType::F32, &dev).unwrap()).unwrap();
         let xs = Tensor::arange(0f32, 8.0, &dev).unwrap().unsqueeze(0).unwrap();
-        let mut outputs: Vec<Vec<f32>> = (0..2).map(|_| linear.forward(&xs).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        let mut outputs: Vec<Vec<f32>> =
+            (0..2).map(|_| linear.forward(&xs).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
         set.set_dropout_active(false);
         outputs.push(linear.forward(&xs).unwrap().flatten_all().unwrap().to_vec1().unwrap());
         (outputs, vars.a.as_tensor().clone())

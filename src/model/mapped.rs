@@ -36,7 +36,8 @@ impl MappedBytes {
             // SAFETY: the mapping is a read-only view of a file: dropped pages are
             // read back from the file if touched again, so no data is lost.
             unsafe {
-                let _ = self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, self.range.end - start);
+                let _ =
+                    self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, self.range.end - start);
             }
         }
     }
@@ -128,7 +129,9 @@ impl Embedding {
         let ids = ids.flatten_all()?;
         match self {
             Embedding::Loaded(table) => table.embedding(&ids)?.to_dtype(dtype),
-            Embedding::Mapped(table) => table.rows_f32(&ids.to_vec1::<u32>()?)?.to_device(ids.device())?.to_dtype(dtype),
+            Embedding::Mapped(table) => {
+                table.rows_f32(&ids.to_vec1::<u32>()?)?.to_device(ids.device())?.to_dtype(dtype)
+            }
         }
     }
 }

@@ -95,7 +95,9 @@ fn few_queries_in_place(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Resul
     let (q_storage, q_layout) = q.storage_and_layout();
     let (k_storage, k_layout) = k.storage_and_layout();
     let (v_storage, v_layout) = v.storage_and_layout();
-    let (Storage::Cpu(CpuStorage::F32(qs)), Storage::Cpu(CpuStorage::F32(ks)), Storage::Cpu(CpuStorage::F32(vs))) = (&*q_storage, &*k_storage, &*v_storage) else {
+    let (Storage::Cpu(CpuStorage::F32(qs)), Storage::Cpu(CpuStorage::F32(ks)), Storage::Cpu(CpuStorage::F32(vs))) =
+        (&*q_storage, &*k_storage, &*v_storage)
+    else {
         return Ok(None);
     };
     let (k_strides, v_strides) = (k_layout.stride(), v_layout.stride());
@@ -146,9 +148,8 @@ fn few_queries_in_place(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Resul
 /// shape (seq, past + seq), 0 where a query may look, -inf elsewhere.
 pub fn causal_mask(seq: usize, past: usize, dtype: DType, device: &candle_core::Device) -> Result<Tensor> {
     let total = past + seq;
-    let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
+    let mask: Vec<f32> =
+        (0..seq).flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Tensor::from_vec(mask, (seq, total), device)?.to_dtype(dtype)
 }
 
@@ -184,7 +185,8 @@ impl CustomOp1 for FrozenMatmul {
         let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
             candle_core::bail!("frozen-matmul needs contiguous f32 input");
         };
-        let ys = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?.matmul(&self.weight.t()?)?;
+        let ys = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?
+            .matmul(&self.weight.t()?)?;
         let (ys_storage, ys_layout) = ys.storage_and_layout();
         match &*ys_storage {
             Storage::Cpu(cpu) => Ok((cpu.clone(), ys_layout.shape().clone())),
@@ -211,15 +213,22 @@ mod tests {
         for rows in [1, 3, FEW_QUERIES] {
             let q = Tensor::randn(0f32, 1.0, (1, 3, rows, 64), &dev).unwrap();
             let scale = 0.125;
-            let want = softmax(&(q.matmul(&k.t().unwrap().contiguous().unwrap()).unwrap() * scale as f64).unwrap(), Path::Trainable)
-                .unwrap()
-                .matmul(&v.contiguous().unwrap())
-                .unwrap();
+            let want = softmax(
+                &(q.matmul(&k.t().unwrap().contiguous().unwrap()).unwrap() * scale as f64).unwrap(),
+                Path::Trainable,
+            )
+            .unwrap()
+            .matmul(&v.contiguous().unwrap())
+            .unwrap();
             let got = few_queries_in_place(&q, &k, &v, scale).unwrap().expect("fits the fast path");
-            let diff = (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let diff =
+                (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-5, "rows={rows}: diff {diff}");
         }
         let many = Tensor::randn(0f32, 1.0, (1, 3, FEW_QUERIES + 1, 64), &dev).unwrap();
-        assert!(few_queries_in_place(&many, &k, &v, 0.125).unwrap().is_none(), "an encoder's many rows take candle's path");
+        assert!(
+            few_queries_in_place(&many, &k, &v, 0.125).unwrap().is_none(),
+            "an encoder's many rows take candle's path"
+        );
     }
 }

@@ -181,7 +181,6 @@ impl PackedMatrix {
     }
 }
 
-
 impl CustomOp1 for PackedMatrix {
     fn name(&self) -> &'static str {
         "packed-matmul"
@@ -194,9 +193,16 @@ impl CustomOp1 for PackedMatrix {
 
 impl PackedMatrix {
     /// `x·Wᵀ + Σ B·(A·x)` over the terms, for contiguous f32 input.
-    fn cpu_matmul(&self, storage: &CpuStorage, layout: &Layout, terms: &[(&LowRank, f32)]) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_matmul(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        terms: &[(&LowRank, f32)],
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(data) = storage else { candle_core::bail!("the packed matmul takes f32 input") };
-        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("the packed matmul needs contiguous input") };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("the packed matmul needs contiguous input")
+        };
         let dims = layout.dims();
         if dims.last() != Some(&self.cols) {
             candle_core::bail!("packed matmul: input {dims:?} does not end in {}", self.cols);
@@ -349,7 +355,10 @@ unsafe fn widen_f16_avx512(bytes: &[u8], out: &mut [f32]) {
     let n = out.len().min(bytes.len() / 2);
     let mut i = 0;
     while i + 16 <= n {
-        _mm512_storeu_ps(out.as_mut_ptr().add(i), _mm512_cvtph_ps(_mm256_loadu_si256(bytes.as_ptr().add(2 * i) as *const __m256i)));
+        _mm512_storeu_ps(
+            out.as_mut_ptr().add(i),
+            _mm512_cvtph_ps(_mm256_loadu_si256(bytes.as_ptr().add(2 * i) as *const __m256i)),
+        );
         i += 16;
     }
     for (v, b) in out[i..n].iter_mut().zip(bytes[2 * i..].chunks_exact(2)) {
@@ -400,9 +409,12 @@ unsafe fn dot_rows_q8_avx512<const G: usize>(blocks: &[u8], xs: &[f32], sums: &m
     let mut acc = [_mm512_setzero_ps(); G];
     for i in 0..blocks.len() / BLOCK_BYTES {
         let b = blocks.as_ptr().add(i * BLOCK_BYTES);
-        let d = _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*b, *b.add(1)]) as i32))));
-        let lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(2) as *const __m128i))));
-        let hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(18) as *const __m128i))));
+        let d =
+            _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*b, *b.add(1)]) as i32))));
+        let lo =
+            _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(2) as *const __m128i))));
+        let hi =
+            _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(18) as *const __m128i))));
         for (j, acc) in acc.iter_mut().enumerate() {
             let x = xs.as_ptr().add(j * cols + i * BLOCK);
             *acc = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x.add(16)), _mm512_fmadd_ps(lo, _mm512_loadu_ps(x), *acc));
@@ -448,7 +460,10 @@ fn simd() -> Simd {
     static DETECTED: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
     *DETECTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c") {
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
             return if std::is_x86_feature_detected!("avx512f") { Simd::Avx512 } else { Simd::Avx2 };
         }
         Simd::Portable
@@ -481,8 +496,16 @@ unsafe fn dot_f16_avx512(row: &[u8], x: &[f32]) -> f32 {
     let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
     while i + 32 <= n {
-        even = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(w.add(i) as *const __m256i)), _mm512_loadu_ps(xp.add(i)), even);
-        odd = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(w.add(i + 16) as *const __m256i)), _mm512_loadu_ps(xp.add(i + 16)), odd);
+        even = _mm512_fmadd_ps(
+            _mm512_cvtph_ps(_mm256_loadu_si256(w.add(i) as *const __m256i)),
+            _mm512_loadu_ps(xp.add(i)),
+            even,
+        );
+        odd = _mm512_fmadd_ps(
+            _mm512_cvtph_ps(_mm256_loadu_si256(w.add(i + 16) as *const __m256i)),
+            _mm512_loadu_ps(xp.add(i + 16)),
+            odd,
+        );
         i += 32;
     }
     _mm512_reduce_add_ps(_mm512_add_ps(even, odd)) + dot_f16_portable(&row[2 * i..], &x[i..])
@@ -496,7 +519,11 @@ unsafe fn dot_f16_avx2(row: &[u8], x: &[f32]) -> f32 {
     let mut total = _mm256_setzero_ps();
     let mut i = 0;
     while i + 8 <= n {
-        total = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(w.add(i) as *const __m128i)), _mm256_loadu_ps(xp.add(i)), total);
+        total = _mm256_fmadd_ps(
+            _mm256_cvtph_ps(_mm_loadu_si128(w.add(i) as *const __m128i)),
+            _mm256_loadu_ps(xp.add(i)),
+            total,
+        );
         i += 8;
     }
     let sum = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
@@ -520,7 +547,9 @@ unsafe fn dot_q8_avx512(blocks: &[u8], x: &[f32]) -> f32 {
         ($i:expr, $total:expr) => {{
             let b = blocks.as_ptr().add($i * BLOCK_BYTES);
             let xs = x.as_ptr().add($i * BLOCK);
-            let d = _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*b, *b.add(1)]) as i32))));
+            let d = _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                u16::from_le_bytes([*b, *b.add(1)]) as i32
+            ))));
             let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(2) as *const __m128i)));
             let hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(18) as *const __m128i)));
             let sum = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xs.add(16)), _mm512_mul_ps(lo, _mm512_loadu_ps(xs)));
@@ -548,10 +577,14 @@ unsafe fn dot_q8_avx2(blocks: &[u8], x: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let mut total = _mm256_setzero_ps();
     for (block, xs) in blocks.chunks_exact(BLOCK_BYTES).zip(x.chunks_exact(BLOCK)) {
-        let d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([block[0], block[1]]) as i32))));
+        let d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            u16::from_le_bytes([block[0], block[1]]) as i32,
+        ))));
         let mut acc = _mm256_setzero_ps();
         for j in 0..4 {
-            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(block.as_ptr().add(2 + 8 * j) as *const __m128i)));
+            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                block.as_ptr().add(2 + 8 * j) as *const __m128i
+            )));
             acc = _mm256_fmadd_ps(q, _mm256_loadu_ps(xs.as_ptr().add(8 * j)), acc);
         }
         total = _mm256_fmadd_ps(d, acc, total);
@@ -565,7 +598,10 @@ fn dot_q8_portable(blocks: &[u8], x: &[f32]) -> f32 {
     blocks
         .chunks_exact(BLOCK_BYTES)
         .zip(x.chunks_exact(BLOCK))
-        .map(|(block, xs)| f16_bits_to_f32(block[0], block[1]) * block[2..].iter().zip(xs).map(|(&q, &x)| q as i8 as f32 * x).sum::<f32>())
+        .map(|(block, xs)| {
+            f16_bits_to_f32(block[0], block[1])
+                * block[2..].iter().zip(xs).map(|(&q, &x)| q as i8 as f32 * x).sum::<f32>()
+        })
         .sum()
 }
 
@@ -604,7 +640,8 @@ mod tests {
             let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
             let got = q.forward(&x).unwrap();
             assert_eq!(got.dims(), &[1, n, 200]);
-            let diff = (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let diff =
+                (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-4, "n={n}: diff {diff}");
         }
     }
@@ -614,14 +651,19 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (64, 96), &dev).unwrap();
         let q = q8_matrix(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap(), 64, 96).unwrap();
-        let (a, b) = (Tensor::randn(0f32, 0.1, (4, 96), &dev).unwrap(), Tensor::randn(0f32, 0.1, (64, 4), &dev).unwrap());
-        let (a2, b2) = (Tensor::randn(0f32, 0.1, (2, 96), &dev).unwrap(), Tensor::randn(0f32, 0.1, (64, 2), &dev).unwrap());
+        let (a, b) =
+            (Tensor::randn(0f32, 0.1, (4, 96), &dev).unwrap(), Tensor::randn(0f32, 0.1, (64, 4), &dev).unwrap());
+        let (a2, b2) =
+            (Tensor::randn(0f32, 0.1, (2, 96), &dev).unwrap(), Tensor::randn(0f32, 0.1, (64, 2), &dev).unwrap());
         let (term, term2) = (LowRank::new(&a, &b).unwrap(), LowRank::new(&a2, &b2).unwrap());
         let x = Tensor::randn(0f32, 1.0, (1, 5, 96), &dev).unwrap();
-        let lora = |a: &Tensor, b: &Tensor| x.broadcast_matmul(&a.t().unwrap()).unwrap().broadcast_matmul(&b.t().unwrap()).unwrap();
+        let lora = |a: &Tensor, b: &Tensor| {
+            x.broadcast_matmul(&a.t().unwrap()).unwrap().broadcast_matmul(&b.t().unwrap()).unwrap()
+        };
         let want = ((q.forward(&x).unwrap() + lora(&a, &b)).unwrap() + (lora(&a2, &b2) * 0.5).unwrap()).unwrap();
         let got = q.forward_with(&x, &[(&term, 1.0), (&term2, 0.5)]).unwrap();
-        let diff = (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let diff =
+            (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4, "diff {diff}");
     }
 
@@ -650,7 +692,16 @@ mod tests {
         for n in [1, 2, GROUP + 1, 40, GEMM_MIN_ROWS] {
             let xs = Tensor::randn(0f32, 1.0, (n, cols), &dev).unwrap();
             let want = xs.matmul(&dense.t().unwrap()).unwrap();
-            let diff = (want - q.forward(&xs).unwrap()).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let diff = (want - q.forward(&xs).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(diff < 1e-3, "n={n}: diff {diff}");
         }
     }
@@ -661,12 +712,17 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (8, 64), &dev).unwrap();
         let bytes = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().data().unwrap().to_vec();
         let map = in_mapped_file(5, &bytes);
-        let mapped = PackedMatrix::mapped(Format::Q8_0, MappedBytes::new(map.clone(), 5..5 + bytes.len()).unwrap(), 8, 64).unwrap();
+        let mapped =
+            PackedMatrix::mapped(Format::Q8_0, MappedBytes::new(map.clone(), 5..5 + bytes.len()).unwrap(), 8, 64)
+                .unwrap();
         assert_eq!(mapped.row(0).as_ptr(), map[5..].as_ptr(), "the rows are read from the mapping itself");
         let reference = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().dequantize(&dev).unwrap();
         assert_eq!(mapped.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap(), reference.to_vec2::<f32>().unwrap());
         assert!(MappedBytes::new(map.clone(), 6..6 + bytes.len()).is_err(), "a range past the end of the file");
-        assert!(PackedMatrix::mapped(Format::Q8_0, MappedBytes::new(map, 5..4 + bytes.len()).unwrap(), 8, 64).is_err(), "a short range");
+        assert!(
+            PackedMatrix::mapped(Format::Q8_0, MappedBytes::new(map, 5..4 + bytes.len()).unwrap(), 8, 64).is_err(),
+            "a short range"
+        );
     }
 
     #[test]
@@ -675,8 +731,15 @@ mod tests {
         // 1000 columns: not a multiple of 32, so the vector loops' tails run too.
         let (rows, cols) = (600, 1000);
         let w = Tensor::randn(0f32, 1.0, (rows, cols), &dev).unwrap().to_dtype(candle_core::DType::F16).unwrap();
-        let bytes: Vec<u8> = w.flatten_all().unwrap().to_vec1::<half::f16>().unwrap().iter().flat_map(|h| h.to_le_bytes()).collect();
-        let m = PackedMatrix::mapped(Format::F16, MappedBytes::new(in_mapped_file(0, &bytes), 0..bytes.len()).unwrap(), rows, cols).unwrap();
+        let bytes: Vec<u8> =
+            w.flatten_all().unwrap().to_vec1::<half::f16>().unwrap().iter().flat_map(|h| h.to_le_bytes()).collect();
+        let m = PackedMatrix::mapped(
+            Format::F16,
+            MappedBytes::new(in_mapped_file(0, &bytes), 0..bytes.len()).unwrap(),
+            rows,
+            cols,
+        )
+        .unwrap();
         let dense = w.to_dtype(candle_core::DType::F32).unwrap();
         assert_eq!(m.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap(), dense.to_vec2::<f32>().unwrap());
         let x: Vec<f32> = Tensor::randn(0f32, 1.0, cols, &dev).unwrap().to_vec1().unwrap();
@@ -689,7 +752,16 @@ mod tests {
         for n in [1, 3, 2 * GROUP + 1, GEMM_MIN_ROWS + 1] {
             let xs = Tensor::randn(0f32, 1.0, (1, n, cols), &dev).unwrap();
             let want = xs.broadcast_matmul(&dense.t().unwrap()).unwrap();
-            let diff = (want - m.forward(&xs).unwrap()).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let diff = (want - m.forward(&xs).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(diff < 1e-3, "n={n}: diff {diff}");
         }
     }

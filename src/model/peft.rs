@@ -34,7 +34,9 @@ impl std::str::FromStr for AdapterSpec {
     /// Paths may contain ':', so only a suffix that parses as a finite number
     /// is a scale, and never when the whole text names an existing path.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let scaled = text.rsplit_once(':').and_then(|(path, scale)| Some((path, scale.parse::<f64>().ok().filter(|s| s.is_finite())?)));
+        let scaled = text
+            .rsplit_once(':')
+            .and_then(|(path, scale)| Some((path, scale.parse::<f64>().ok().filter(|s| s.is_finite())?)));
         Ok(match scaled {
             Some((path, scale)) if !Path::new(text).exists() => Self { path: path.into(), scale },
             _ => Self { path: text.into(), scale: 1.0 },
@@ -196,8 +198,10 @@ pub fn load(dir: &Path, base: &ModelHeader) -> Result<Adapter> {
 
 fn read(dir: &Path, base: &ModelHeader) -> Result<Adapter> {
     let config_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&config_path).with_context(|| format!("{} not found or unreadable", config_path.display()))?;
-    let config: AdapterConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a valid adapter config", config_path.display()))?;
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("{} not found or unreadable", config_path.display()))?;
+    let config: AdapterConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid adapter config", config_path.display()))?;
     if config.peft_type != "LORA" {
         bail!("peft_type is `{}`; kioku applies LORA adapters only", config.peft_type);
     }
@@ -223,11 +227,16 @@ fn read(dir: &Path, base: &ModelHeader) -> Result<Adapter> {
             Ok((format!("{}.{factor}", module_of(module)?), t))
         })
         .collect::<Result<Vec<_>>>()?;
-    let adapter = Adapter::from_factors(LoraConfig { rank: config.r, alpha: config.lora_alpha, dropout: config.lora_dropout }, named)
-        .with_context(|| format!("in {TENSORS_FILE}"))?;
+    let adapter = Adapter::from_factors(
+        LoraConfig { rank: config.r, alpha: config.lora_alpha, dropout: config.lora_dropout },
+        named,
+    )
+    .with_context(|| format!("in {TENSORS_FILE}"))?;
     match &config.kioku {
         Some(kioku) => check_identity(kioku, &config, base)?,
-        None => check_checkpoint(config.base_model_name_or_path.as_deref(), &components_of(adapter.modules.keys()), base)?,
+        None => {
+            check_checkpoint(config.base_model_name_or_path.as_deref(), &components_of(adapter.modules.keys()), base)?
+        }
     }
     Ok(adapter)
 }

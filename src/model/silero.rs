@@ -62,7 +62,11 @@ struct Conv {
 
 impl Conv {
     fn load(w: &Weights, name: &str, out: usize, input: usize, stride: usize) -> Result<Self> {
-        Ok(Self { weight: take_cpu(w, &format!("{name}.weight"), &[out, input, 3])?, bias: take_cpu(w, &format!("{name}.bias"), &[out])?, stride })
+        Ok(Self {
+            weight: take_cpu(w, &format!("{name}.weight"), &[out, input, 3])?,
+            bias: take_cpu(w, &format!("{name}.bias"), &[out])?,
+            stride,
+        })
     }
 
     fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {

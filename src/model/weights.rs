@@ -2,10 +2,10 @@
 //! the shape, so a model file that does not fit its config fails with the tensor's
 //! name instead of a matmul error deep inside a forward pass.
 
-use anyhow::{bail, Context, Result};
 use super::lora::{LoraLayer, LoraSet};
 use super::mapped::{Embedding, MappedTensor};
 use super::packed::{Format, PackedMatrix};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Shape, Tensor};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -55,7 +55,14 @@ impl Weights {
     }
 
     pub fn from_stored(tensors: HashMap<String, Stored>, dtype: DType, device: &Device) -> Self {
-        Self { tensors: Rc::new(RefCell::new(tensors)), prefix: String::new(), dtype, device: device.clone(), dense_only: false, lora: None }
+        Self {
+            tensors: Rc::new(RefCell::new(tensors)),
+            prefix: String::new(),
+            dtype,
+            device: device.clone(),
+            dense_only: false,
+            lora: None,
+        }
     }
 
     /// A view whose names are relative to `prefix` (joined with a dot).
@@ -103,7 +110,11 @@ impl Weights {
     }
 
     fn full_name(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -157,7 +168,9 @@ impl Weights {
     /// loaded in its stored dtype.
     pub fn take_table<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Embedding> {
         Ok(match self.remove(name, shape)? {
-            Stored::Mapped(m) if self.device.is_cpu() && matches!(m.dtype(), DType::F16 | DType::F32) => Embedding::Mapped(m),
+            Stored::Mapped(m) if self.device.is_cpu() && matches!(m.dtype(), DType::F16 | DType::F32) => {
+                Embedding::Mapped(m)
+            }
             Stored::Mapped(m) => Embedding::Loaded(m.load(&self.device)?),
             Stored::Dense(t) => Embedding::Loaded(t.to_device(&self.device)?),
             Stored::Quantized(q) => Embedding::Loaded(q.dequantize(&self.device)?.to_dtype(self.dtype)?),
@@ -172,7 +185,11 @@ impl Weights {
 
     /// Like [`Weights::take`] for tensors that may be absent (optional biases).
     pub fn take_optional<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Option<Tensor>> {
-        if self.contains(name) { self.take(name, shape).map(Some) } else { Ok(None) }
+        if self.contains(name) {
+            self.take(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Removes every tensor under this prefix as dense f32, named relative to

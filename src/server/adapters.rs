@@ -85,7 +85,10 @@ impl AdapterRegistry {
         check_id(&named.id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
         check_scale(named.spec.scale).map_err(|e| ApiError::invalid("scale", e.to_string()))?;
         if self.served.read().expect("adapter registry poisoned").contains_key(&named.id) {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("an adapter with id `{}` is already loaded", named.id)));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("an adapter with id `{}` is already loaded", named.id),
+            ));
         }
         let prepared = assistant
             .read_adapter(&named.spec.path)
@@ -95,7 +98,10 @@ impl AdapterRegistry {
         let served = Served { adapter: prepared, path: named.spec.path.clone(), default_scale: named.spec.scale };
         let mut map = self.served.write().expect("adapter registry poisoned");
         if map.contains_key(&named.id) {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("an adapter with id `{}` is already loaded", named.id)));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("an adapter with id `{}` is already loaded", named.id),
+            ));
         }
         map.insert(named.id.clone(), served);
         Ok(())
@@ -113,7 +119,10 @@ impl AdapterRegistry {
         for choice in chosen {
             let Some(entry) = served.get(&choice.id) else {
                 let known: Vec<&str> = served.keys().map(String::as_str).collect();
-                return Err(ApiError::invalid("adapters", format!("unknown adapter `{}`; loaded: [{}]", choice.id, known.join(", "))));
+                return Err(ApiError::invalid(
+                    "adapters",
+                    format!("unknown adapter `{}`; loaded: [{}]", choice.id, known.join(", ")),
+                ));
             };
             if active.iter().any(|(a, _)| Arc::ptr_eq(a, &entry.adapter)) {
                 return Err(ApiError::invalid("adapters", format!("adapter `{}` is named twice", choice.id)));
@@ -127,7 +136,10 @@ impl AdapterRegistry {
 
     pub fn list(&self) -> Vec<AdapterInfo> {
         let served = self.served.read().expect("adapter registry poisoned");
-        served.iter().map(|(id, s)| AdapterInfo { id: id.clone(), path: s.path.clone(), scale: s.default_scale }).collect()
+        served
+            .iter()
+            .map(|(id, s)| AdapterInfo { id: id.clone(), path: s.path.clone(), scale: s.default_scale })
+            .collect()
     }
 }
 

@@ -14,12 +14,12 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use futures_util::stream::{self, StreamExt};
 
 /// The longest answer a request may ask for, and the default when it asks none.
 const MAX_TOKENS_LIMIT: usize = 4096;
@@ -107,7 +107,10 @@ impl ChatJob {
         }
         let max_tokens = request.max_completion_tokens.or(request.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
         if max_tokens == 0 || max_tokens > MAX_TOKENS_LIMIT {
-            return Err(ApiError::invalid("max_tokens", format!("`max_tokens` must be 1 to {MAX_TOKENS_LIMIT}, got {max_tokens}")));
+            return Err(ApiError::invalid(
+                "max_tokens",
+                format!("`max_tokens` must be 1 to {MAX_TOKENS_LIMIT}, got {max_tokens}"),
+            ));
         }
         let temperature = request.temperature.unwrap_or(0.0);
         if !(0.0..=2.0).contains(&temperature) {
@@ -125,10 +128,19 @@ impl ChatJob {
         if stop.len() > 4 || stop.iter().any(String::is_empty) {
             return Err(ApiError::invalid("stop", "`stop` takes up to 4 non-empty strings"));
         }
-        let sampling = SamplingOptions { temperature, top_p, max_tokens, seed: request.seed.unwrap_or(SamplingOptions::default().seed), stop };
+        let sampling = SamplingOptions {
+            temperature,
+            top_p,
+            max_tokens,
+            seed: request.seed.unwrap_or(SamplingOptions::default().seed),
+            stop,
+        };
         let mode = request.mode.unwrap_or(Mode::Cascade);
         if mode == Mode::E2e && !state.assistant.has_projector() {
-            return Err(ApiError::invalid("mode", "this model has no projector, so it cannot answer end-to-end; use mode cascade"));
+            return Err(ApiError::invalid(
+                "mode",
+                "this model has no projector, so it cannot answer end-to-end; use mode cascade",
+            ));
         }
         let adapters = state.adapters.resolve(request.adapters.as_deref())?;
         let mut turns = request.messages.into_iter().map(|m| decode_turn(m, state)).collect::<Result<Vec<_>, _>>()?;
@@ -153,16 +165,26 @@ impl ChatJob {
                     Some(samples) => Some(assistant.transcribe_segments(samples, &self.adapters, None, &mut |_| {})?.0),
                     None => None,
                 };
-                let content = [spoken.as_deref(), turn.text.as_deref()].into_iter().flatten().collect::<Vec<_>>().join("\n\n");
+                let content =
+                    [spoken.as_deref(), turn.text.as_deref()].into_iter().flatten().collect::<Vec<_>>().join("\n\n");
                 Ok(ChatMessage::new(&turn.role, content))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let question = match (&self.last.audio, &self.last.text) {
-            (Some(samples), instruction) => Question::Audio { samples, mode: self.mode, instruction: instruction.as_deref() },
+            (Some(samples), instruction) => {
+                Question::Audio { samples, mode: self.mode, instruction: instruction.as_deref() }
+            }
             (None, Some(text)) => Question::Text(text),
             (None, None) => unreachable!("checked in from_request"),
         };
-        let request = Request { question, history: &history, sampling: self.sampling.clone(), adapters: &self.adapters, cancel: Some(cancel), on_turn_end: None };
+        let request = Request {
+            question,
+            history: &history,
+            sampling: self.sampling.clone(),
+            adapters: &self.adapters,
+            cancel: Some(cancel),
+            on_turn_end: None,
+        };
         assistant.respond(&request, on_text)
     }
 }
@@ -172,7 +194,12 @@ fn decode_turn(message: MessageIn, state: &AppState) -> Result<Turn, ApiError> {
         "system" | "developer" => "system",
         "user" => "user",
         "assistant" => "assistant",
-        other => return Err(ApiError::invalid("messages", format!("unknown role `{other}`; expected system, user or assistant"))),
+        other => {
+            return Err(ApiError::invalid(
+                "messages",
+                format!("unknown role `{other}`; expected system, user or assistant"),
+            ))
+        }
     };
     let (mut texts, mut audio) = (Vec::new(), None::<Vec<f32>>);
     match message.content {
@@ -187,7 +214,10 @@ fn decode_turn(message: MessageIn, state: &AppState) -> Result<Turn, ApiError> {
                             return Err(ApiError::invalid("messages", "only user messages may carry audio"));
                         }
                         if let Some(format) = input_audio.format.as_deref().filter(|f| !matches!(*f, "wav" | "mp3")) {
-                            return Err(ApiError::invalid("messages", format!("input_audio format `{format}` is not supported; send wav or mp3")));
+                            return Err(ApiError::invalid(
+                                "messages",
+                                format!("input_audio format `{format}` is not supported; send wav or mp3"),
+                            ));
                         }
                         let samples = decode_base64_audio(&input_audio.data, state.max_audio_s)?;
                         audio.get_or_insert_with(Vec::new).extend(samples);
@@ -207,14 +237,22 @@ enum Progress {
     Failed(ApiError),
 }
 
-pub async fn completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     match handle(state, headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Response, ApiError> {
+async fn handle(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
     let request: ChatRequest = parse_json(&headers, body)?;
     let (job, stream, include_usage) = ChatJob::from_request(request, &state)?;
     let slot = state.slots.acquire().await?;
@@ -242,7 +280,9 @@ async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Result<Bytes, ax
         loop {
             match rx.recv().await {
                 Some(Progress::Text(_)) => continue,
-                Some(Progress::Done(answer)) => return Ok(Json(completion(&id, created, &model, &answer)).into_response()),
+                Some(Progress::Done(answer)) => {
+                    return Ok(Json(completion(&id, created, &model, &answer)).into_response())
+                }
                 Some(Progress::Failed(error)) => return Err(error),
                 None => return Err(ApiError::internal("the model thread ended without an answer")),
             }
@@ -256,25 +296,26 @@ async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Result<Bytes, ax
         None => return Err(ApiError::internal("the model thread ended without an answer")),
     };
     let opening = chunk(&id, created, &model, json!({ "role": "assistant", "content": "" }), None);
-    let events = stream::iter([first]).chain(tokio_stream::wrappers::ReceiverStream::new(rx)).flat_map(move |progress| {
-        let payloads = match progress {
-            Progress::Text(text) => vec![chunk(&id, created, &model, json!({ "content": text }), None)],
-            Progress::Done(answer) => {
-                let mut closing = chunk(&id, created, &model, json!({}), Some(finish_reason(&answer)));
-                closing["transcript"] = json!(answer.transcript);
-                let mut payloads = vec![closing];
-                if include_usage {
-                    let mut usage = chunk(&id, created, &model, json!({}), None);
-                    usage["choices"] = json!([]);
-                    usage["usage"] = usage_of(&answer);
-                    payloads.push(usage);
+    let events =
+        stream::iter([first]).chain(tokio_stream::wrappers::ReceiverStream::new(rx)).flat_map(move |progress| {
+            let payloads = match progress {
+                Progress::Text(text) => vec![chunk(&id, created, &model, json!({ "content": text }), None)],
+                Progress::Done(answer) => {
+                    let mut closing = chunk(&id, created, &model, json!({}), Some(finish_reason(&answer)));
+                    closing["transcript"] = json!(answer.transcript);
+                    let mut payloads = vec![closing];
+                    if include_usage {
+                        let mut usage = chunk(&id, created, &model, json!({}), None);
+                        usage["choices"] = json!([]);
+                        usage["usage"] = usage_of(&answer);
+                        payloads.push(usage);
+                    }
+                    payloads
                 }
-                payloads
-            }
-            Progress::Failed(error) => vec![error.body()],
-        };
-        stream::iter(payloads.into_iter().map(|p| Ok::<_, Infallible>(Event::default().data(p.to_string()))))
-    });
+                Progress::Failed(error) => vec![error.body()],
+            };
+            stream::iter(payloads.into_iter().map(|p| Ok::<_, Infallible>(Event::default().data(p.to_string()))))
+        });
     let all = stream::iter([Ok(Event::default().data(opening.to_string()))])
         .chain(events)
         .chain(stream::iter([Ok(Event::default().data("[DONE]"))]));

@@ -94,7 +94,9 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/audio/transcriptions", post(transcription::transcriptions))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this endpoint does not take that method") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this endpoint does not take that method")
+        })
         .layer(middleware::from_fn_with_state(state.clone(), require_api_key))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -102,13 +104,21 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
 
 /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight and returns.
 pub fn serve(assistant: Assistant, model_path: PathBuf, config: ServerConfig) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the server's runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the server's runtime")?;
     let assistant = Arc::new(assistant);
     let state = Arc::new(AppState::new(assistant, &model_path, &config)?);
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.addr))?;
         eprintln!("kioku serves {} on http://{}", state.model_id, listener.local_addr()?);
-        axum::serve(listener, router(state, config.max_body_bytes)).with_graceful_shutdown(shutdown_signal()).await.context("the server failed")?;
+        axum::serve(listener, router(state, config.max_body_bytes))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the server failed")?;
         eprintln!("kioku serve: stopped");
         Ok(())
     })
@@ -149,7 +159,8 @@ async fn require_api_key(State(state): State<Arc<AppState>>, request: Request, n
         .map(|key| <[u8; 32]>::from(Sha256::digest(key.trim().as_bytes())));
     match given {
         Some(given) if bool::from(given.ct_eq(expected)) => next.run(request).await,
-        _ => ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong API key (send `Authorization: Bearer KEY`)").into_response(),
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong API key (send `Authorization: Bearer KEY`)")
+            .into_response(),
     }
 }
 
@@ -176,17 +187,30 @@ struct LoadAdapter {
     scale: Option<f64>,
 }
 
-async fn load_adapter(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+async fn load_adapter(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     if !state.allow_adapter_loading {
-        return ApiError::new(StatusCode::FORBIDDEN, "loading adapters at run time is off; start kioku serve with --allow-adapter-loading").into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "loading adapters at run time is off; start kioku serve with --allow-adapter-loading",
+        )
+        .into_response();
     }
     let request: LoadAdapter = match parse_json(&headers, body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let named = NamedAdapter { id: request.id, spec: crate::model::peft::AdapterSpec { path: request.path, scale: request.scale.unwrap_or(1.0) } };
+    let named = NamedAdapter {
+        id: request.id,
+        spec: crate::model::peft::AdapterSpec { path: request.path, scale: request.scale.unwrap_or(1.0) },
+    };
     let task_state = state.clone();
-    let loaded = tokio::task::spawn_blocking(move || task_state.adapters.load(&task_state.assistant, &named).map(|_| named.id)).await;
+    let loaded =
+        tokio::task::spawn_blocking(move || task_state.adapters.load(&task_state.assistant, &named).map(|_| named.id))
+            .await;
     match loaded {
         Ok(Ok(id)) => (StatusCode::CREATED, Json(json!({ "id": id, "loaded": true }))).into_response(),
         Ok(Err(e)) => e.into_response(),
@@ -196,11 +220,17 @@ async fn load_adapter(State(state): State<Arc<AppState>>, headers: HeaderMap, bo
 
 /// A JSON body: the content type is checked, and syntax or shape errors
 /// come back as one 4xx with serde's message (which names the field).
-pub(crate) fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.starts_with("application/json") {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("send the request as application/json (got `{content_type}`)")));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("send the request as application/json (got `{content_type}`)"),
+        ));
     }
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
 }

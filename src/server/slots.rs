@@ -31,14 +31,21 @@ impl Drop for Admitted {
 
 impl Slots {
     pub fn new(parallel: usize, queue: usize) -> Self {
-        Self { running: Arc::new(Semaphore::new(parallel)), admitted: Arc::new(AtomicUsize::new(0)), capacity: parallel + queue }
+        Self {
+            running: Arc::new(Semaphore::new(parallel)),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            capacity: parallel + queue,
+        }
     }
 
     /// Waits for a slot, or fails with 503 when the queue is full.
     pub async fn acquire(&self) -> Result<Slot, ApiError> {
         if self.admitted.fetch_add(1, Ordering::SeqCst) >= self.capacity {
             self.admitted.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy and its queue is full; retry shortly"));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy and its queue is full; retry shortly",
+            ));
         }
         let admitted = Admitted(self.admitted.clone());
         let running = self.running.clone().acquire_owned().await.expect("the slot semaphore is never closed");

@@ -13,10 +13,10 @@ use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
-use futures_util::stream::{self, StreamExt};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Format {
@@ -36,7 +36,10 @@ impl Format {
             "srt" => Self::Srt,
             "vtt" => Self::Vtt,
             other => {
-                return Err(ApiError::invalid("response_format", format!("unknown response_format `{other}`; expected json, text, verbose_json, srt or vtt")))
+                return Err(ApiError::invalid(
+                    "response_format",
+                    format!("unknown response_format `{other}`; expected json, text, verbose_json, srt or vtt"),
+                ))
             }
         })
     }
@@ -53,7 +56,9 @@ struct Form {
 
 async fn read_form(mut multipart: Multipart) -> Result<Form, ApiError> {
     let mut form = Form { file: None, format: Format::Json, stream: false, adapters: None, prompt: None };
-    let field_error = |e: axum::extract::multipart::MultipartError| ApiError::new(e.status(), format!("cannot read the form: {}", e.body_text()));
+    let field_error = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(e.status(), format!("cannot read the form: {}", e.body_text()))
+    };
     while let Some(field) = multipart.next_field().await.map_err(field_error)? {
         let name = field.name().unwrap_or_default().to_string();
         if name == "file" {
@@ -63,19 +68,36 @@ async fn read_form(mut multipart: Multipart) -> Result<Form, ApiError> {
         let value = field.text().await.map_err(field_error)?;
         match name.as_str() {
             "response_format" => form.format = Format::parse(&value)?,
-            "stream" => form.stream = parse_bool(&value).ok_or_else(|| ApiError::invalid("stream", "`stream` must be true or false"))?,
+            "stream" => {
+                form.stream =
+                    parse_bool(&value).ok_or_else(|| ApiError::invalid("stream", "`stream` must be true or false"))?
+            }
             "language" if !matches!(value.to_ascii_lowercase().as_str(), "" | "en" | "english") => {
-                return Err(ApiError::invalid("language", format!("this model transcribes English only; got language `{value}`")));
+                return Err(ApiError::invalid(
+                    "language",
+                    format!("this model transcribes English only; got language `{value}`"),
+                ));
             }
             "prompt" => form.prompt = Some(value),
             "temperature" => {
-                let t: f64 = value.trim().parse().map_err(|_| ApiError::invalid("temperature", "`temperature` must be a number"))?;
+                let t: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ApiError::invalid("temperature", "`temperature` must be a number"))?;
                 if t != 0.0 {
-                    return Err(ApiError::invalid("temperature", "kioku transcribes greedily; `temperature` must be 0"));
+                    return Err(ApiError::invalid(
+                        "temperature",
+                        "kioku transcribes greedily; `temperature` must be 0",
+                    ));
                 }
             }
             "adapters" => {
-                form.adapters = Some(serde_json::from_str(&value).map_err(|e| ApiError::invalid("adapters", format!("`adapters` must be a JSON list of {{\"id\", \"scale\"}}: {e}")))?)
+                form.adapters = Some(serde_json::from_str(&value).map_err(|e| {
+                    ApiError::invalid(
+                        "adapters",
+                        format!("`adapters` must be a JSON list of {{\"id\", \"scale\"}}: {e}"),
+                    )
+                })?)
             }
             _ => {}
         }
@@ -91,7 +113,10 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-pub async fn transcriptions(State(state): State<Arc<AppState>>, multipart: Result<Multipart, MultipartRejection>) -> Response {
+pub async fn transcriptions(
+    State(state): State<Arc<AppState>>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
     match handle(state, multipart).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -105,7 +130,12 @@ enum Progress {
 }
 
 async fn handle(state: Arc<AppState>, multipart: Result<Multipart, MultipartRejection>) -> Result<Response, ApiError> {
-    let multipart = multipart.map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("send the audio as multipart/form-data: {}", e.body_text())))?;
+    let multipart = multipart.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("send the audio as multipart/form-data: {}", e.body_text()),
+        )
+    })?;
     let form = read_form(multipart).await?;
     let file = form.file.ok_or_else(|| ApiError::invalid("file", "the form has no `file` field"))?;
     let samples = decode_audio(&file, "file", state.max_audio_s)?;
@@ -131,7 +161,9 @@ async fn handle(state: Arc<AppState>, multipart: Result<Multipart, MultipartReje
     if form.stream {
         let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(|progress| {
             let payload = match progress {
-                Progress::Segment(segment) => json!({ "type": "transcript.text.delta", "delta": segment_delta(&segment) }),
+                Progress::Segment(segment) => {
+                    json!({ "type": "transcript.text.delta", "delta": segment_delta(&segment) })
+                }
                 Progress::Done(text) => json!({ "type": "transcript.text.done", "text": text }),
                 Progress::Failed(error) => error.body(),
             };
@@ -168,7 +200,9 @@ async fn handle(state: Arc<AppState>, multipart: Result<Multipart, MultipartReje
             })).collect::<Vec<_>>(),
         }))
         .into_response(),
-        Format::Srt => ([(header::CONTENT_TYPE, "application/x-subrip; charset=utf-8")], subtitles(&spoken, false)).into_response(),
+        Format::Srt => {
+            ([(header::CONTENT_TYPE, "application/x-subrip; charset=utf-8")], subtitles(&spoken, false)).into_response()
+        }
         Format::Vtt => ([(header::CONTENT_TYPE, "text/vtt; charset=utf-8")], subtitles(&spoken, true)).into_response(),
     })
 }

@@ -16,10 +16,17 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Writes the checkpoint atomically (temp file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors: Vec<(String, Tensor)> =
-            self.tensors.iter().map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?))).collect::<Result<_>>()?;
+        let tensors: Vec<(String, Tensor)> = self
+            .tensors
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+            .collect::<Result<_>>()?;
         crate::atomic::replace_with(path, |tmp| {
-            safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(self.metadata.clone()), tmp)?;
+            safetensors::serialize_to_file(
+                tensors.iter().map(|(n, t)| (n.as_str(), t)),
+                Some(self.metadata.clone()),
+                tmp,
+            )?;
             Ok(())
         })
     }
@@ -27,8 +34,9 @@ impl Checkpoint {
     /// Reads a checkpoint written by [`Checkpoint::save`], on the CPU.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| anyhow::anyhow!("{} is not a valid checkpoint ({e}); delete it to start over", path.display()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+            anyhow::anyhow!("{} is not a valid checkpoint ({e}); delete it to start over", path.display())
+        })?;
         let metadata = header.metadata().clone().unwrap_or_default();
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?.into_iter().collect();
         Ok(Self { tensors, metadata })

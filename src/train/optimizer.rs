@@ -123,8 +123,15 @@ impl AdamW {
     pub fn restore(&mut self, tensors: &BTreeMap<String, Tensor>, steps_taken: usize) -> Result<()> {
         for (name, var) in &self.vars {
             let get = |prefix: &str| {
-                let t = tensors.get(&format!("{prefix}.{name}")).with_context(|| format!("the checkpoint has no {prefix}.{name}"))?;
-                anyhow::ensure!(t.dims() == var.dims(), "the checkpoint's {name} has shape {:?}, expected {:?}", t.dims(), var.dims());
+                let t = tensors
+                    .get(&format!("{prefix}.{name}"))
+                    .with_context(|| format!("the checkpoint has no {prefix}.{name}"))?;
+                anyhow::ensure!(
+                    t.dims() == var.dims(),
+                    "the checkpoint's {name} has shape {:?}, expected {:?}",
+                    t.dims(),
+                    var.dims()
+                );
                 Ok(t.to_dtype(var.dtype())?.to_device(var.device())?)
             };
             var.set(&get("var")?)?;

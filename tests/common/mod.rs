@@ -11,7 +11,9 @@ pub fn repo() -> PathBuf {
 
 /// The default model packed by `make model` (which `make test` runs first).
 pub fn model_path() -> PathBuf {
-    std::env::var_os("KIOKU_MODEL").map(PathBuf::from).unwrap_or_else(|| repo().join("models/kioku-tiny-en.safetensors"))
+    std::env::var_os("KIOKU_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("models/kioku-tiny-en.safetensors"))
 }
 
 /// Where `scripts/fetch_models.py` extracted the pinned sources.
@@ -51,14 +53,17 @@ pub fn stdout(out: &Output) -> String {
 }
 
 pub fn assistant() -> kioku::assistant::Assistant {
-    kioku::assistant::Assistant::load(&model_path(), &candle_core::Device::Cpu).expect("default model loads (run `make model`)")
+    kioku::assistant::Assistant::load(&model_path(), &candle_core::Device::Cpu)
+        .expect("default model loads (run `make model`)")
 }
 
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use kioku::eval::metrics::wer;
 
 /// candle-transformers' Whisper on the same (imported) weights, as reference.
-pub fn reference_whisper(imported: &kioku::import::ImportedWhisper) -> candle_transformers::models::whisper::model::Whisper {
+pub fn reference_whisper(
+    imported: &kioku::import::ImportedWhisper,
+) -> candle_transformers::models::whisper::model::Whisper {
     use candle_transformers::models::whisper as reference;
     let cfg = &imported.config;
     let vars = imported

@@ -58,7 +58,11 @@ impl Method {
 /// tensor's name and the input's position only, so a merge repeats exactly.
 pub fn combine(taus: &[&[f32]], weights: &[f64], method: &Method, tensor: &str) -> Vec<f32> {
     let taus: Vec<Cow<[f32]>> = match method.drop() {
-        Some((p, seed)) => taus.iter().enumerate().map(|(i, t)| Cow::Owned(drop_and_rescale(t, p, stream_seed(seed, tensor, i)))).collect(),
+        Some((p, seed)) => taus
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Cow::Owned(drop_and_rescale(t, p, stream_seed(seed, tensor, i))))
+            .collect(),
         None => taus.iter().map(|t| Cow::Borrowed(*t)).collect(),
     };
     let weighted: Vec<Vec<f32>> = taus
@@ -107,8 +111,13 @@ fn disjoint_mean(values: impl Iterator<Item = f32> + Clone) -> f32 {
     if sum == 0.0 {
         return 0.0;
     }
-    let (total, count) = values.filter(|v| *v != 0.0 && v.signum() == sum.signum()).fold((0f32, 0u32), |(t, c), v| (t + v, c + 1));
-    if count == 0 { 0.0 } else { total / count as f32 }
+    let (total, count) =
+        values.filter(|v| *v != 0.0 && v.signum() == sum.signum()).fold((0f32, 0u32), |(t, c), v| (t + v, c + 1));
+    if count == 0 {
+        0.0
+    } else {
+        total / count as f32
+    }
 }
 
 /// DARE: zero each element with probability `p`, divide the survivors by

@@ -74,7 +74,8 @@ pub fn merge(base: &Path, inputs: &[Input], method: Method, output: &Path) -> Re
     let (mut changed, mut copied) = (0, 0);
     let mut tensors = Vec::new();
     for name in base_model.names() {
-        let merged = merge_tensor(&name, &base_model, inputs, &opened, &method).with_context(|| format!("cannot merge tensor `{name}`"))?;
+        let merged = merge_tensor(&name, &base_model, inputs, &opened, &method)
+            .with_context(|| format!("cannot merge tensor `{name}`"))?;
         let encoded = match merged {
             Some(t) => {
                 changed += 1;
@@ -104,14 +105,19 @@ fn open(input: &Input, base: &MappedModel) -> Result<Opened> {
             for (module, pair) in &adapter.modules {
                 let name = format!("{module}.weight");
                 if base.dense_shape(&name).ok() != Some(vec![pair.b.dim(0)?, pair.a.dim(1)?]) {
-                    bail!("adapter {} adapts `{module}`, which is not a linear layer of this model with that shape", input.path.display());
+                    bail!(
+                        "adapter {} adapts `{module}`, which is not a linear layer of this model with that shape",
+                        input.path.display()
+                    );
                 }
             }
             Opened::Adapter(adapter)
         }
         InputKind::Model => {
             let model = MappedModel::open(&input.path)?;
-            same_architecture(base, &model).with_context(|| format!("model {} is not a fine-tune of the base model's architecture", input.path.display()))?;
+            same_architecture(base, &model).with_context(|| {
+                format!("model {} is not a fine-tune of the base model's architecture", input.path.display())
+            })?;
             Opened::Model(model)
         }
     })
@@ -121,7 +127,9 @@ fn open(input: &Input, base: &MappedModel) -> Result<Opened> {
 /// say so, since a mistyped weight is the likely cause.
 fn weight_hint(path: &Path) -> String {
     match path.to_string_lossy().rsplit_once(':') {
-        Some((_, suffix)) => format!(" (`{suffix}` after the last ':' is not a number, so it was read as part of the path)"),
+        Some((_, suffix)) => {
+            format!(" (`{suffix}` after the last ':' is not a number, so it was read as part of the path)")
+        }
         None => String::new(),
     }
 }
@@ -142,7 +150,11 @@ fn same_architecture(base: &MappedModel, other: &MappedModel) -> Result<()> {
     }
     for name in &names {
         if base.dense_shape(name)? != other.dense_shape(name)? {
-            bail!("tensor `{name}` has shape {:?}, the base's has {:?}", other.dense_shape(name)?, base.dense_shape(name)?);
+            bail!(
+                "tensor `{name}` has shape {:?}, the base's has {:?}",
+                other.dense_shape(name)?,
+                base.dense_shape(name)?
+            );
         }
     }
     Ok(())
@@ -165,7 +177,13 @@ fn describe(input: &Input, opened: &Opened) -> Result<serde_json::Value> {
 
 /// The tensor `name` after merging, stored as the base stores it, or None
 /// when the inputs leave it as it is.
-fn merge_tensor(name: &str, base: &MappedModel, inputs: &[Input], opened: &[Opened], method: &Method) -> Result<Option<Encoded>> {
+fn merge_tensor(
+    name: &str,
+    base: &MappedModel,
+    inputs: &[Input],
+    opened: &[Opened],
+    method: &Method,
+) -> Result<Option<Encoded>> {
     let mut taus = Vec::new();
     let mut weights = Vec::new();
     let mut base_f32 = None;

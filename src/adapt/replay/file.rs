@@ -40,8 +40,15 @@ struct Record {
 #[serde(rename_all = "lowercase")]
 enum RecordContent {
     /// Its audio is the next `samples` values of the `audio` tensor.
-    Speech { transcript: String, speaker: String, samples: usize },
-    Text { prompt: String, answer: String },
+    Speech {
+        transcript: String,
+        speaker: String,
+        samples: usize,
+    },
+    Text {
+        prompt: String,
+        answer: String,
+    },
 }
 
 /// What a file holds, checked.
@@ -61,14 +68,21 @@ pub(super) fn encode(buffer: &ReplayBuffer) -> Result<Vec<u8>> {
             let content = match &slot.item.content {
                 ReplayContent::Speech { audio, transcript, speaker } => {
                     audio_bytes.extend(audio.iter().flat_map(|s| s.to_le_bytes()));
-                    RecordContent::Speech { transcript: transcript.clone(), speaker: speaker.clone(), samples: audio.len() }
+                    RecordContent::Speech {
+                        transcript: transcript.clone(),
+                        speaker: speaker.clone(),
+                        samples: audio.len(),
+                    }
                 }
-                ReplayContent::Text { prompt, answer } => RecordContent::Text { prompt: prompt.clone(), answer: answer.clone() },
+                ReplayContent::Text { prompt, answer } => {
+                    RecordContent::Text { prompt: prompt.clone(), answer: answer.clone() }
+                }
             };
             Record { id: slot.item.id.clone(), source: slot.item.source.clone(), key: slot.key, content }
         })
         .collect();
-    let state = State { seed: buffer.seed, seen: buffer.seen, threshold: buffer.threshold, sample_rate: SAMPLE_RATE, items };
+    let state =
+        State { seed: buffer.seed, seen: buffer.seen, threshold: buffer.threshold, sample_rate: SAMPLE_RATE, items };
     let state = serde_json::to_string(&state)?;
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -86,7 +100,8 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Stored> {
         anyhow!("replay buffer {} {problem}; move it away or pass --no-replay", path.display())
     };
     let corrupt = |reason: String| refuse(format!("is corrupt: {reason}"));
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(format!("not a whole safetensors file ({e})")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| corrupt(format!("not a whole safetensors file ({e})")))?;
     let metadata = header.metadata().as_ref().ok_or_else(|| corrupt("no metadata".into()))?;
     let field = |name: &str| metadata.get(name).ok_or_else(|| corrupt(format!("no `{name}` in its metadata")));
     if field("format")? != FORMAT {

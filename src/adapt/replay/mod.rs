@@ -86,7 +86,15 @@ pub struct ReplayBuffer {
 impl ReplayBuffer {
     /// An empty buffer that will be saved to `path`; nothing is read or written yet.
     pub fn new(path: &Path, limits: ReplayLimits, seed: u64) -> Self {
-        ReplayBuffer { path: path.to_path_buf(), limits, seed, seen: 0, threshold: u64::MAX, slots: Vec::new(), bytes: 0 }
+        ReplayBuffer {
+            path: path.to_path_buf(),
+            limits,
+            seed,
+            seen: 0,
+            threshold: u64::MAX,
+            slots: Vec::new(),
+            bytes: 0,
+        }
     }
 
     /// Loads the buffer at `path`, or starts an empty one (seed [`DEFAULT_SEED`]) if
@@ -150,7 +158,8 @@ impl ReplayBuffer {
         let n = n.min(self.slots.len());
         let wanted_text = (n as f64 * text_share.clamp(0.0, 1.0)).round() as usize;
         let n_text = wanted_text.min(text.len()).max(n - n.min(speech.len()));
-        let mut picked: Vec<&ReplayItem> = index::sample(rng, text.len(), n_text).into_iter().map(|i| text[i]).collect();
+        let mut picked: Vec<&ReplayItem> =
+            index::sample(rng, text.len(), n_text).into_iter().map(|i| text[i]).collect();
         picked.extend(index::sample(rng, speech.len(), n - n_text).into_iter().map(|i| speech[i]));
         picked.shuffle(rng);
         picked

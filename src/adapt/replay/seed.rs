@@ -49,8 +49,10 @@ impl ReplayBuffer {
     /// sox: the earlier voices a plain `kioku adapt` replays when neither a
     /// buffer nor a corpus directory exists yet. `on_clip` runs after each.
     pub fn seed_synthesized(&mut self, count: usize, on_clip: &(dyn Fn() + Sync)) -> Result<SeedSummary> {
-        crate::corpus::check_tools().context("seeding the replay buffer needs espeak-ng and sox (or pass --no-replay)")?;
-        let clips: Vec<Clip> = crate::corpus::plan(0, None)?.into_iter().filter(|c| c.split == Split::Train).take(count).collect();
+        crate::corpus::check_tools()
+            .context("seeding the replay buffer needs espeak-ng and sox (or pass --no-replay)")?;
+        let clips: Vec<Clip> =
+            crate::corpus::plan(0, None)?.into_iter().filter(|c| c.split == Split::Train).take(count).collect();
         let audio = clips
             .par_iter()
             .map(|c| {
@@ -87,7 +89,10 @@ impl ReplayBuffer {
                 break;
             }
             let id = format!("text-{}", entry.id);
-            if entry.split != split || !matches!(entry.kind, Kind::Question | Kind::Request) || self.items().any(|i| i.id == id) {
+            if entry.split != split
+                || !matches!(entry.kind, Kind::Question | Kind::Request)
+                || self.items().any(|i| i.id == id)
+            {
                 continue;
             }
             let answer = assistant.ask_text(&entry.text, &sampling, &mut |_| {})?.answer;

@@ -73,7 +73,8 @@ impl AsrDecoder {
             })
             .collect::<Result<_>>()?;
         // Whisper's output projection is always the token embeddings (tied).
-        let (embed_tokens, proj_out) = load_embeddings_and_head(w, "embed_tokens", "proj_out", cfg.vocab_size, d, true)?;
+        let (embed_tokens, proj_out) =
+            load_embeddings_and_head(w, "embed_tokens", "proj_out", cfg.vocab_size, d, true)?;
         Ok(Self {
             embed_tokens,
             proj_out,
@@ -88,7 +89,8 @@ impl AsrDecoder {
 
     /// Prepares cross-attention for one encoder output (batch, frames, d_model).
     pub fn start(&self, encoder_out: &Tensor) -> Result<DecoderState> {
-        let cross_kv = self.layers.iter().map(|l| l.encoder_attn.project_kv(encoder_out)).collect::<candle_core::Result<_>>()?;
+        let cross_kv =
+            self.layers.iter().map(|l| l.encoder_attn.project_kv(encoder_out)).collect::<candle_core::Result<_>>()?;
         Ok(DecoderState { cross_kv, self_kv: vec![None; self.layers.len()], position: 0 })
     }
 
@@ -169,7 +171,12 @@ impl AsrDecoder {
     /// Like [`AsrDecoder::transcribe`], conditioned on `previous` text tokens
     /// (a prompt: names, spelling, style), fed after `<|startofprev|>` as
     /// Whisper was trained; at most half the decoder's positions of it are kept.
-    pub fn transcribe_after(&self, encoder_out: &Tensor, special: &WhisperSpecialTokens, previous: &[u32]) -> Result<Vec<u32>> {
+    pub fn transcribe_after(
+        &self,
+        encoder_out: &Tensor,
+        special: &WhisperSpecialTokens,
+        previous: &[u32],
+    ) -> Result<Vec<u32>> {
         // Encoder frames are 20 ms. Even fast speech stays under ~8 tokens/s, so
         // a budget of 10/s plus slack only ever stops a decoder stuck in a loop.
         let seconds = encoder_out.dim(1)? as f64 * 0.02;
@@ -178,7 +185,9 @@ impl AsrDecoder {
         let device = encoder_out.device();
         let mut prompt = Vec::new();
         if !previous.is_empty() {
-            let Some(start_of_prev) = special.start_of_prev else { bail!("this Whisper tokenizer has no <|startofprev|> token, so it cannot take a prompt") };
+            let Some(start_of_prev) = special.start_of_prev else {
+                bail!("this Whisper tokenizer has no <|startofprev|> token, so it cannot take a prompt")
+            };
             let keep = self.config.max_target_positions / 2 - 1;
             prompt.push(start_of_prev);
             prompt.extend_from_slice(&previous[previous.len().saturating_sub(keep)..]);
@@ -195,7 +204,9 @@ impl AsrDecoder {
             if text.is_empty() {
                 if let Some(id) = special.no_speech {
                     // Whisper's silence detector: the no-speech probability right after <|startoftranscript|>.
-                    no_speech_prob = candle_nn::ops::softmax_last_dim(&logits.get(start_of_transcript)?)?.get(id as usize)?.to_scalar::<f32>()?;
+                    no_speech_prob = candle_nn::ops::softmax_last_dim(&logits.get(start_of_transcript)?)?
+                        .get(id as usize)?
+                        .to_scalar::<f32>()?;
                 }
             }
             let mask = if text.is_empty() { &suppress_first } else { &suppress };
@@ -240,7 +251,8 @@ impl AsrDecoder {
     fn suppress_mask(&self, special: &WhisperSpecialTokens, first: bool) -> Result<Tensor> {
         let mut mask = vec![0f32; self.config.vocab_size];
         let controls = (special.end_of_text + 1) as usize..self.config.vocab_size;
-        let listed = self.config.suppress_tokens.iter().chain(if first { &self.config.begin_suppress_tokens[..] } else { &[] });
+        let listed =
+            self.config.suppress_tokens.iter().chain(if first { &self.config.begin_suppress_tokens[..] } else { &[] });
         for id in controls.chain(listed.map(|&id| id as usize)) {
             if let Some(m) = mask.get_mut(id) {
                 *m = f32::NEG_INFINITY;

@@ -1,8 +1,8 @@
 //! Whisper audio encoder: two convolutions, sinusoidal positions and pre-norm
 //! transformer blocks. Runs on the clip's real length, not a padded 30 s window.
 
-use super::WhisperConfig;
 use super::layers::{Attention, Mlp, LAYER_NORM_EPS};
+use super::WhisperConfig;
 use crate::model::norm::LayerNorm;
 use crate::model::ops::Path;
 use crate::model::weights::Weights;
@@ -76,8 +76,14 @@ impl WhisperEncoder {
             bail!("the encoder takes 1 to {} mel frames (30 s), got {frames}", self.config.max_mel_frames());
         }
         let mel = mel.to_dtype(self.conv1_weight.dtype())?;
-        let xs = mel.conv1d(&self.conv1_weight, 1, 1, 1, 1)?.broadcast_add(&self.conv1_bias.reshape((1, (), 1))?)?.gelu_erf()?;
-        let xs = xs.conv1d(&self.conv2_weight, 1, 2, 1, 1)?.broadcast_add(&self.conv2_bias.reshape((1, (), 1))?)?.gelu_erf()?;
+        let xs = mel
+            .conv1d(&self.conv1_weight, 1, 1, 1, 1)?
+            .broadcast_add(&self.conv1_bias.reshape((1, (), 1))?)?
+            .gelu_erf()?;
+        let xs = xs
+            .conv1d(&self.conv2_weight, 1, 2, 1, 1)?
+            .broadcast_add(&self.conv2_bias.reshape((1, (), 1))?)?
+            .gelu_erf()?;
         let xs = xs.transpose(1, 2)?;
         // Slice the position table to the clip's length instead of padding audio to 30 s.
         let positions = self.positions.narrow(0, 0, xs.dim(1)?)?;

@@ -64,7 +64,10 @@ pub(crate) struct Mlp {
 
 impl Mlp {
     pub(crate) fn load(w: &Weights, dim: usize, hidden: usize) -> Result<Self> {
-        Ok(Self { fc1: Linear::load(&w.pp("fc1"), dim, hidden, true)?, fc2: Linear::load(&w.pp("fc2"), hidden, dim, true)? })
+        Ok(Self {
+            fc1: Linear::load(&w.pp("fc1"), dim, hidden, true)?,
+            fc2: Linear::load(&w.pp("fc2"), hidden, dim, true)?,
+        })
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
