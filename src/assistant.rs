@@ -24,13 +24,25 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Transcribe with Whisper, then answer the transcript.
     Cascade,
     /// Feed projected audio straight into the LLM.
     E2e,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 2] = [Mode::Cascade, Mode::E2e];
+
+    /// Its name on the command line and in requests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Cascade => "cascade",
+            Mode::E2e => "e2e",
+        }
+    }
 }
 
 /// Milliseconds spent in each stage of answering one question.

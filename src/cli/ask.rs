@@ -18,7 +18,7 @@ pub struct AskArgs {
     /// cascade: transcribe then answer; e2e: audio straight into the LLM
     /// (needs a projector). Cascade stays the default until the projector
     /// reaches its accuracy target (docs/PROJECTOR.md, "Status").
-    #[arg(long, value_enum, default_value = "cascade")]
+    #[arg(long, value_parser = super::one_of(&Mode::ALL, Mode::as_str), default_value = "cascade")]
     mode: Mode,
     /// Print one JSON object with transcript, answer and timings.
     #[arg(long)]

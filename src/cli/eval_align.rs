@@ -16,7 +16,7 @@ pub struct EvalAlignArgs {
     /// Corpus made by `kioku corpus`.
     #[arg(long)]
     corpus: PathBuf,
-    #[arg(long, value_enum, default_value = "test")]
+    #[arg(long, value_parser = super::one_of(&Split::ALL, Split::as_str), default_value = "test")]
     split: Split,
     /// Evaluate a seeded random subset of this many clips (default: the whole split).
     #[arg(long)]

@@ -22,7 +22,7 @@ pub struct ListenArgs {
     /// cascade: transcribe then answer; e2e: audio straight into the LLM
     /// (needs a projector). Cascade stays the default until the projector
     /// reaches its accuracy target (docs/PROJECTOR.md, "Status").
-    #[arg(long, value_enum, default_value = "cascade")]
+    #[arg(long, value_parser = super::one_of(&Mode::ALL, Mode::as_str), default_value = "cascade")]
     mode: Mode,
     /// Listen to a WAV file, at real-time pace, instead of the microphone.
     #[arg(long, value_name = "FILE.wav")]

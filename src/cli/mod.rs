@@ -21,6 +21,7 @@ mod train_projector;
 mod transcribe;
 
 use anyhow::Result;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use kioku::model::peft::AdapterSpec;
 use std::path::PathBuf;
@@ -123,4 +124,15 @@ pub fn run() -> Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::ExportAdapter(args) => export_adapter::run(&args),
     }
+}
+
+/// A library enum as a flag's value, by the names `name` gives `all` of it: the library stays free
+/// of clap, and `--help` still lists the choices.
+pub(crate) fn one_of<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(all.iter().map(|&value| name(value))).map(move |chosen| {
+        *all.iter().find(|&&value| name(value) == chosen).expect("clap admits only the names listed")
+    })
 }

@@ -28,7 +28,7 @@ enum ReplayCommand {
         #[arg(long)]
         corpus: PathBuf,
         /// Which split's clips.
-        #[arg(long, value_enum, default_value = "train")]
+        #[arg(long, value_parser = super::one_of(&Split::ALL, Split::as_str), default_value = "train")]
         split: Split,
         /// Offer at most this many clips (default: the whole split).
         #[arg(long)]

@@ -29,7 +29,7 @@ use std::path::Path;
 /// Part of every clip id: bump it when synthesis changes, so a resumed run cannot reuse old clips.
 const RECIPE_VERSION: &str = "1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
