@@ -169,13 +169,13 @@ impl ModelHeader {
 
 /// A tensor as it goes into the file: dense in its own dtype, or GGML blocks
 /// as a U8 tensor of shape (rows, bytes per row).
-pub enum Encoded {
+pub(crate) enum Encoded {
     Dense(Tensor),
     Blocks(GgmlDType, Tensor),
 }
 
 /// `t` (rows, cols) as `q` blocks, ready for [`Encoded::Blocks`].
-pub fn encode_blocks(t: &Tensor, q: GgmlDType) -> Result<Tensor> {
+pub(crate) fn encode_blocks(t: &Tensor, q: GgmlDType) -> Result<Tensor> {
     let blocks = QTensor::quantize(&t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?, q)?;
     let rows = t.dim(0)?;
     Ok(Tensor::from_vec(blocks.data()?.into_owned(), (rows, blocks.storage_size_in_bytes() / rows), &Device::Cpu)?)
@@ -220,7 +220,7 @@ fn stored_dtype(name: &str, dtype: DType) -> DType {
 }
 
 /// Writes tensors already in their stored form, atomically.
-pub fn write_encoded(path: &Path, header: &ModelHeader, tensors: Vec<(String, Encoded)>) -> Result<()> {
+pub(crate) fn write_encoded(path: &Path, header: &ModelHeader, tensors: Vec<(String, Encoded)>) -> Result<()> {
     let mut quantized = BTreeMap::new();
     let mut stored = Vec::with_capacity(tensors.len());
     for (name, encoded) in tensors {
@@ -415,7 +415,7 @@ impl MappedModel {
     }
 
     /// The tensor `name` exactly as stored, on the CPU, ready to be written again.
-    pub fn encoded(&self, name: &str) -> Result<Encoded> {
+    pub(crate) fn encoded(&self, name: &str) -> Result<Encoded> {
         let t = self.view(name)?.load(&Device::Cpu)?;
         Ok(match self.block_type(name) {
             Some(q) => Encoded::Blocks(q, t),
@@ -443,7 +443,7 @@ impl MappedModel {
 
     /// `values` (f32, the shape of `name`) stored the way `name` is stored
     /// here: as the same blocks, or dense in the same dtype.
-    pub fn encode_like(&self, name: &str, values: &Tensor) -> Result<Encoded> {
+    pub(crate) fn encode_like(&self, name: &str, values: &Tensor) -> Result<Encoded> {
         Ok(match self.block_type(name) {
             Some(q) => Encoded::Blocks(q, encode_blocks(values, q)?),
             None => Encoded::Dense(values.to_dtype(self.view(name)?.dtype().try_into()?)?),

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// A stored tensor: dense, or 8-bit blocks packed for fast CPU decoding.
-pub enum Stored {
+pub(crate) enum Stored {
     Dense(Tensor),
     Quantized(PackedMatrix),
     /// Dense, still in the mapped model file: copied when claimed, so a
@@ -22,7 +22,7 @@ pub enum Stored {
 }
 
 /// A linear layer's weight, as the layer holds it.
-pub enum Claimed {
+pub(crate) enum Claimed {
     Dense(Tensor),
     /// Multiplied as stored, by [`super::packed`]'s CPU kernels.
     Packed(PackedMatrix),
@@ -54,7 +54,7 @@ impl Weights {
         Self::from_stored(tensors.into_iter().map(|(k, v)| (k, Stored::Dense(v))).collect(), dtype, device)
     }
 
-    pub fn from_stored(tensors: HashMap<String, Stored>, dtype: DType, device: &Device) -> Self {
+    pub(crate) fn from_stored(tensors: HashMap<String, Stored>, dtype: DType, device: &Device) -> Self {
         Self {
             tensors: Rc::new(RefCell::new(tensors)),
             prefix: String::new(),
@@ -152,7 +152,7 @@ impl Weights {
     /// for training ([`Weights::dense_only`]), Q8_0 blocks and f16 matrices
     /// stay in the mapped file and are multiplied from there; everything else
     /// is dense.
-    pub fn take_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Claimed> {
+    pub(crate) fn take_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Claimed> {
         let packs = self.device.is_cpu() && !self.dense_only;
         Ok(match self.remove(name, (rows, cols))? {
             Stored::Mapped(m) if packs && self.dtype == DType::F32 && m.dtype() == DType::F16 => {
