@@ -9,16 +9,15 @@
 //! speaker adaptation needs to keep old skills, starting with the replay buffer.
 //!
 //! The modules form layers, and each uses its own layer or those below: shared
-//! pieces ([`atomic`], [`home`], [`generation`], [`train`]), then [`audio`] and
+//! pieces ([`atomic`], [`home`], [`generation`], [`training`]), then [`audio`] and
 //! [`model`], then [`device`], [`import`] and [`assistant`], then the features
-//! ([`listen`], [`server`], [`parity`], [`corpus`], [`adapt`], [`align`],
+//! ([`listen`], [`server`], [`parity`], [`corpus`], [`adapt`], [`projector_training`],
 //! [`eval`]). [`model`] never uses [`import`], and the command line
 //! (`src/cli/`, in the binary) uses the library, never the other way.
 //! docs/ARCHITECTURE.md has the whole map, the fast and the trainable path, and
 //! where to add a model family, an importer or a command.
 
 pub mod adapt;
-pub mod align;
 pub mod assistant;
 pub mod atomic;
 pub mod audio;
@@ -31,6 +30,7 @@ pub mod import;
 pub mod listen;
 pub mod model;
 pub mod parity;
+pub mod projector_training;
 pub mod server;
-pub mod train;
+pub mod training;
 pub mod tts;

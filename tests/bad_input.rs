@@ -189,7 +189,7 @@ fn pack_refuses_a_speech_adapter_without_its_config() {
     let dir = tempfile::tempdir().unwrap();
     let shipped = kioku::import::read_projector(&repo().join("models/projector-tiny-en.safetensors")).unwrap();
     assert!(shipped.speech_lora.is_some(), "the shipped projector carries a speech adapter");
-    let mut broken = kioku::train::Checkpoint { tensors: shipped.tensors, ..Default::default() };
+    let mut broken = kioku::training::Checkpoint { tensors: shipped.tensors, ..Default::default() };
     broken.set("projector.config", &shipped.config).unwrap();
     let projector = dir.path().join("no-adapter-config.safetensors");
     broken.save(&projector).unwrap();

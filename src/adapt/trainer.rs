@@ -25,7 +25,7 @@ use crate::model::lora::{Adapter, LoraConfig, LoraSet, TargetModules};
 use crate::model::ops::Path as OpsPath;
 use crate::model::projector::Projector;
 use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
-use crate::train::{AdamW, AdamWConfig, LrSchedule};
+use crate::training::{AdamW, AdamWConfig, LrSchedule};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;

@@ -23,7 +23,7 @@ use crate::model::lora::{LoraConfig, LoraSet, TargetModules, SPEECH_LORA_TARGETS
 use crate::model::ops::Path as OpsPath;
 use crate::model::projector::{Projector, ProjectorConfig};
 use crate::model::weights::Weights;
-use crate::train::{AdamW, AdamWConfig, Checkpoint, LrSchedule};
+use crate::training::{AdamW, AdamWConfig, Checkpoint, LrSchedule};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use rand::rngs::StdRng;

@@ -4,14 +4,14 @@ mod common;
 
 use candle_core::Device;
 use common::*;
-use kioku::align::features::AlignItem;
-use kioku::align::features::{prepare, PrepareProgress};
-use kioku::align::trainer::{ProjectorTrainer, Task, TrainConfig};
 use kioku::assistant::{Assistant, Mode};
 use kioku::corpus::{Kind, ManifestEntry, Split};
-use kioku::eval::align::{evaluate, Question, SpokenClip};
 use kioku::eval::pocketsphinx;
+use kioku::eval::projector::{evaluate, Question, SpokenClip};
 use kioku::generation::SamplingOptions;
+use kioku::projector_training::features::AlignItem;
+use kioku::projector_training::features::{prepare, PrepareProgress};
+use kioku::projector_training::trainer::{ProjectorTrainer, Task, TrainConfig};
 
 struct Quiet;
 
@@ -78,7 +78,7 @@ fn short_training_lowers_the_loss_and_resumes_exactly() {
     let mut resumed = ProjectorTrainer::new(&model_path(), &assistant, config, &Device::Cpu).unwrap();
     let path = cache.path().join("checkpoint.safetensors");
     checkpoint.save(&path).unwrap();
-    resumed.resume(&kioku::train::Checkpoint::load(&path).unwrap()).unwrap();
+    resumed.resume(&kioku::training::Checkpoint::load(&path).unwrap()).unwrap();
     for _ in 3..6 {
         resumed.step(&items).unwrap();
     }
