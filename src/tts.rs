@@ -62,10 +62,11 @@ impl Espeak {
         // espeak-ng, which waits for us to read its output.
         let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
         let out = process.wait_with_output().context("cannot read espeak-ng's output")?;
-        writer.join().map_err(|_| anyhow!("writing to espeak-ng failed"))?.context("cannot write to espeak-ng")?;
+        // espeak-ng's own complaint first: a process that refused its voice closed its input too.
         if !out.status.success() {
             bail!("espeak-ng failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
+        writer.join().map_err(|_| anyhow!("writing to espeak-ng failed"))?.context("cannot write to espeak-ng")?;
         read_wav_from(Cursor::new(with_sizes(out.stdout)?), "espeak-ng's output")
     }
 }
