@@ -333,3 +333,21 @@ fn a_lost_device_ends_listening_after_answering_what_was_heard() {
     assert!(replies[0].answer.contains("Paris"), "{replies:?}");
     assert!(replies[0].latency_ms > 0.0);
 }
+
+#[test]
+fn the_llm_tells_half_a_question_from_a_whole_one() {
+    let assistant = assistant();
+    let threshold = kioku::audio::VadConfig::default().turn_end_probability;
+    let probability = |words: &str| assistant.end_of_turn_probability(words).unwrap();
+    // Whisper's transcripts of the halves before a pause, punctuated as it writes them.
+    for half in
+        ["What is the capital?", "how many days.", "Can you tell me?", "I was wondering...", "What is too plus?", ""]
+    {
+        let p = probability(half);
+        assert!(p < threshold, "\"{half}\" read as a whole turn: {p}");
+    }
+    for whole in ["What is the capital of France?", "How many days are in a week?", "What color is the sky?"] {
+        let p = probability(whole);
+        assert!(p >= threshold, "\"{whole}\" read as half a turn: {p}");
+    }
+}

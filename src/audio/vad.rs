@@ -95,14 +95,15 @@ impl Default for VadConfig {
 impl VadConfig {
     /// Defaults for Silero's speech probability. 400 ms of silence keeps pauses of up to 450 ms
     /// inside a question (330–350 ms split some 350–400 ms pauses; tests/listen.rs checks 300–400).
-    /// Answering starts after 96 ms of silence; its transcript and the LLM's reading of it are
+    /// Answering starts after 150 ms of silence; its transcript and the LLM's reading of it are
     /// ready about 200 ms later (release build, 2 cores), and words read as a finished turn then
-    /// end it after 200 ms of silence instead of 400. End of speech → first token on the three
-    /// questions of tests/listen.rs went from 437–509 ms to 326–385 ms; with answering started
-    /// after 150 ms the cue came too late to save anything, and after 64 ms answers started in
-    /// the gaps between words and held up the real one.
+    /// end the question at once instead of at 400 ms: end of speech → first token on the three
+    /// questions of tests/listen.rs is 402–512 ms, 457–641 ms without the cue (noisy runs).
+    /// Starting after 96 ms gave 326–385 ms, but with 96 or 128 ms of audio after the last speech
+    /// frame Whisper heard "What is the capital of France?" in tests/listen.rs as "…and
+    /// friends?", and answered about the United States; 150 ms keeps it right.
     pub fn for_probability() -> Self {
-        Self { min_speech_ms: 96, hangover_ms: 400, pause_ms: 96, turn_end_ms: 200, ..Self::default() }
+        Self { min_speech_ms: 96, hangover_ms: 400, pause_ms: 150, turn_end_ms: 200, ..Self::default() }
     }
 
     /// Fails with a one-line message when a threshold is out of range.

@@ -60,7 +60,7 @@ pub struct ListenArgs {
     #[arg(long, value_name = "MS", alias = "hangover-ms")]
     vad_min_silence_duration_ms: Option<u32>,
     /// Silence after which answering starts, shown only if the silence lasts the whole
-    /// --vad-min-silence-duration-ms or the words end the turn (ms; 0: wait for the end). Default: 96
+    /// --vad-min-silence-duration-ms or the words end the turn (ms; 0: wait for the end). Default: 150
     /// (silero), 0 (energy).
     #[arg(long, value_name = "MS")]
     early_answer_ms: Option<u32>,
