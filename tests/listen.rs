@@ -261,6 +261,8 @@ fn bad_listen_input_fails_with_one_line() {
         (&["--max-utterance", "0"][..], "maximum utterance length"),
         (&["--vad-threshold", "2"], "speech probability threshold must be in"),
         (&["--early-answer-ms", "400"], "must be shorter than the hangover (400 ms)"),
+        (&["--turn-end-ms", "500"], "must be at most the hangover (400 ms)"),
+        (&["--turn-end-probability", "2"], "end-of-turn probability must be in [0, 1]"),
     ] {
         let out = kioku(&[&listen[..], flags].concat());
         assert!(!out.status.success(), "{flags:?}");
