@@ -78,7 +78,7 @@ fn main() {
             let mut canceller = kioku::audio::echo::EchoCanceller::new();
             mic.chunks(160).zip(samples.chunks(160)).map(|(m, r)| canceller.process(m, r).len()).sum::<usize>()
         };
-        median((0..RUNS).map(|_| time_ms(&run).0).collect()) / (samples.len() as f64 / 16_000.0)
+        median((0..RUNS).map(|_| time_ms(run).0).collect()) / (samples.len() as f64 / 16_000.0)
     };
     let ours_rss = peak_rss_mb();
 

@@ -44,7 +44,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.parallel == 0 {
         bail!("--parallel must be at least 1");
     }
-    if !(args.max_audio_s > 0.0) {
+    if args.max_audio_s.is_nan() || args.max_audio_s <= 0.0 {
         bail!("--max-audio-s must be positive, got {}", args.max_audio_s);
     }
     if args.max_body_mb == 0 {

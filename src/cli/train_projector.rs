@@ -198,7 +198,7 @@ fn train_loop(
             "{}",
             json!({"step": step, "loss": loss, "lr": lr, "seconds": step_started.elapsed().as_secs_f64()})
         )?;
-        if step % checkpoint_every == 0 || step == total {
+        if step.is_multiple_of(checkpoint_every) || step == total {
             let dev_loss = if dev.is_empty() { f32::NAN } else { trainer.evaluate(dev)? };
             history.push(json!({"step": step, "train_loss_ema": ema, "dev_loss": dev_loss}));
             // `println` on a bar drops the line when stderr is not a terminal (a log file).

@@ -93,8 +93,11 @@ impl SharedOut {
         Self(out.as_mut_ptr())
     }
 
-    /// Element `i`. Safety: `i` lies in the buffer, the buffer outlives the
-    /// product, and no other chunk touches the elements written through it.
+    /// Element `i`.
+    ///
+    /// # Safety
+    /// `i` lies in the buffer, the buffer outlives the product, and no other
+    /// chunk touches the elements written through it.
     pub unsafe fn at(self, i: usize) -> *mut f32 {
         self.0.add(i)
     }

@@ -222,7 +222,7 @@ impl Llama {
     /// Loads the tensors under `llm.` (HF Llama names without `model.`).
     pub fn load(w: &Weights, cfg: &LlamaConfig) -> Result<Self> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        if cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
+        if !cfg.num_attention_heads.is_multiple_of(cfg.num_key_value_heads) {
             bail!(
                 "{} attention heads cannot share {} key/value heads",
                 cfg.num_attention_heads,

@@ -66,7 +66,7 @@ pub struct PackedMatrix {
 }
 
 fn check_size(format: Format, len: usize, rows: usize, cols: usize) -> candle_core::Result<()> {
-    if (format == Format::Q8_0 && cols % BLOCK != 0) || len != rows * format.row_bytes(cols) {
+    if (format == Format::Q8_0 && !cols.is_multiple_of(BLOCK)) || len != rows * format.row_bytes(cols) {
         candle_core::bail!("{len} bytes are not a {rows}x{cols} matrix stored as {format:?}");
     }
     Ok(())

@@ -52,7 +52,8 @@ pub struct MergeSummary {
 
 enum Opened {
     Adapter(Adapter),
-    Model(MappedModel),
+    /// Boxed: the mapping and its header are several times the size of an adapter.
+    Model(Box<MappedModel>),
 }
 
 /// Merges `inputs` into the model at `base` with `method` and writes the
@@ -118,7 +119,7 @@ fn open(input: &Input, base: &MappedModel) -> Result<Opened> {
             same_architecture(base, &model).with_context(|| {
                 format!("model {} is not a fine-tune of the base model's architecture", input.path.display())
             })?;
-            Opened::Model(model)
+            Opened::Model(Box::new(model))
         }
     })
 }
