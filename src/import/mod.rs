@@ -9,7 +9,6 @@ pub mod random;
 pub mod silero;
 pub mod synthetic_tokenizer;
 
-use crate::audio::{mel::HOP_LENGTH, MelExtractor};
 use crate::model::file::{
     self, ModelHeader, Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY, VAD,
 };
@@ -71,10 +70,7 @@ fn silence_context(whisper: &ImportedWhisper) -> Result<Tensor> {
         .filter(|(k, _)| k.starts_with(&format!("{ENCODER}.")))
         .map(|(k, v)| (k.clone(), v.clone()));
     let weights = Weights::new(encoder_tensors.collect(), DType::F32, &Device::Cpu);
-    let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &whisper.config)?;
-    let silence = vec![0f32; whisper.config.max_mel_frames() * HOP_LENGTH];
-    let mel = MelExtractor::new(whisper.config.n_mels).compute(&silence).to_tensor(&Device::Cpu)?;
-    Ok(encoder.forward(&mel, OpsPath::Fast)?.squeeze(0)?)
+    WhisperEncoder::load(&weights.pp(ENCODER), &whisper.config)?.encode_silence(OpsPath::Fast)
 }
 
 /// Reads a Llama-family checkpoint: a `.gguf` file or a Hugging Face directory.

@@ -3,6 +3,7 @@
 
 use super::layers::{Attention, Mlp, LAYER_NORM_EPS};
 use super::WhisperConfig;
+use crate::audio::{mel::HOP_LENGTH, MelExtractor};
 use crate::model::norm::LayerNorm;
 use crate::model::ops::Path;
 use crate::model::weights::Weights;
@@ -92,6 +93,15 @@ impl WhisperEncoder {
             xs = layer.forward(&xs, path)?;
         }
         Ok(self.layer_norm.forward(&xs, path)?)
+    }
+
+    /// The encoding of 30 s of silence (max_source_positions, d_model), which
+    /// the ASR decoder pads a short clip's encoding with
+    /// ([`super::AsrDecoder::transcribe`]).
+    pub fn encode_silence(&self, path: Path) -> Result<Tensor> {
+        let silence = vec![0f32; self.config.max_mel_frames() * HOP_LENGTH];
+        let mel = MelExtractor::new(self.config.n_mels).compute(&silence).to_tensor(self.conv1_weight.device())?;
+        Ok(self.forward(&mel, path)?.squeeze(0)?)
     }
 
     pub fn config(&self) -> &WhisperConfig {
