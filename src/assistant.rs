@@ -221,17 +221,6 @@ impl Assistant {
             let describe = || format!("model {} does not match its own configuration", path.display());
             let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
             let asr_decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &header.whisper).with_context(describe)?;
-            // The stored silence context is the base encoder's; an adapted
-            // encoder encodes silence differently, and the decoder must see
-            // the clip and its padding from the same encoder.
-            let asr_decoder = if lora.touches(&format!("{ENCODER}.")) {
-                let started = Instant::now();
-                let context = encoder.encode_silence(OpsPath::Fast)?;
-                eprintln!("silence context recomputed in {:.0} ms", ms_since(started));
-                asr_decoder.with_silence_context(context)?
-            } else {
-                asr_decoder
-            };
             let llm = Llama::load(&weights.pp(LLM), &header.llm).with_context(describe)?;
             let projector = header
                 .projector

@@ -287,11 +287,6 @@ impl LoraSet {
         self
     }
 
-    /// Whether an applied adapter changes a module under `prefix` (e.g. `encoder.`).
-    pub fn touches(&self, prefix: &str) -> bool {
-        self.applied.iter().any(|a| a.scale != 0.0 && a.adapter.modules.keys().any(|m| m.starts_with(prefix)))
-    }
-
     /// The shapes of the linear layers loaded so far (all of them, once a model has loaded).
     pub fn linear_shapes(&self) -> LinearShapes {
         lock(&self.linear_shapes).clone()

@@ -87,18 +87,6 @@ impl AsrDecoder {
         })
     }
 
-    /// This decoder with `context` (max_source_positions, d_model) as the
-    /// encoding of silence: the one an encoder with adapters gives
-    /// ([`super::WhisperEncoder::encode_silence`]), where the stored one is the base encoder's.
-    pub fn with_silence_context(self, context: Tensor) -> Result<Self> {
-        let expected = self.silence_context.dims();
-        if context.dims() != expected {
-            bail!("a silence context must be {expected:?}, got {:?}", context.dims());
-        }
-        let context = context.to_dtype(self.silence_context.dtype())?;
-        Ok(Self { silence_context: context, silence_kv: OnceLock::new(), ..self })
-    }
-
     /// Prepares cross-attention for one encoder output (batch, frames, d_model).
     pub fn start(&self, encoder_out: &Tensor) -> Result<DecoderState> {
         let cross_kv =
