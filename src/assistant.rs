@@ -4,6 +4,7 @@
 
 use crate::audio::mel::HOP_LENGTH;
 use crate::audio::MelExtractor;
+use crate::error::{Error, InputError};
 use crate::generation::{ChatMessage, ChatTemplate, Sampler, SamplingOptions, StopFilter, TokenStream};
 use crate::model::adapter_scope::{self, ActiveAdapter, AdapterScope, ScopedAdapter};
 use crate::model::file::{take_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR, VAD};
@@ -199,12 +200,16 @@ pub(crate) fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> 
 
 impl Assistant {
     /// Memory-maps `path`, builds every component on `device`, drops the mapping.
-    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+    pub fn load(path: &Path, device: &Device) -> Result<Self, Error> {
         Self::load_with_adapters(path, device, &[])
     }
 
     /// Like [`Assistant::load`], with LoRA adapters applied at their scales.
-    pub fn load_with_adapters(path: &Path, device: &Device, adapters: &[AdapterSpec]) -> Result<Self> {
+    pub fn load_with_adapters(path: &Path, device: &Device, adapters: &[AdapterSpec]) -> Result<Self, Error> {
+        Self::build(path, device, adapters).map_err(Error::model)
+    }
+
+    fn build(path: &Path, device: &Device, adapters: &[AdapterSpec]) -> Result<Self> {
         let start = Instant::now();
         let dtype = crate::device::default_dtype(device);
         let mapped = MappedModel::open(path)?;
@@ -293,15 +298,16 @@ impl Assistant {
     }
 
     /// Reads the PEFT adapter directory `dir`, checking it was made for this model.
-    pub fn read_adapter(&self, dir: &Path) -> Result<Adapter> {
-        peft::load(dir, &self.header)
+    pub fn read_adapter(&self, dir: &Path) -> Result<Adapter, Error> {
+        peft::load(dir, &self.header).map_err(Error::model)
     }
 
     /// Makes `adapter` ready to be switched on per call ([`Request::adapters`]),
     /// at any scale, without reloading the model.
-    pub fn prepare_adapter(&self, adapter: &Adapter, label: &str) -> Result<Arc<ScopedAdapter>> {
+    pub fn prepare_adapter(&self, adapter: &Adapter, label: &str) -> Result<Arc<ScopedAdapter>, Error> {
         let dtype = crate::device::default_dtype(&self.device);
-        Ok(Arc::new(ScopedAdapter::prepare(adapter, label, &self.linear_shapes, &self.device, dtype)?))
+        let prepared = ScopedAdapter::prepare(adapter, label, &self.linear_shapes, &self.device, dtype);
+        Ok(Arc::new(prepared.map_err(Error::model)?))
     }
 
     /// The encoder output of a whole clip (1, frames, width): windows joined in time.
@@ -380,7 +386,7 @@ impl Assistant {
     }
 
     /// Transcribes 16 kHz mono audio of any length.
-    pub fn transcribe(&self, samples: &[f32]) -> Result<(String, Timings)> {
+    pub fn transcribe(&self, samples: &[f32]) -> Result<(String, Timings), Error> {
         self.transcribe_segments(samples, &[], None, &mut |_| {})
     }
 
@@ -393,12 +399,14 @@ impl Assistant {
         adapters: &[ActiveAdapter],
         prompt: Option<&str>,
         on_segment: &mut dyn FnMut(&Segment),
-    ) -> Result<(String, Timings)> {
+    ) -> Result<(String, Timings), Error> {
         let start = Instant::now();
         let _scope = AdapterScope::enter(adapters);
         let mut timings = Timings::default();
-        let encoded = self.encode(samples, &mut timings)?;
-        let text = self.transcribe_encoded(&encoded, prompt, &mut timings, on_segment)?;
+        let text = self
+            .encode(samples, &mut timings)
+            .and_then(|encoded| self.transcribe_encoded(&encoded, prompt, &mut timings, on_segment))
+            .map_err(Error::working)?;
         timings.total = ms_since(start);
         Ok((text, timings))
     }
@@ -409,7 +417,7 @@ impl Assistant {
         question: &str,
         sampling: &SamplingOptions,
         on_text: &mut dyn FnMut(&str),
-    ) -> Result<Answer> {
+    ) -> Result<Answer, Error> {
         self.respond(&Request::new(Question::Text(question), sampling.clone()), on_text)
     }
 
@@ -420,7 +428,7 @@ impl Assistant {
         mode: Mode,
         sampling: &SamplingOptions,
         on_text: &mut dyn FnMut(&str),
-    ) -> Result<Answer> {
+    ) -> Result<Answer, Error> {
         self.ask_audio_with(samples, mode, None, sampling, on_text)
     }
 
@@ -433,13 +441,17 @@ impl Assistant {
         instruction: Option<&str>,
         sampling: &SamplingOptions,
         on_text: &mut dyn FnMut(&str),
-    ) -> Result<Answer> {
+    ) -> Result<Answer, Error> {
         self.respond(&Request::new(Question::Audio { samples, mode, instruction }, sampling.clone()), on_text)
     }
 
     /// Answers one request: the single entry point behind `kioku ask`,
     /// `kioku listen` and `kioku serve`. `on_text` receives the answer as it streams.
-    pub fn respond(&self, request: &Request, on_text: &mut dyn FnMut(&str)) -> Result<Answer> {
+    pub fn respond(&self, request: &Request, on_text: &mut dyn FnMut(&str)) -> Result<Answer, Error> {
+        self.answer(request, on_text).map_err(Error::working)
+    }
+
+    fn answer(&self, request: &Request, on_text: &mut dyn FnMut(&str)) -> Result<Answer> {
         let start = Instant::now();
         let mut timings = Timings::default();
         let _scope = AdapterScope::enter(request.adapters);
@@ -714,8 +726,8 @@ pub(crate) fn audio_turn_texts(turn_template: &(String, String), instruction: Op
 }
 
 /// Reads a WAV file as 16 kHz mono samples, the input every model here expects.
-pub fn load_audio_16k(path: &Path) -> Result<Vec<f32>> {
-    crate::audio::resample_to_16k(&crate::audio::read_wav(path)?)
+pub fn load_audio_16k(path: &Path) -> Result<Vec<f32>, Error> {
+    crate::audio::read_wav(path).and_then(|audio| crate::audio::resample_to_16k(&audio)).map_err(Error::input)
 }
 
 /// One window of a transcription, reported as soon as it is decoded.
@@ -729,29 +741,3 @@ pub struct Segment {
     /// Whisper's token ids for `text`.
     pub tokens: Vec<u32>,
 }
-
-/// A question that cannot be answered as asked: the caller's input, not a
-/// fault of kioku or of the model. A server answers these with a 4xx.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputError {
-    /// Whisper recognised no speech in the audio.
-    NoSpeech,
-    /// Fewer samples than one mel frame pair.
-    TooShort { samples: usize },
-    /// An end-to-end answer was asked of a model without a projector.
-    NoProjector,
-}
-
-impl std::fmt::Display for InputError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NoSpeech => f.write_str("no speech was recognised in the audio"),
-            Self::TooShort { samples } => write!(f, "the audio is too short to contain speech ({samples} samples)"),
-            Self::NoProjector => f.write_str(
-                "this model has no projector, so it cannot answer end-to-end; use --mode cascade or a model packed with --projector",
-            ),
-        }
-    }
-}
-
-impl std::error::Error for InputError {}

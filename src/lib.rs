@@ -23,6 +23,7 @@ pub mod atomic;
 pub mod audio;
 pub mod corpus;
 pub mod device;
+pub mod error;
 pub mod eval;
 pub mod generation;
 pub mod home;
@@ -34,3 +35,5 @@ pub mod projector_training;
 pub mod server;
 pub mod training;
 pub mod tts;
+
+pub use error::{Error, ErrorKind};

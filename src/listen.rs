@@ -215,7 +215,7 @@ pub enum Event<'a> {
     Failed {
         start_s: f64,
         end_s: f64,
-        error: &'a anyhow::Error,
+        error: &'a crate::Error,
     },
     /// The user spoke over an answer: it was stopped.
     BargeIn(&'a BargeIn),
@@ -378,7 +378,7 @@ fn answer_all(
 ) {
     // Before anyone speaks: otherwise the first reply pays for building the prompt prefix.
     if let Err(e) = assistant.warm_up() {
-        (out.emit)(Event::Failed { start_s: 0.0, end_s: 0.0, error: &e });
+        (out.emit)(Event::Failed { start_s: 0.0, end_s: 0.0, error: &crate::Error::working(e) });
     }
     // Messages read while an early answer was worked out, not handled yet.
     let mut backlog = VecDeque::new();
@@ -450,7 +450,7 @@ impl<'t, 'e> Outlet<'t, 'e> {
     /// Emits the outcome of answering the utterance at `span` (seconds), with its latency.
     fn report(
         &mut self,
-        answered: Result<Answer>,
+        answered: Result<Answer, crate::Error>,
         (start_s, end_s): (f64, f64),
         latency_ms: impl FnOnce(&Answer) -> f64,
     ) {

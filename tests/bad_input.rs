@@ -240,3 +240,32 @@ fn serve_on_a_port_in_use_says_so() {
     let port = taken.local_addr().unwrap().port().to_string();
     assert_clear_failure(&["serve", "--port", &port], "cannot listen on 127.0.0.1");
 }
+
+/// The library's entry points say whose fault a failure is, as a kind a
+/// caller matches (the server maps it to a status), with the message kept.
+#[test]
+fn library_errors_carry_their_kind() {
+    use kioku::assistant::{load_audio_16k, Assistant, Mode};
+    use kioku::ErrorKind;
+    let cpu = candle_core::Device::Cpu;
+
+    let (_dir, garbage) = temp_file("garbage.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!");
+    let error = Assistant::load(std::path::Path::new(&garbage), &cpu).err().expect("a corrupt model fails");
+    assert_eq!(error.kind(), ErrorKind::Model, "{error}");
+    assert!(error.to_string().contains("truncated or corrupt"), "{error}");
+
+    let (_dir, text) = temp_file("notes.wav", b"just some text, not audio");
+    let error = load_audio_16k(std::path::Path::new(&text)).expect_err("text is not a WAV");
+    assert_eq!(error.kind(), ErrorKind::Input, "{error}");
+    assert!(error.to_string().contains("notes.wav"), "{error}");
+
+    let assistant = assistant();
+    let error = assistant.transcribe(&[0.0; 100]).expect_err("100 samples are too short");
+    assert_eq!(error.kind(), ErrorKind::Input, "{error}");
+    let sampling = kioku::generation::SamplingOptions::default();
+    let error = assistant
+        .ask_audio(&vec![0.0; 32_000], Mode::Cascade, &sampling, &mut |_| {})
+        .expect_err("silence is not a question");
+    assert_eq!(error.kind(), ErrorKind::NoSpeech, "{error}");
+    assert_eq!(error.to_string(), "no speech was recognised in the audio");
+}

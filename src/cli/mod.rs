@@ -84,7 +84,7 @@ pub struct ModelSource {
 impl ModelSource {
     pub fn load(&self, adapters: &[AdapterSpec]) -> Result<kioku::assistant::Assistant> {
         let device = kioku::device::parse_device(&self.device)?;
-        kioku::assistant::Assistant::load_with_adapters(&self.model, &device, adapters)
+        Ok(kioku::assistant::Assistant::load_with_adapters(&self.model, &device, adapters)?)
     }
 }
 

@@ -23,7 +23,7 @@ pub struct TranscribeArgs {
 
 pub fn run(args: &TranscribeArgs) -> Result<()> {
     // Check every input before the (slower) model load, so a typo fails fast.
-    let clips = args.files.iter().map(|f| load_audio_16k(f).map(|s| (f, s))).collect::<Result<Vec<_>>>()?;
+    let clips = args.files.iter().map(|f| load_audio_16k(f).map(|s| (f, s))).collect::<Result<Vec<_>, _>>()?;
     let assistant = args.model.load()?;
     for (file, samples) in clips {
         let (text, timings) = assistant

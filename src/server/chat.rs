@@ -185,7 +185,7 @@ impl ChatJob {
             cancel: Some(cancel),
             on_turn_end: None,
         };
-        assistant.respond(&request, on_text)
+        Ok(assistant.respond(&request, on_text)?)
     }
 }
 

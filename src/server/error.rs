@@ -2,7 +2,7 @@
 //! with a 4xx status for anything the client sent, so that a client library
 //! raises its usual exception with our message in it.
 
-use crate::assistant::InputError;
+use crate::error::{Error, ErrorKind};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -46,9 +46,9 @@ impl ApiError {
     /// A failure of the library on input that passed validation: a fault of
     /// kioku or the model, never of the request (those are mapped to 4xx).
     pub fn from_library(error: anyhow::Error) -> Self {
-        match error.downcast_ref::<InputError>() {
-            Some(input) => Self::bad_request(input.to_string()),
-            None => Self::internal(format!("{error:#}")),
+        match error.downcast_ref::<Error>().map(Error::kind) {
+            Some(ErrorKind::NoSpeech | ErrorKind::Input) => Self::bad_request(format!("{error:#}")),
+            _ => Self::internal(format!("{error:#}")),
         }
     }
 

@@ -148,9 +148,9 @@ async fn handle(state: Arc<AppState>, multipart: Result<Multipart, MultipartReje
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let transcribed = ApiError::guard(|| {
-            assistant.transcribe_segments(&samples, &adapters, prompt.as_deref(), &mut |segment| {
+            Ok(assistant.transcribe_segments(&samples, &adapters, prompt.as_deref(), &mut |segment| {
                 let _ = tx.blocking_send(Progress::Segment(segment.clone()));
-            })
+            })?)
         });
         let last = match transcribed {
             Ok((text, _)) => Progress::Done(text),
