@@ -2,6 +2,7 @@
 //! question. Cascade: Whisper transcript -> LLM. End-to-end: encoder frames ->
 //! projector -> spliced into the LLM prompt (needs a model with a projector).
 
+use crate::audio::mel::Mel;
 use crate::audio::mel::HOP_LENGTH;
 use crate::audio::MelExtractor;
 use crate::error::{Error, InputError};
@@ -14,7 +15,7 @@ use crate::model::ops::Path as OpsPath;
 use crate::model::peft::{self, AdapterSpec};
 use crate::model::projector::Projector;
 use crate::model::silero::SileroVad;
-use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
+use crate::model::whisper::{AsrDecoder, WhisperConfig, WhisperEncoder, WhisperSpecialTokens};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
@@ -323,30 +324,17 @@ impl Assistant {
         Ok((self.token_ids(&before)?, self.token_ids(&after)?))
     }
 
-    /// Samples per window of audio the encoder takes at once.
-    fn window_samples(&self) -> usize {
-        self.encoder.config().max_mel_frames() * HOP_LENGTH - TRAILING_SILENCE
-    }
-
-    /// Encoder outputs of consecutive windows of 16 kHz audio, each at most
-    /// 30 s including [`TRAILING_SILENCE`].
+    /// Encoder outputs of consecutive windows of 16 kHz audio ([`encoder_windows`]).
     fn encode(&self, samples: &[f32], timings: &mut Timings) -> Result<Vec<Tensor>> {
-        if samples.len() < MIN_SAMPLES {
-            bail!(InputError::TooShort { samples: samples.len() });
-        }
-        let window = self.window_samples();
-        let mut outputs = Vec::new();
-        for chunk in samples.chunks(window) {
-            let t = Instant::now();
-            let mut padded = Vec::with_capacity(chunk.len() + TRAILING_SILENCE);
-            padded.extend_from_slice(chunk);
-            padded.resize(chunk.len() + TRAILING_SILENCE, 0.0);
-            let mel = self.mel.compute(&padded);
-            timings.mel += ms_since(t);
-            let t = Instant::now();
-            outputs.push(self.encoder.forward(&mel.to_tensor(&self.device)?, OpsPath::Fast)?);
-            timings.encoder += ms_since(t);
-        }
+        let t = Instant::now();
+        let windows = encoder_windows(&self.mel, self.encoder.config(), samples)?;
+        timings.mel += ms_since(t);
+        let t = Instant::now();
+        let outputs = windows
+            .iter()
+            .map(|mel| self.encoder.forward(&mel.to_tensor(&self.device)?, OpsPath::Fast))
+            .collect::<Result<_>>()?;
+        timings.encoder += ms_since(t);
         Ok(outputs)
     }
 
@@ -359,7 +347,7 @@ impl Assistant {
     ) -> Result<String> {
         let t = Instant::now();
         let mut pieces = Vec::new();
-        let window_s = self.window_samples() as f64 / SAMPLE_RATE;
+        let window_s = window_samples(self.encoder.config()) as f64 / SAMPLE_RATE;
         let clip_s = |enc: &Tensor| -> Result<f64> {
             Ok((enc.dim(1)? as f64 * ENCODER_FRAME_S - TRAILING_SILENCE as f64 / SAMPLE_RATE).max(0.0))
         };
@@ -723,6 +711,31 @@ pub(crate) fn audio_turn_texts(turn_template: &(String, String), instruction: Op
         Some(instruction) => (before.clone(), format!("{INSTRUCTION_SEPARATOR}{instruction}{after}")),
         None => (before.clone(), after.clone()),
     }
+}
+
+/// Samples per window of audio the encoder takes at once.
+fn window_samples(config: &WhisperConfig) -> usize {
+    config.max_mel_frames() * HOP_LENGTH - TRAILING_SILENCE
+}
+
+/// The log-mels the encoder takes for 16 kHz audio: consecutive windows of at
+/// most 30 s, each with [`TRAILING_SILENCE`] appended. Inference and speaker
+/// adaptation both prepare audio here, so the model trains on what it hears.
+pub(crate) fn encoder_windows(mel: &MelExtractor, config: &WhisperConfig, samples: &[f32]) -> Result<Vec<Mel>> {
+    if samples.len() < MIN_SAMPLES {
+        bail!(InputError::TooShort { samples: samples.len() });
+    }
+    let window = window_samples(config);
+    let mut padded = Vec::with_capacity(window + TRAILING_SILENCE);
+    Ok(samples
+        .chunks(window)
+        .map(|chunk| {
+            padded.clear();
+            padded.extend_from_slice(chunk);
+            padded.resize(chunk.len() + TRAILING_SILENCE, 0.0);
+            mel.compute(&padded)
+        })
+        .collect())
 }
 
 /// Reads a WAV file as 16 kHz mono samples, the input every model here expects.

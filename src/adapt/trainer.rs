@@ -14,7 +14,7 @@
 use super::data::Recording;
 use super::replay::{ReplayBuffer, ReplayContent, ReplayItem};
 use crate::assistant::{
-    audio_turn_texts, split_turn_template, token_ids, tokenizer_from_json, REPEAT_INSTRUCTION, TRAILING_SILENCE,
+    audio_turn_texts, encoder_windows, split_turn_template, token_ids, tokenizer_from_json, REPEAT_INSTRUCTION,
 };
 use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
@@ -403,9 +403,10 @@ impl SpeakerTrainer {
         let cached = match self.cache.get(key) {
             Some(t) => t.clone(),
             None => {
-                let mut padded = audio.to_vec();
-                padded.resize(audio.len() + TRAILING_SILENCE, 0.0);
-                let mel = self.mel.compute(&padded).to_tensor(&self.device)?;
+                let [mel] = &encoder_windows(&self.mel, &self.header.whisper, audio)?[..] else {
+                    bail!("a training clip must fit one 30 s window of the encoder");
+                };
+                let mel = mel.to_tensor(&self.device)?;
                 let entry = if self.encoder_trains { mel } else { self.encoder.forward(&mel, OpsPath::Fast)?.detach() };
                 self.cache.insert(key.to_string(), entry.clone());
                 entry
