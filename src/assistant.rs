@@ -2,13 +2,14 @@
 //! question. Cascade: Whisper transcript -> LLM. End-to-end: encoder frames ->
 //! projector -> spliced into the LLM prompt (needs a model with a projector).
 
+use crate::assembly::{assemble, Recipe};
 use crate::audio::mel::Mel;
 use crate::audio::mel::HOP_LENGTH;
 use crate::audio::MelExtractor;
 use crate::error::{Error, InputError};
 use crate::generation::{ChatMessage, ChatTemplate, Sampler, SamplingOptions, StopFilter, TokenStream};
 use crate::model::adapter_scope::{self, ActiveAdapter, AdapterScope, ScopedAdapter};
-use crate::model::file::{take_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR, VAD};
+use crate::model::file::{MappedModel, ModelHeader, LLM};
 use crate::model::llama::{Llama, LlamaCache};
 use crate::model::lora::{Adapter, LinearShapes};
 use crate::model::ops::Path as OpsPath;
@@ -194,11 +195,6 @@ pub(crate) fn token_ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     Ok(tokenizer.encode(text, false).map_err(anyhow::Error::msg)?.get_ids().to_vec())
 }
 
-pub(crate) fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
-    Tokenizer::from_bytes(json.as_bytes())
-        .map_err(|e| anyhow::anyhow!("the {which} tokenizer in the model file is invalid: {e}"))
-}
-
 impl Assistant {
     /// Memory-maps `path`, builds every component on `device`, drops the mapping.
     pub fn load(path: &Path, device: &Device) -> Result<Self, Error> {
@@ -212,72 +208,28 @@ impl Assistant {
 
     fn build(path: &Path, device: &Device, adapters: &[AdapterSpec]) -> Result<Self> {
         let start = Instant::now();
-        let dtype = crate::device::default_dtype(device);
         let mapped = MappedModel::open(path)?;
-        let header = mapped.header.clone();
-        // Parsing the two tokenizers' JSON takes as long as building the
-        // models, so it runs beside it.
-        std::thread::scope(|s| {
-            let whisper_tokenizer = s.spawn(|| tokenizer_from_json(&header.whisper_tokenizer, "Whisper"));
-            let llm_tokenizer = s.spawn(|| tokenizer_from_json(&header.llm_tokenizer, "LLM"));
-            let weights = mapped.weights(device, dtype)?;
-            let speech_adapter = take_speech_adapter(&weights, &header)?;
-            let lora = Arc::new(peft::load_all(adapters, &header)?);
-            let weights = weights.with_lora(lora.clone());
-            let describe = || format!("model {} does not match its own configuration", path.display());
-            let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
-            let asr_decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &header.whisper).with_context(describe)?;
-            let llm = Llama::load(&weights.pp(LLM), &header.llm).with_context(describe)?;
-            let projector = header
-                .projector
-                .as_ref()
-                .map(|cfg| Projector::load(&weights.pp(PROJECTOR), cfg))
-                .transpose()
-                .with_context(describe)?;
-            // Built at every load, used only by `listen`: 0.6 ms of the ~97 ms load (release),
-            // cheaper than keeping the mapping open to build it later.
-            let vad_weights = weights.pp(VAD);
-            let vad = if vad_weights.contains("stft_conv.weight") {
-                Some(Arc::new(SileroVad::load(&vad_weights).with_context(describe)?))
-            } else {
-                None
-            };
-            weights.ensure_all_claimed().with_context(describe)?;
-            lora.ensure_all_attached()?;
-            let linear_shapes = lora.linear_shapes();
-            let speech_adapter = speech_adapter
-                .map(|adapter| {
-                    Ok::<_, anyhow::Error>((
-                        Arc::new(ScopedAdapter::prepare(&adapter, "speech adapter", &linear_shapes, device, dtype)?),
-                        1.0,
-                    ))
-                })
-                .transpose()?;
-            let chat = ChatTemplate::new(&header.chat_template)?;
-            let whisper_tokenizer =
-                whisper_tokenizer.join().unwrap_or_else(|_| bail!("reading the Whisper tokenizer failed"))?;
-            let llm_tokenizer = llm_tokenizer.join().unwrap_or_else(|_| bail!("reading the LLM tokenizer failed"))?;
-            let whisper_special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
-            Ok(Self {
-                encoder,
-                asr_decoder,
-                projector,
-                llm,
-                whisper_special,
-                whisper_tokenizer,
-                llm_tokenizer,
-                turn_template: split_turn_template(&chat, &[])?,
-                chat,
-                prefix: OnceLock::new(),
-                endings: OnceLock::new(),
-                speech_adapter,
-                linear_shapes,
-                mel: MelExtractor::new(header.whisper.n_mels),
-                vad,
-                header: header.clone(),
-                device: device.clone(),
-                load_ms: ms_since(start),
-            })
+        let lora = Arc::new(peft::load_all(adapters, &mapped.header)?);
+        let parts = assemble(mapped, path, device, Recipe { trainable: false, llm: true, vad: true, lora })?;
+        Ok(Self {
+            encoder: parts.encoder,
+            asr_decoder: parts.asr_decoder,
+            projector: parts.projector,
+            llm: parts.llm.context("the LLM was not built")?,
+            whisper_special: parts.whisper_special,
+            whisper_tokenizer: parts.whisper_tokenizer,
+            llm_tokenizer: parts.llm_tokenizer,
+            turn_template: split_turn_template(&parts.chat, &[])?,
+            chat: parts.chat,
+            prefix: OnceLock::new(),
+            endings: OnceLock::new(),
+            speech_adapter: parts.speech_adapter,
+            linear_shapes: parts.linear_shapes,
+            mel: MelExtractor::new(parts.header.whisper.n_mels),
+            vad: parts.vad.map(Arc::new),
+            header: parts.header,
+            device: device.clone(),
+            load_ms: ms_since(start),
         })
     }
 

@@ -18,6 +18,7 @@
 //! where to add a model family, an importer or a command.
 
 pub mod adapt;
+mod assembly;
 pub mod assistant;
 pub mod atomic;
 pub mod audio;

@@ -92,7 +92,7 @@ impl Side {
             )],
             None => Vec::new(),
         };
-        let whisper_tokenizer = crate::assistant::tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
+        let whisper_tokenizer = crate::assembly::tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
         Ok(Self {
             encoder,
             decoder,

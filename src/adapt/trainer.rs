@@ -13,18 +13,17 @@
 
 use super::data::Recording;
 use super::replay::{ReplayBuffer, ReplayContent, ReplayItem};
-use crate::assistant::{
-    audio_turn_texts, encoder_windows, split_turn_template, token_ids, tokenizer_from_json, REPEAT_INSTRUCTION,
-};
+use crate::assembly::{assemble, Parts, Recipe};
+use crate::assistant::{audio_turn_texts, encoder_windows, split_turn_template, token_ids, REPEAT_INSTRUCTION};
 use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
-use crate::model::adapter_scope::{ActiveAdapter, AdapterScope, ScopedAdapter};
-use crate::model::file::{take_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
+use crate::model::adapter_scope::{ActiveAdapter, AdapterScope};
+use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::llama::Llama;
 use crate::model::lora::{Adapter, LoraConfig, LoraSet, TargetModules};
 use crate::model::ops::Path as OpsPath;
 use crate::model::projector::Projector;
-use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
+use crate::model::whisper::{AsrDecoder, WhisperEncoder};
 use crate::training::{AdamW, AdamWConfig, LrSchedule};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -172,7 +171,6 @@ impl SpeakerTrainer {
         config.validate()?;
         let targets = TargetModules::new(&config.targets)?;
         let mapped = MappedModel::open(model)?;
-        let header = mapped.header.clone();
         let targeted: Vec<String> = mapped
             .tensor_infos()?
             .into_iter()
@@ -187,37 +185,22 @@ impl SpeakerTrainer {
         let cross_kv_trains = targeted.iter().any(|m| {
             m.starts_with(ASR_DECODER) && (m.ends_with("encoder_attn.k_proj") || m.ends_with("encoder_attn.v_proj"))
         });
-        let weights = mapped.weights(device, DType::F32)?.with_dense_only(true);
-        // The speech adapter stays frozen; the spoken task trains through it as
-        // inference runs it. Without the LLM, nothing runs it.
-        let speech = if trains_llm { take_speech_adapter(&weights, &header)? } else { None };
         let lora = Arc::new(LoraSet::default().train(config.lora, targets, config.seed)?);
-        let weights = weights.with_lora(lora.clone());
-        drop(mapped);
-        let describe = || format!("model {} does not match its own configuration", model.display());
-        let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
-        let decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &header.whisper).with_context(describe)?;
-        let llm = trains_llm.then(|| Llama::load(&weights.pp(LLM), &header.llm)).transpose().with_context(describe)?;
-        let projector = match &header.projector {
-            Some(cfg) if trains_llm => Some(Projector::load(&weights.pp(PROJECTOR), cfg).with_context(describe)?),
-            _ => None,
-        };
-        drop(weights);
-        lora.ensure_all_attached()?;
-        let speech = speech
-            .map(|adapter| {
-                Ok::<_, anyhow::Error>((
-                    Arc::new(ScopedAdapter::prepare(
-                        &adapter,
-                        "speech adapter",
-                        &lora.linear_shapes(),
-                        device,
-                        DType::F32,
-                    )?),
-                    1.0,
-                ))
-            })
-            .transpose()?;
+        // The speech adapter stays frozen; the spoken task trains through it as inference runs it.
+        let recipe = Recipe { trainable: true, llm: trains_llm, vad: false, lora: lora.clone() };
+        let Parts {
+            header,
+            encoder,
+            asr_decoder: decoder,
+            llm,
+            projector,
+            speech_adapter: speech,
+            whisper_tokenizer,
+            whisper_special: special,
+            llm_tokenizer,
+            chat,
+            ..
+        } = assemble(mapped, model, device, recipe)?;
         let frozen_silence = if cross_kv_trains { None } else { Some(decoder.project_silence()?) };
 
         let vars: BTreeMap<String, Var> = lora
@@ -234,10 +217,6 @@ impl SpeakerTrainer {
             total_steps: config.steps,
             final_fraction: 0.1,
         };
-        let whisper_tokenizer = tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
-        let special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
-        let llm_tokenizer = tokenizer_from_json(&header.llm_tokenizer, "LLM")?;
-        let chat = ChatTemplate::new(&header.chat_template)?;
         let spoken = projector.map(|projector| SpokenRepeat::new(projector, &chat, &llm_tokenizer)).transpose()?;
         Ok(Self {
             encoder,
