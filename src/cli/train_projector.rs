@@ -1,17 +1,11 @@
 use super::ModelArgs;
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use kioku::corpus::{read_manifest, ManifestEntry, Split};
-use kioku::projector_training::features::{prepare, AlignItem, PrepareProgress};
-use kioku::projector_training::trainer::{ProjectorTrainer, TrainConfig};
-use kioku::training::Checkpoint;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use serde_json::json;
-use std::io::Write;
+use kioku::projector_training::features::PrepareProgress;
+use kioku::projector_training::session::{train_projector, ProjectorProgress, ProjectorRun};
+use kioku::projector_training::trainer::TrainConfig;
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(Args)]
 pub struct TrainProjectorArgs {
@@ -69,147 +63,87 @@ pub struct TrainProjectorArgs {
     checkpoint_every: usize,
 }
 
-struct Bar(ProgressBar);
+/// Two bars: one for the preparation's stages, one for the steps.
+struct Bars {
+    prepare: ProgressBar,
+    train: ProgressBar,
+    work: PathBuf,
+}
 
-impl PrepareProgress for Bar {
+impl PrepareProgress for Bars {
     fn start(&self, stage: &str, total: usize) {
-        self.0.reset();
-        self.0.set_length(total as u64);
-        self.0.set_message(stage.to_string());
+        self.prepare.reset();
+        self.prepare.set_length(total as u64);
+        self.prepare.set_message(stage.to_string());
     }
     fn advance(&self) {
-        self.0.inc(1);
+        self.prepare.inc(1);
     }
 }
 
-/// A seeded random subset of one split.
-fn subset(entries: &[ManifestEntry], split: Split, n: Option<usize>, seed: u64) -> Vec<ManifestEntry> {
-    let mut chosen: Vec<ManifestEntry> = entries.iter().filter(|e| e.split == split).cloned().collect();
-    chosen.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-    chosen.truncate(n.unwrap_or(usize::MAX));
-    chosen
+impl ProjectorProgress for Bars {
+    fn training(&self, done: usize, total: usize) {
+        self.prepare.finish_and_clear();
+        if done > 0 {
+            eprintln!("resuming from {} at step {done}", self.work.join("checkpoint.safetensors").display());
+        }
+        self.train.set_length(total as u64);
+        self.train.set_position(done as u64);
+        self.train.reset_eta();
+    }
+    fn step(&self, step: usize, loss_ema: f32, lr: f64) {
+        self.train.set_message(format!("loss {loss_ema:.3} lr {lr:.1e}"));
+        self.train.set_position(step as u64);
+    }
+    fn checkpoint(&self, step: usize, train_loss_ema: f32, dev_loss: f32) {
+        // `println` on a bar drops the line when stderr is not a terminal (a log file).
+        self.train.suspend(|| eprintln!("step {step}: train loss {train_loss_ema:.3}, dev loss {dev_loss:.3}"));
+    }
 }
 
 pub fn run(args: &TrainProjectorArgs) -> Result<()> {
     ensure!(args.steps > 0 && args.batch_size > 0, "--steps and --batch-size must be positive");
     ensure!((0.0..=1.0).contains(&args.repeat_fraction), "--repeat-fraction must be between 0 and 1");
+    ensure!(args.checkpoint_every > 0, "--checkpoint-every must be at least 1");
     let work = args.work.clone().unwrap_or_else(|| args.corpus.join("projector-training"));
-    let manifest = read_manifest(&args.corpus)?;
-    let train_entries = subset(&manifest, Split::Train, args.train_items, args.seed);
-    let dev_entries = subset(&manifest, Split::Dev, Some(args.dev_items), args.seed);
-    ensure!(!train_entries.is_empty(), "the corpus {} has no training clips", args.corpus.display());
-
-    let assistant = args.model.load()?;
     let device = kioku::device::parse_device(&args.model.source.device)?;
-    let bar =
-        Bar(ProgressBar::new(0).with_style(ProgressStyle::with_template("{msg:28} {bar:30} {pos}/{len}  ETA {eta}")?));
-    let train = prepare(&assistant, &args.corpus, &train_entries, Split::Train, &work, args.max_answer_tokens, &bar)?;
-    let dev = prepare(&assistant, &args.corpus, &dev_entries, Split::Dev, &work, args.max_answer_tokens, &bar)?;
-    bar.0.finish_and_clear();
-
-    let config = TrainConfig {
-        steps: args.steps,
-        batch_size: args.batch_size,
-        peak_lr: args.lr,
-        warmup_steps: args.warmup_steps,
-        seed: args.seed,
-        hidden_dim: args.hidden_dim,
-        repeat_fraction: args.repeat_fraction,
-        init: args.init.clone(),
-        speech_lora_rank: args.speech_lora_rank,
-        ..TrainConfig::default()
+    let run = ProjectorRun {
+        model: args.model.source.model.clone(),
+        adapters: args.model.adapters.clone(),
+        corpus: args.corpus.clone(),
+        out: args.out.clone(),
+        work: work.clone(),
+        config: TrainConfig {
+            steps: args.steps,
+            batch_size: args.batch_size,
+            peak_lr: args.lr,
+            warmup_steps: args.warmup_steps,
+            seed: args.seed,
+            hidden_dim: args.hidden_dim,
+            repeat_fraction: args.repeat_fraction,
+            init: args.init.clone(),
+            speech_lora_rank: args.speech_lora_rank,
+            ..TrainConfig::default()
+        },
+        train_items: args.train_items,
+        dev_items: args.dev_items,
+        max_answer_tokens: args.max_answer_tokens,
+        checkpoint_every: args.checkpoint_every,
     };
-    let mut trainer = ProjectorTrainer::new(&args.model.source.model, &assistant, config, &device)?;
-    drop(assistant);
-    let checkpoint_path = work.join("checkpoint.safetensors");
-    let mut previous_seconds = 0.0;
-    let mut history: Vec<serde_json::Value> = Vec::new();
-    if checkpoint_path.exists() {
-        let checkpoint = Checkpoint::load(&checkpoint_path)?;
-        trainer.resume(&checkpoint).with_context(|| format!("cannot resume from {}", checkpoint_path.display()))?;
-        previous_seconds = checkpoint.get("elapsed_s")?;
-        history = checkpoint.get("history")?;
-        eprintln!("resuming from {} at step {}", checkpoint_path.display(), trainer.steps_taken());
-    }
-    let elapsed = train_loop(
-        &mut trainer,
-        &train,
-        &dev,
-        &checkpoint_path,
-        previous_seconds,
-        &mut history,
-        args.checkpoint_every,
-    )?;
-
-    let trained = if trainer.config().speech_lora_rank > 0 {
-        "the projector and the LLM's speech adapter"
-    } else {
-        "the projector"
+    let bars = Bars {
+        prepare: ProgressBar::new(0)
+            .with_style(ProgressStyle::with_template("{msg:28} {bar:30} {pos}/{len}  ETA {eta}")?),
+        train: ProgressBar::new(0)
+            .with_style(ProgressStyle::with_template("step {pos}/{len} {bar:30} {msg}  {elapsed} elapsed, ETA {eta}")?),
+        work,
     };
-    let record = json!({
-        "objective": format!("teacher-forced cross-entropy on the model's own text-mode answers (sequence-level distillation) and on verbatim transcripts after a repeat instruction; trains {trained}"),
-        "config": trainer.config(),
-        "train_clips": train.len(),
-        "dev_clips": dev.len(),
-        "wall_time_s": elapsed,
-        "history": history,
-    });
-    trainer.save_projector(&args.out, &record)?;
+    let report = train_projector(&run, &device, &bars)?;
+    bars.train.finish_and_clear();
     eprintln!(
         "wrote {} after {} steps in {:.1} min of training",
         args.out.display(),
-        trainer.steps_taken(),
-        elapsed / 60.0
+        report.steps,
+        report.training_seconds / 60.0
     );
     Ok(())
-}
-
-fn train_loop(
-    trainer: &mut ProjectorTrainer,
-    train: &[AlignItem],
-    dev: &[AlignItem],
-    checkpoint_path: &std::path::Path,
-    previous_seconds: f64,
-    history: &mut Vec<serde_json::Value>,
-    checkpoint_every: usize,
-) -> Result<f64> {
-    let total = trainer.config().steps;
-    let bar = ProgressBar::new(total as u64)
-        .with_style(ProgressStyle::with_template("step {pos}/{len} {bar:30} {msg}  {elapsed} elapsed, ETA {eta}")?);
-    bar.set_position(trainer.steps_taken() as u64);
-    bar.reset_eta();
-    let started = Instant::now();
-    // Training seconds over all runs, as of the last checkpoint.
-    let mut elapsed = previous_seconds;
-    let mut smoothed: Option<f32> = None;
-    let log_path = checkpoint_path.with_file_name("log.jsonl");
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-    while trainer.steps_taken() < total {
-        let lr = trainer.learning_rate();
-        let step_started = Instant::now();
-        let loss = trainer.step(train)?;
-        let ema = smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
-        smoothed = Some(ema);
-        bar.set_message(format!("loss {ema:.3} lr {lr:.1e}"));
-        bar.inc(1);
-        let step = trainer.steps_taken();
-        writeln!(
-            log,
-            "{}",
-            json!({"step": step, "loss": loss, "lr": lr, "seconds": step_started.elapsed().as_secs_f64()})
-        )?;
-        if step.is_multiple_of(checkpoint_every) || step == total {
-            let dev_loss = if dev.is_empty() { f32::NAN } else { trainer.evaluate(dev)? };
-            history.push(json!({"step": step, "train_loss_ema": ema, "dev_loss": dev_loss}));
-            // `println` on a bar drops the line when stderr is not a terminal (a log file).
-            bar.suspend(|| eprintln!("step {step}: train loss {ema:.3}, dev loss {dev_loss:.3}"));
-            let mut checkpoint = trainer.checkpoint()?;
-            elapsed = previous_seconds + started.elapsed().as_secs_f64();
-            checkpoint.set("elapsed_s", &elapsed)?;
-            checkpoint.set("history", history)?;
-            checkpoint.save(checkpoint_path)?;
-        }
-    }
-    bar.finish_and_clear();
-    Ok(elapsed)
 }

@@ -3,4 +3,5 @@
 //! encoder and the LLM frozen.
 
 pub mod features;
+pub mod session;
 pub mod trainer;
