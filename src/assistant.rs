@@ -425,10 +425,11 @@ impl Assistant {
     }
 
     /// Does the one-off work of the first question ahead of time (the cached
-    /// prompt prefix, the projected silence context), so a long-running listener answers its first question
-    /// as fast as the later ones.
+    /// prompt prefix, the projected silence context, the end-of-turn tokens),
+    /// so a long-running listener answers its first question as fast as the later ones.
     pub fn warm_up(&self) -> Result<()> {
         self.asr_decoder.warm_up()?;
+        self.endings()?;
         self.prompt_prefix().map(|_| ())
     }
 
