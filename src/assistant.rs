@@ -9,6 +9,7 @@ use crate::audio::MelExtractor;
 use crate::error::{Error, InputError};
 use crate::generation::{ChatMessage, ChatTemplate, Sampler, SamplingOptions, StopFilter, TokenStream};
 use crate::model::adapter_scope::{self, ActiveAdapter, AdapterScope, ScopedAdapter};
+use crate::model::audio_turn::AudioTurn;
 use crate::model::file::{MappedModel, ModelHeader, LLM};
 use crate::model::llama::{Llama, LlamaCache};
 use crate::model::lora::{Adapter, LinearShapes};
@@ -583,9 +584,9 @@ impl Assistant {
             _ => None,
         };
         let (mut cache, prompt_embeds, prompt_tokens) = self.prompt(&user, request.history, on_turn_end)?;
-        let speech: &[ActiveAdapter] = match user {
-            UserTurn::Audio { .. } => self.speech_adapter.as_slice(),
-            UserTurn::Text(_) => &[],
+        let (speech, _audio_turn): (&[ActiveAdapter], _) = match user {
+            UserTurn::Audio { .. } => (self.speech_adapter.as_slice(), Some(AudioTurn::enter())),
+            UserTurn::Text(_) => (&[], None),
         };
         let _speech = AdapterScope::enter(speech);
         let mut logits = self.llm.next_token_logits(&prompt_embeds, &mut cache)?;

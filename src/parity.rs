@@ -211,7 +211,7 @@ pub fn random_adapter(model: &MappedModel, seed: u64) -> Result<Adapter> {
         let pair = LoraPair { a: random(config.rank, shape[1])?, b: random(shape[0], config.rank)? };
         modules.insert(name.trim_end_matches(".weight").to_string(), pair);
     }
-    Ok(Adapter { config, modules })
+    Ok(Adapter { config, modules, audio_turns_only: false })
 }
 
 /// Seeded audio-like input: a chirp with noise, `seconds` long at 16 kHz.

@@ -116,6 +116,55 @@ fn adapting_the_llm_trains_it_on_the_spoken_clips_and_on_replayed_text() {
     }
 }
 
+/// Gated to audio turns, the LLM's adapters learn from the spoken task alone
+/// (replayed text would train them on turns they never act on), keep the
+/// gate through the adapter file, and leave typed answers exactly as the base
+/// model gives them, while spoken answers end-to-end change.
+#[test]
+fn llm_adapters_gated_to_audio_turns_leave_typed_answers_unchanged() {
+    use kioku::assistant::Mode;
+    use kioku::generation::SamplingOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = load_recordings(&synthesize_dir(&dir.path().join("speaker"), hard_voice(), &texts(6, 3))).unwrap();
+    let mut buffer = ReplayBuffer::new(&dir.path().join("replay.kbuf"), ReplayLimits::default(), 0);
+    buffer.offer(ReplayItem::text("t0", "base-answers:train", "Name a primary colour.", "Red is a primary colour."));
+    let targets = vec!["decoder".to_string(), "llm-attn".to_string()];
+    let config = AdaptConfig {
+        targets,
+        steps: 6,
+        batch_size: 3,
+        replay_ratio: 0.34,
+        peak_lr: 3e-3,
+        llm_on_audio_turns_only: true,
+        ..AdaptConfig::default()
+    };
+    let mut trainer = SpeakerTrainer::new(&model_path(), config, &Device::Cpu).unwrap();
+    assert!(trainer.trains_llm() && !trainer.trains_llm_on_text());
+    let mut replayed_text = 0;
+    for _ in 0..6 {
+        // A step fails when an adapter gets no gradient: the spoken task reaches them all.
+        replayed_text += trainer.step(&recordings, Some(&buffer)).unwrap().replayed_text;
+    }
+    assert_eq!(replayed_text, 0);
+    let trained = trainer.adapter().unwrap();
+    assert!(trained.audio_turns_only);
+    let adapter = dir.path().join("adapter");
+    peft::save(&trained, &adapter, trainer.header(), "test").unwrap();
+    drop(trainer);
+
+    let (base, adapted) = (common::assistant(), with_adapter(&adapter));
+    let sampling = SamplingOptions { max_tokens: 24, ..SamplingOptions::default() };
+    for question in ["What is the capital of France?", "Name three colours of the rainbow."] {
+        let answer = |a: &Assistant| a.ask_text(question, &sampling, &mut |_| {}).unwrap().answer;
+        assert_eq!(answer(&adapted), answer(&base), "typed: {question}");
+    }
+    let spoken = |a: &Assistant| {
+        let tokens = |r: &Recording| a.ask_audio(&r.audio_16k, Mode::E2e, &sampling, &mut |_| {}).unwrap().answer;
+        recordings.iter().map(tokens).collect::<Vec<_>>()
+    };
+    assert_ne!(spoken(&adapted), spoken(&base), "the adapter changes no spoken answer");
+}
+
 /// Measures the budget of issue 4: 24 utterances of one hard test voice,
 /// adapted with the defaults, WER on 8 held-out utterances before and after.
 /// Slow (minutes): `cargo test --release --test adapt -- --ignored --nocapture`.

@@ -33,7 +33,8 @@ fn random_adapter(dir: &Path) {
         ("encoder.layers.0.fc1".to_string(), pair(384, 1536)),
         ("llm.layers.0.self_attn.q_proj".to_string(), pair(576, 576)),
     ]);
-    let adapter = Adapter { config: LoraConfig { rank: 4, alpha: 16.0, dropout: 0.0 }, modules };
+    let adapter =
+        Adapter { config: LoraConfig { rank: 4, alpha: 16.0, dropout: 0.0 }, modules, audio_turns_only: false };
     peft::save(&adapter, dir, &MappedModel::open(&model_path()).unwrap().header, "kioku-tiny-en.safetensors").unwrap();
 }
 

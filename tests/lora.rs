@@ -225,6 +225,7 @@ fn random_adapter(module: &str, (in_dim, out_dim): (usize, usize)) -> Adapter {
     Adapter {
         config: LoraConfig { rank: 4, alpha: 16.0, dropout: 0.0 },
         modules: BTreeMap::from([(module.to_string(), pair)]),
+        audio_turns_only: false,
     }
 }
 

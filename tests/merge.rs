@@ -41,7 +41,7 @@ fn adapter(modules: &[(&str, (usize, usize))], seed: u64, spread: f32) -> Adapte
         .iter()
         .map(|(m, (i, o))| (m.to_string(), LoraPair { a: random((4, *i)), b: random((*o, 4)) }))
         .collect();
-    Adapter { config: LoraConfig { rank: 4, alpha: 16.0, dropout: 0.0 }, modules }
+    Adapter { config: LoraConfig { rank: 4, alpha: 16.0, dropout: 0.0 }, modules, audio_turns_only: false }
 }
 
 fn save_adapter(adapter: &Adapter, dir: &Path, base: &ModelHeader) -> PathBuf {

@@ -100,6 +100,10 @@ pub fn adapt(request: &AdaptRequest, device: &Device, on_event: &mut dyn FnMut(A
             on_event(AdaptEvent::Note(format!(
                 "the buffer's {text} text items are skipped: no LLM module is among the targets"
             )));
+        } else if text > 0 && !trainer.trains_llm_on_text() {
+            on_event(AdaptEvent::Note(format!(
+                "the buffer's {text} text items are skipped: the LLM's adapters act on audio turns only"
+            )));
         }
     }
 

@@ -18,6 +18,7 @@ use crate::assistant::{audio_turn_texts, encoder_windows, split_turn_template, t
 use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
 use crate::model::adapter_scope::{ActiveAdapter, AdapterScope};
+use crate::model::audio_turn::AudioTurn;
 use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::llama::Llama;
 use crate::model::lora::{Adapter, LoraConfig, LoraSet, TargetModules};
@@ -62,6 +63,9 @@ pub struct AdaptConfig {
     /// λ of the pull λ·Σ‖θ−θ_start‖² over the adapter tensors.
     pub l2: f64,
     pub seed: u64,
+    /// The LLM's adapters act on audio turns only, as the speech adapter does:
+    /// typed questions keep the unchanged LLM, and text items are not replayed.
+    pub llm_on_audio_turns_only: bool,
 }
 
 impl Default for AdaptConfig {
@@ -79,6 +83,7 @@ impl Default for AdaptConfig {
             replay_ratio: 0.25,
             l2: 0.0,
             seed: 0,
+            llm_on_audio_turns_only: false,
         }
     }
 }
@@ -185,7 +190,8 @@ impl SpeakerTrainer {
         let cross_kv_trains = targeted.iter().any(|m| {
             m.starts_with(ASR_DECODER) && (m.ends_with("encoder_attn.k_proj") || m.ends_with("encoder_attn.v_proj"))
         });
-        let lora = Arc::new(LoraSet::default().train(config.lora, targets, config.seed)?);
+        let lora = LoraSet::default().train(config.lora, targets, config.seed)?;
+        let lora = Arc::new(lora.with_llm_on_audio_turns_only(config.llm_on_audio_turns_only));
         // The speech adapter stays frozen; the spoken task trains through it as inference runs it.
         let recipe = Recipe { trainable: true, llm: trains_llm, vad: false, lora: lora.clone() };
         let Parts {
@@ -257,6 +263,11 @@ impl SpeakerTrainer {
         self.llm.is_some()
     }
 
+    /// Whether the LLM's adapters act on text turns, so that text items train them.
+    pub fn trains_llm_on_text(&self) -> bool {
+        self.trains_llm() && !self.config.llm_on_audio_turns_only
+    }
+
     pub fn steps_taken(&self) -> usize {
         self.optimizer.steps_taken()
     }
@@ -320,10 +331,10 @@ impl SpeakerTrainer {
         let mut outcome = StepOutcome { loss: 0.0, new_items: n_new, replayed_speech: 0, replayed_text: 0 };
         if let Some(buffer) = replay.filter(|_| n_replay > 0) {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            let text_share = if self.trains_llm() { TEXT_SHARE } else { 0.0 };
+            let text_share = if self.trains_llm_on_text() { TEXT_SHARE } else { 0.0 };
             for item in buffer.sample_mixed(n_replay, text_share, &mut rng) {
                 match replayed_example(item) {
-                    Example::Text { .. } if !self.trains_llm() => continue,
+                    Example::Text { .. } if !self.trains_llm_on_text() => continue,
                     example @ Example::Text { .. } => {
                         outcome.replayed_text += 1;
                         examples.push(example);
@@ -418,6 +429,7 @@ impl SpeakerTrainer {
         // turn's own tokens still reach every adapter.
         let mut before = llm.new_cache();
         llm.forward_embeds(&embed(&spoken.before)?, Some(&mut before), OpsPath::Fast)?;
+        let _audio_turn = AudioTurn::enter();
         let _speech = AdapterScope::enter(self.speech.as_slice());
         let input = Tensor::cat(&[audio_embeds, embed(&after)?], 1)?;
         let hidden = llm.forward_after_prefix(&input, &before.to_frozen_prefix()?, OpsPath::Trainable)?;

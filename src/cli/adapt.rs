@@ -70,6 +70,17 @@ pub struct TrainingArgs {
     /// The new speaker's name in the replay buffer (default: the data directory's name).
     #[arg(long)]
     pub speaker: Option<String>,
+    /// With LLM targets: whether the LLM's adapters act on every turn, or on
+    /// spoken questions answered end-to-end only, as the speech adapter does
+    /// (typed questions then keep the unchanged LLM).
+    #[arg(long, value_enum, default_value_t = LlmTurns::All)]
+    pub llm_turns: LlmTurns,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LlmTurns {
+    All,
+    Audio,
 }
 
 #[derive(Args)]
@@ -102,6 +113,7 @@ pub fn run_adaptation(args: &TrainingArgs, data: &Path, out: &Path) -> Result<()
         replay_ratio: if args.no_replay { 0.0 } else { args.replay_ratio },
         l2: args.l2,
         seed: args.seed,
+        llm_on_audio_turns_only: args.llm_turns == LlmTurns::Audio,
         ..AdaptConfig::default()
     };
     let replay = if args.no_replay {

@@ -39,6 +39,11 @@ pub fn run(args: &ExportAdapterArgs) -> Result<()> {
         );
     }
     eprintln!("wrote {} ({} LLM modules)", args.out.display(), summary.exported.len());
+    if adapter.audio_turns_only {
+        eprintln!(
+            "note: kioku applies this adapter's LLM modules to spoken questions only; llama.cpp, which reads text, applies them to every prompt"
+        );
+    }
     if let Some(llm) = header.provenance.iter().find(|p| p.component == "llm") {
         let file = llm.file.as_deref().unwrap_or(&llm.source);
         eprintln!("apply it on the LLM's source GGUF ({file}) with llama.cpp's --lora {}", args.out.display());

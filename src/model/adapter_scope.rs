@@ -12,7 +12,7 @@
 //! loaded weights stay shared and immutable. The shared flag this replaces
 //! let a spoken request switch the speech adapter on under a typed one.
 
-use super::lora::{Adapter, LinearShapes, LoraLayer};
+use super::lora::{is_llm, Adapter, LinearShapes, LoraLayer};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use std::cell::RefCell;
@@ -52,7 +52,8 @@ impl ScopedAdapter {
                     pair.b.dims()
                 );
             }
-            layers.insert(module.clone(), LoraLayer::fixed(pair, adapter.config.scaling(), device, dtype)?);
+            let layer = LoraLayer::fixed(pair, adapter.config.scaling(), device, dtype)?;
+            layers.insert(module.clone(), layer.gated(adapter.audio_turns_only && is_llm(module)));
         }
         Ok(Self { label, layers })
     }
@@ -62,10 +63,11 @@ impl ScopedAdapter {
     }
 
     /// Whether the adapter changes any module whose name starts with `prefix`
-    /// (e.g. `llm.`): then state cached from an adapter-free run of that
-    /// component does not hold inside a scope that has it.
+    /// (e.g. `llm.`) now: then state cached from an adapter-free run of that
+    /// component does not hold inside a scope that has it. A gated adapter
+    /// changes the LLM only inside an audio turn.
     pub fn touches(&self, prefix: &str) -> bool {
-        self.layers.keys().any(|m| m.starts_with(prefix))
+        self.layers.iter().any(|(m, layer)| m.starts_with(prefix) && layer.acts_now())
     }
 
     pub(crate) fn layer(&self, module: &str) -> Option<&LoraLayer> {
@@ -137,6 +139,7 @@ mod tests {
         let adapter = Adapter {
             config: LoraConfig { rank: 1, alpha: 1.0, dropout: 0.0 },
             modules: [("m".to_string(), pair)].into(),
+            audio_turns_only: false,
         };
         (linear, Arc::new(ScopedAdapter::prepare(&adapter, "test", &set.linear_shapes(), &dev, DType::F32).unwrap()))
     }
@@ -162,6 +165,42 @@ mod tests {
         assert!(adapter.touches("m") && !adapter.touches("llm."));
     }
 
+    /// Loaded gated adapters and scoped ones alike act on the LLM inside audio turns only.
+    #[test]
+    fn a_gated_adapter_acts_on_the_llm_inside_audio_turns_only() {
+        use crate::model::audio_turn::AudioTurn;
+        let dev = Device::Cpu;
+        let pair = LoraPair {
+            a: Tensor::ones((1, 4), DType::F32, &dev).unwrap(),
+            b: Tensor::ones((2, 1), DType::F32, &dev).unwrap(),
+        };
+        let config = LoraConfig { rank: 1, alpha: 1.0, dropout: 0.0 };
+        let gated = Adapter { config, modules: [("llm.m".to_string(), pair)].into(), audio_turns_only: true };
+        let layer = |set: Arc<LoraSet>| {
+            let tensors = [("llm.m.weight".to_string(), Tensor::zeros((2, 4), DType::F32, &dev).unwrap())].into();
+            let weights = Weights::new(tensors, DType::F32, &dev).with_lora(set);
+            Linear::load(&weights.pp("llm").pp("m"), 4, 2, false).unwrap()
+        };
+        let loaded = layer(Arc::new(LoraSet::default().apply(gated.clone(), 1.0, "loaded")));
+        let set = Arc::new(LoraSet::default());
+        let plain = layer(set.clone());
+        let scoped =
+            Arc::new(ScopedAdapter::prepare(&gated, "scoped", &set.linear_shapes(), &dev, DType::F32).unwrap());
+        // Both ways give the base layer on a text turn and W·x + B·A·x on an audio turn.
+        let text_and_audio = |linear: &Linear| {
+            let text = out(linear);
+            let _turn = AudioTurn::enter();
+            (text, out(linear))
+        };
+        let expected = (vec![vec![0.0, 0.0]], vec![vec![4.0, 4.0]]);
+        assert_eq!(text_and_audio(&loaded), expected, "loaded with the model");
+        let _scope = AdapterScope::enter(&[(scoped.clone(), 1.0)]);
+        assert_eq!(text_and_audio(&plain), expected, "switched on per call");
+        assert!(!scoped.touches("llm."), "state cached on a text turn still holds");
+        let _turn = AudioTurn::enter();
+        assert!(scoped.touches("llm."));
+    }
+
     #[test]
     fn a_scope_on_one_thread_is_invisible_on_another() {
         let (linear, adapter) = zero_layer_and_adapter();
@@ -180,10 +219,10 @@ mod tests {
             b: Tensor::ones((2, 1), DType::F32, &dev).unwrap(),
         };
         let config = LoraConfig { rank: 1, alpha: 1.0, dropout: 0.0 };
-        let wrong_shape = Adapter { config, modules: [("m".to_string(), pair(3))].into() };
+        let wrong_shape = Adapter { config, modules: [("m".to_string(), pair(3))].into(), audio_turns_only: false };
         let err = ScopedAdapter::prepare(&wrong_shape, "x", &shapes, &dev, DType::F32).unwrap_err().to_string();
         assert!(err.contains("needs [1, 4]"), "{err}");
-        let unknown = Adapter { config, modules: [("n".to_string(), pair(4))].into() };
+        let unknown = Adapter { config, modules: [("n".to_string(), pair(4))].into(), audio_turns_only: false };
         let err = ScopedAdapter::prepare(&unknown, "x", &shapes, &dev, DType::F32).unwrap_err().to_string();
         assert!(err.contains("not a linear layer"), "{err}");
     }

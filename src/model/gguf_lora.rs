@@ -126,7 +126,7 @@ mod tests {
 
     fn adapter(modules: &[(&str, LoraPair)]) -> Adapter {
         let modules: BTreeMap<_, _> = modules.iter().map(|(m, p)| (m.to_string(), p.clone())).collect();
-        Adapter { config: LoraConfig { rank: RANK, alpha: 16.0, dropout: 0.0 }, modules }
+        Adapter { config: LoraConfig { rank: RANK, alpha: 16.0, dropout: 0.0 }, modules, audio_turns_only: false }
     }
 
     fn read_back(path: &Path) -> (Content, BTreeMap<String, Vec<Vec<f32>>>) {

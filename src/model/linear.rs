@@ -74,6 +74,7 @@ impl Module for Linear {
             .iter()
             .map(|a| (a, 1.0))
             .chain(scoped.iter().filter_map(|(adapter, scale)| Some((adapter.layer(self.module.as_deref()?)?, *scale))))
+            .filter(|(a, _)| a.acts_now())
             .collect();
         // The packed kernel adds fixed adapters inside its own op (see `LowRank`).
         let fused: Option<Vec<(&LowRank, f32)>> = match &self.kernel {

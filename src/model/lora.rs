@@ -47,11 +47,19 @@ pub struct LoraPair {
     pub b: Tensor,
 }
 
+/// Whether `module` belongs to the LLM (the modules the audio-turn gate applies to).
+pub fn is_llm(module: &str) -> bool {
+    module.strip_prefix(super::file::LLM).is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// An adapter as stored: one configuration and the factors of each module it adapts.
 #[derive(Debug, Clone)]
 pub struct Adapter {
     pub config: LoraConfig,
     pub modules: BTreeMap<String, LoraPair>,
+    /// Its LLM modules act on audio turns only, as the speech adapter does:
+    /// typed questions and the cascade's transcripts get the unchanged LLM.
+    pub audio_turns_only: bool,
 }
 
 impl Adapter {
@@ -94,7 +102,7 @@ impl Adapter {
                 Ok((module, LoraPair { a, b }))
             })
             .collect::<Result<_>>()?;
-        Ok(Self { config, modules })
+        Ok(Self { config, modules, audio_turns_only: false })
     }
 
     /// Bakes the adapter at `scale` into `tensors` (module `m` -> `m.weight`),
@@ -204,6 +212,8 @@ pub(crate) struct LoraLayer {
     trainable: bool,
     /// A fixed adapter on the CPU, which the packed kernel adds in its own op.
     low_rank: Option<Arc<LowRank>>,
+    /// Acts only while an audio turn is open ([`super::audio_turn`]).
+    audio_turns_only: bool,
 }
 
 impl LoraLayer {
@@ -216,7 +226,17 @@ impl LoraLayer {
         let a = pair.a.to_device(device)?.to_dtype(dtype)?;
         let b = (pair.b.to_device(device)?.to_dtype(DType::F32)? * factor)?.to_dtype(dtype)?;
         let low_rank = device.is_cpu().then(|| LowRank::new(&a, &b)).transpose()?.map(Arc::new);
-        Ok(Self { a, b, factor: 1.0, dropout: None, trainable: false, low_rank })
+        Ok(Self { a, b, factor: 1.0, dropout: None, trainable: false, low_rank, audio_turns_only: false })
+    }
+
+    /// This layer, acting only inside audio turns when `gated`.
+    pub(crate) fn gated(self, gated: bool) -> Self {
+        Self { audio_turns_only: gated, ..self }
+    }
+
+    /// Whether the layer acts now: always, or inside an audio turn if gated.
+    pub(crate) fn acts_now(&self) -> bool {
+        !self.audio_turns_only || super::audio_turn::is_open()
     }
 
     pub(crate) fn low_rank(&self) -> Option<&LowRank> {
@@ -254,6 +274,8 @@ struct Training {
     dropout_active: Arc<AtomicBool>,
     dropout_rng: Arc<Mutex<StdRng>>,
     vars: Mutex<BTreeMap<String, LoraVars>>,
+    /// The LLM's trainable adapters act on audio turns only.
+    audio_turns_only: bool,
 }
 
 /// The trainable factors of one module.
@@ -309,8 +331,18 @@ impl LoraSet {
             dropout_active: Arc::new(AtomicBool::new(true)),
             dropout_rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed.wrapping_add(1)))),
             vars: Mutex::new(BTreeMap::new()),
+            audio_turns_only: false,
         });
         Ok(self)
+    }
+
+    /// Gates the trainable adapters on LLM modules to audio turns, as the
+    /// adapter they become will be at inference ([`Adapter::audio_turns_only`]).
+    pub fn with_llm_on_audio_turns_only(mut self, gated: bool) -> Self {
+        if let Some(training) = &mut self.training {
+            training.audio_turns_only = gated;
+        }
+        self
     }
 
     /// Turns the training adapters' dropout on (training) or off (evaluation).
@@ -337,7 +369,7 @@ impl LoraSet {
                 ))
             })
             .collect::<Result<_>>()?;
-        Ok(Adapter { config: training.config, modules })
+        Ok(Adapter { config: training.config, modules, audio_turns_only: training.audio_turns_only })
     }
 
     /// The adapters of `module`, a linear layer (out, in), on `device` in `dtype`.
@@ -366,7 +398,8 @@ impl LoraSet {
                 }
             }
             lock(&applied.attached).insert(module.to_string());
-            layers.push(LoraLayer::fixed(pair, applied.scale * applied.adapter.config.scaling(), device, dtype)?);
+            let layer = LoraLayer::fixed(pair, applied.scale * applied.adapter.config.scaling(), device, dtype)?;
+            layers.push(layer.gated(applied.adapter.audio_turns_only && is_llm(module)));
         }
         if let Some(training) = self.training.as_ref().filter(|t| t.targets.matches(module)) {
             let vars = training.vars_for(module, in_dim, out_dim, device, dtype)?;
@@ -382,6 +415,7 @@ impl LoraSet {
                 }),
                 trainable: true,
                 low_rank: None,
+                audio_turns_only: training.audio_turns_only && is_llm(module),
             });
         }
         Ok(layers)

@@ -5,6 +5,7 @@
 //! every model: fast and trainable").
 
 pub mod adapter_scope;
+pub mod audio_turn;
 pub mod cpu_pool;
 pub mod file;
 pub mod gguf_layout;

@@ -90,6 +90,10 @@ struct KiokuFields {
     /// keep kioku's names in the tensor file and `target_modules`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     kioku_named_modules: Vec<String>,
+    /// The adapter's LLM modules act on audio turns only
+    /// ([`Adapter::audio_turns_only`]); tools other than kioku apply them always.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    llm_on_audio_turns_only: bool,
 }
 
 /// The model components ("whisper", "llm", "projector") that adapted modules belong to.
@@ -178,6 +182,7 @@ pub fn save(adapter: &Adapter, dir: &Path, base: &ModelHeader, base_name: &str) 
             base_model_sha256: identity_for(base, Some(&components))?,
             base_components: Some(components),
             kioku_named_modules: adapter.modules.keys().filter(|m| hf_names::to_hf(m).is_none()).cloned().collect(),
+            llm_on_audio_turns_only: adapter.audio_turns_only,
         }),
     };
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
@@ -227,13 +232,16 @@ fn read(dir: &Path, base: &ModelHeader) -> Result<Adapter> {
             Ok((format!("{}.{factor}", module_of(module)?), t))
         })
         .collect::<Result<Vec<_>>>()?;
-    let adapter = Adapter::from_factors(
+    let mut adapter = Adapter::from_factors(
         LoraConfig { rank: config.r, alpha: config.lora_alpha, dropout: config.lora_dropout },
         named,
     )
     .with_context(|| format!("in {TENSORS_FILE}"))?;
     match &config.kioku {
-        Some(kioku) => check_identity(kioku, &config, base)?,
+        Some(kioku) => {
+            check_identity(kioku, &config, base)?;
+            adapter.audio_turns_only = kioku.llm_on_audio_turns_only;
+        }
         None => {
             check_checkpoint(config.base_model_name_or_path.as_deref(), &components_of(adapter.modules.keys()), base)?
         }

@@ -103,6 +103,12 @@ fn open(input: &Input, base: &MappedModel) -> Result<Opened> {
     Ok(match input.kind {
         InputKind::Adapter => {
             let adapter = peft::load(&input.path, &base.header)?;
+            if adapter.audio_turns_only && adapter.modules.keys().any(|m| crate::model::lora::is_llm(m)) {
+                bail!(
+                    "adapter {} changes the LLM on spoken questions only; baked into the weights it would change every answer, so apply it with --adapter instead",
+                    input.path.display()
+                );
+            }
             for (module, pair) in &adapter.modules {
                 let name = format!("{module}.weight");
                 if base.dense_shape(&name).ok() != Some(vec![pair.b.dim(0)?, pair.a.dim(1)?]) {
