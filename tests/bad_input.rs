@@ -176,6 +176,15 @@ fn projector_training_and_alignment_reject_bad_input() {
         "--repeat-fraction",
     );
     assert_clear_failure(&["train-projector", "--corpus", "/nonexistent-corpus", "--steps", "0"], "--steps");
+    assert_clear_failure(
+        &["train-projector", "--corpus", "/nonexistent-corpus", "--checkpoint-every", "0"],
+        "--checkpoint-every",
+    );
+    // clap reports an unknown --llm-turns value, naming the flag and the values it takes.
+    let out = kioku(&["adapt", "--data", "/nonexistent", "--out", "/nonexistent-out", "--llm-turns", "sometimes"]);
+    let err = stderr(&out);
+    assert!(!out.status.success() && !err.contains("panicked") && err.contains("--llm-turns"), "{err}");
+    assert!(err.contains("audio") && err.contains("all"), "{err}");
     assert_clear_failure(&["eval-align", "--corpus", "/nonexistent-corpus"], "/nonexistent-corpus/manifest.jsonl");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("manifest.jsonl"), "{not json\n").unwrap();
