@@ -9,7 +9,7 @@ use candle_core::Device;
 use common::*;
 use kioku::adapt::data::{load_recordings, Recording};
 use kioku::adapt::replay::{ReplayBuffer, ReplayItem, ReplayLimits};
-use kioku::adapt::trainer::{AdaptConfig, SpeakerTrainer};
+use kioku::adapt::trainer::{AdaptConfig, SpeakerTrainer, SpokenTarget};
 use kioku::assistant::Assistant;
 use kioku::corpus::{synthesize_transcribed_dir, utterance_bank, Voice, VOICES};
 use kioku::eval::metrics::WerTally;
@@ -93,7 +93,15 @@ fn adapting_the_llm_trains_it_on_the_spoken_clips_and_on_replayed_text() {
     ));
     buffer.offer(ReplayItem::text("t1", "base-answers:train", "Name a primary colour.", "Red is a primary colour."));
     let targets = vec!["decoder".to_string(), "llm-attn".to_string()];
-    let config = AdaptConfig { targets, steps: 8, batch_size: 3, replay_ratio: 0.34, ..AdaptConfig::default() };
+    let config = AdaptConfig {
+        targets,
+        steps: 8,
+        batch_size: 3,
+        replay_ratio: 0.34,
+        llm_on_audio_turns_only: false,
+        spoken_target: SpokenTarget::Transcript,
+        ..AdaptConfig::default()
+    };
     let mut trainer = SpeakerTrainer::new(&model_path(), config, &Device::Cpu).unwrap();
     assert!(trainer.trains_llm());
     let loss_before = trainer.speech_loss(&recordings).unwrap();
@@ -136,6 +144,7 @@ fn llm_adapters_gated_to_audio_turns_leave_typed_answers_unchanged() {
         replay_ratio: 0.34,
         peak_lr: 3e-3,
         llm_on_audio_turns_only: true,
+        spoken_target: SpokenTarget::Transcript,
         ..AdaptConfig::default()
     };
     let mut trainer = SpeakerTrainer::new(&model_path(), config, &Device::Cpu).unwrap();
@@ -163,6 +172,63 @@ fn llm_adapters_gated_to_audio_turns_leave_typed_answers_unchanged() {
         recordings.iter().map(tokens).collect::<Vec<_>>()
     };
     assert_ne!(spoken(&adapted), spoken(&base), "the adapter changes no spoken answer");
+}
+
+/// With the typed-answer target, `adapt` first answers each transcript as a
+/// typed question with the base model, then teaches the gated LLM adapter to
+/// give that answer to the spoken clip: the spoken answers move toward the
+/// typed ones (content-word overlap), and typed answers stay the base model's.
+#[test]
+fn the_typed_answer_target_moves_spoken_answers_toward_the_typed_ones() {
+    use kioku::adapt::session::{adapt, AdaptRequest, ReplaySource};
+    use kioku::assistant::Mode;
+    use kioku::eval::metrics::answer_overlap;
+    use kioku::generation::SamplingOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let questions: Vec<String> =
+        ["What is the capital of France?", "How many legs does a spider have?", "What colour is the sky?"]
+            .map(String::from)
+            .to_vec();
+    let data = synthesize_dir(&dir.path().join("speaker"), hard_voice(), &questions);
+    let config = AdaptConfig {
+        targets: vec!["decoder".to_string(), "llm-attn".to_string()],
+        steps: 8,
+        batch_size: 3,
+        replay_ratio: 0.0,
+        peak_lr: 3e-3,
+        llm_on_audio_turns_only: true,
+        spoken_target: SpokenTarget::TypedAnswer,
+        ..AdaptConfig::default()
+    };
+    let out = dir.path().join("adapter");
+    let request = AdaptRequest {
+        model: model_path(),
+        data: data.clone(),
+        out: out.clone(),
+        config,
+        epochs: None,
+        replay: ReplaySource::Off,
+        time_budget: None,
+        speaker: None,
+    };
+    let mut notes = Vec::new();
+    // Every step checks that each adapter tensor got a gradient.
+    adapt(&request, &Device::Cpu, &mut |event| notes.push(format!("{event:?}"))).unwrap();
+    assert!(notes.iter().any(|n| n.contains("answering the 3 transcripts")), "{notes:#?}");
+
+    let (base, adapted) = (common::assistant(), with_adapter(&out));
+    let recordings = load_recordings(&data).unwrap();
+    let sampling = SamplingOptions { max_tokens: 32, ..SamplingOptions::default() };
+    let mut overlap = (0.0, 0.0);
+    for r in &recordings {
+        let typed = base.ask_text(&r.text, &sampling, &mut |_| {}).unwrap().answer;
+        assert_eq!(adapted.ask_text(&r.text, &sampling, &mut |_| {}).unwrap().answer, typed);
+        let spoken = |a: &Assistant| a.ask_audio(&r.audio_16k, Mode::E2e, &sampling, &mut |_| {}).unwrap().answer;
+        overlap.0 += answer_overlap(&spoken(&base), &typed);
+        overlap.1 += answer_overlap(&spoken(&adapted), &typed);
+    }
+    eprintln!("spoken-vs-typed answer overlap, summed over 3 clips: base {:.2} -> adapted {:.2}", overlap.0, overlap.1);
+    assert!(overlap.1 > overlap.0, "overlap {overlap:?}");
 }
 
 /// Measures the budget of issue 4: 24 utterances of one hard test voice,

@@ -37,7 +37,9 @@ fn a_tiny_study_prepares_every_arm_with_its_cost_and_resumes() {
             "replay-x0.5",
             "replay-merge",
             "llm-naive",
-            "llm-replay"
+            "llm-replay",
+            "llm-gated",
+            "llm-gated-answer"
         ]
     );
     assert_eq!(kioku::corpus::read_transcribed_dir(&study.held_out).unwrap().len(), 1);

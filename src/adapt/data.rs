@@ -12,6 +12,9 @@ pub struct Recording {
     pub id: String,
     pub audio_16k: Vec<f32>,
     pub text: String,
+    /// The base model's answer to `text` typed: filled in by the adaptation
+    /// when its spoken task targets typed answers.
+    pub typed_answer: Option<String>,
 }
 
 /// Reads and validates `dir` (see [`read_transcribed_dir`]) and decodes every WAV.
@@ -21,7 +24,7 @@ pub fn load_recordings(dir: &Path) -> Result<Vec<Recording>> {
         .map(|clip| {
             let audio_16k =
                 load_audio_16k(&clip.path).with_context(|| format!("recording `{}` of {}", clip.id, dir.display()))?;
-            Ok(Recording { id: clip.id, audio_16k, text: clip.text })
+            Ok(Recording { id: clip.id, audio_16k, text: clip.text, typed_answer: None })
         })
         .collect()
 }

@@ -6,8 +6,10 @@
 
 use super::data::{load_recordings, Recording};
 use super::replay::{ReplayBuffer, ReplayItem, ReplayLimits};
-use super::trainer::{AdaptConfig, SpeakerTrainer, StepOutcome};
+use super::trainer::{AdaptConfig, SpeakerTrainer, StepOutcome, MAX_ANSWER_TOKENS};
+use crate::assistant::Assistant;
 use crate::corpus::Split;
+use crate::generation::SamplingOptions;
 use crate::model::peft;
 use anyhow::{ensure, Result};
 use candle_core::Device;
@@ -78,7 +80,7 @@ pub struct AdaptReport {
 
 pub fn adapt(request: &AdaptRequest, device: &Device, on_event: &mut dyn FnMut(AdaptEvent)) -> Result<AdaptReport> {
     let started = Instant::now();
-    let recordings = load_recordings(&request.data)?;
+    let mut recordings = load_recordings(&request.data)?;
     let mut config = request.config.clone();
     if let Some(epochs) = request.epochs {
         ensure!(epochs > 0, "--epochs must be at least 1");
@@ -93,6 +95,9 @@ pub fn adapt(request: &AdaptRequest, device: &Device, on_event: &mut dyn FnMut(A
         parameters as f64 / 1e6,
         trainer.config().targets.join(", ")
     )));
+    if trainer.needs_typed_answers() {
+        answer_typed(&request.model, &mut recordings, device, on_event)?;
+    }
     if let Some(buffer) = &buffer {
         let stats = buffer.stats();
         let text = stats.by_kind.get("text").copied().unwrap_or(0);
@@ -152,6 +157,27 @@ pub fn adapt(request: &AdaptRequest, device: &Device, on_event: &mut dyn FnMut(A
         seconds: started.elapsed().as_secs_f64(),
         buffer_items: buffer.as_ref().map(ReplayBuffer::len),
     })
+}
+
+/// Fills in each recording's typed answer: the base model's reply to its
+/// transcript as a typed question, greedy and as long as the trainer uses.
+fn answer_typed(
+    model: &Path,
+    recordings: &mut [Recording],
+    device: &Device,
+    on_event: &mut dyn FnMut(AdaptEvent),
+) -> Result<()> {
+    on_event(AdaptEvent::Note(format!(
+        "answering the {} transcripts as typed questions with the base model: the targets of the spoken task",
+        recordings.len()
+    )));
+    let assistant = Assistant::load(model, device)?;
+    let sampling = SamplingOptions { max_tokens: MAX_ANSWER_TOKENS, ..SamplingOptions::default() };
+    for recording in recordings {
+        let answer = assistant.ask_text(&recording.text, &sampling, &mut |_| {})?.answer;
+        recording.typed_answer = Some(answer);
+    }
+    Ok(())
 }
 
 fn open_buffer(source: &ReplaySource, on_event: &mut dyn FnMut(AdaptEvent)) -> Result<Option<ReplayBuffer>> {

@@ -3,7 +3,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kioku::adapt::replay::ReplayLimits;
 use kioku::adapt::session::{adapt, default_replay_path, AdaptEvent, AdaptRequest, ReplaySource};
-use kioku::adapt::trainer::AdaptConfig;
+use kioku::adapt::trainer::{AdaptConfig, SpokenTarget};
 use kioku::model::lora::LoraConfig;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,9 +72,21 @@ pub struct TrainingArgs {
     pub speaker: Option<String>,
     /// With LLM targets: whether the LLM's adapters act on every turn, or on
     /// spoken questions answered end-to-end only, as the speech adapter does
-    /// (typed questions then keep the unchanged LLM).
-    #[arg(long, value_enum, default_value_t = LlmTurns::All)]
+    /// (typed questions then keep the unchanged LLM; the default, since the
+    /// study's ungated arms lost half their typed answers).
+    #[arg(long, value_enum, default_value_t = LlmTurns::Audio)]
     pub llm_turns: LlmTurns,
+    /// With LLM targets: what the LLM learns to say after each of the speaker's
+    /// clips: the transcript (after "Repeat exactly what I said."), or the base
+    /// model's answer to the transcript typed (as spoken questions are asked).
+    #[arg(long, value_enum, default_value_t = SpokenReply::Answer)]
+    pub spoken_target: SpokenReply,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpokenReply {
+    Transcript,
+    Answer,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -114,6 +126,10 @@ pub fn run_adaptation(args: &TrainingArgs, data: &Path, out: &Path) -> Result<()
         l2: args.l2,
         seed: args.seed,
         llm_on_audio_turns_only: args.llm_turns == LlmTurns::Audio,
+        spoken_target: match args.spoken_target {
+            SpokenReply::Transcript => SpokenTarget::Transcript,
+            SpokenReply::Answer => SpokenTarget::TypedAnswer,
+        },
         ..AdaptConfig::default()
     };
     let replay = if args.no_replay {

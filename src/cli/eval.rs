@@ -38,6 +38,10 @@ pub struct EvalArgs {
     /// Test-split questions asked as text (and spoken, end-to-end, when the model has a projector and --corpus is given).
     #[arg(long, default_value_t = 40)]
     questions: usize,
+    /// Speak the test questions anew in this voice for the end-to-end answers
+    /// (default: the corpus clips' voices; with --study, the study's new speaker).
+    #[arg(long, value_name = "VOICE")]
+    question_voice: Option<String>,
     /// Longest answer, in tokens.
     #[arg(long, default_value_t = 48)]
     answer_tokens: usize,
@@ -68,6 +72,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let base = &args.model.source.model;
     let device = kioku::device::parse_device(&args.model.source.device)?;
     let mut new_speaker = args.new_speaker.clone();
+    let mut question_voice = args.question_voice.clone();
     let mut arms = vec![Arm::new("base", base, Vec::new())];
     if args.study {
         let corpus = args.corpus.as_deref().context("--study needs --corpus")?;
@@ -78,6 +83,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let study = study::prepare(&options, &device, &mut |event| progress.show(event))?;
         arms = study.arms;
         new_speaker = new_speaker.or(Some(study.held_out));
+        question_voice = question_voice.or(Some(options.voice));
     }
     if !args.model.adapters.is_empty() {
         arms.push(Arm::new("adapted", base, args.model.adapters.clone()));
@@ -85,7 +91,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     for text in &args.arms {
         arms.push(Arm::parse(text, base)?);
     }
-    let sets = sets(args, new_speaker.as_deref())?;
+    let sets = sets(args, new_speaker.as_deref(), question_voice.as_deref())?;
     let options = EvalOptions { device, answer_tokens: args.answer_tokens };
     let bar = ProgressBar::new(0)
         .with_style(ProgressStyle::with_template("{msg:24} {bar:30} {pos}/{len}  {elapsed} elapsed, ETA {eta}")?);
@@ -106,7 +112,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn sets(args: &EvalArgs, new_speaker: Option<&Path>) -> Result<EvalSets> {
+fn sets(args: &EvalArgs, new_speaker: Option<&Path>, question_voice: Option<&str>) -> Result<EvalSets> {
     let mut sets = EvalSets::default();
     if let Some(dir) = new_speaker {
         sets = sets.with_new_speaker(dir, args.new_speaker_clips, args.seed)?;
@@ -118,6 +124,9 @@ fn sets(args: &EvalArgs, new_speaker: Option<&Path>) -> Result<EvalSets> {
         sets = sets.with_earlier_speakers(dir, split, args.earlier_clips, args.seed)?;
     }
     sets = sets.with_real_speech(args.real_clips)?.with_questions(args.corpus.as_deref(), args.questions, args.seed)?;
+    if let Some(voice) = question_voice {
+        sets = sets.with_questions_spoken_by(voice, &args.out.join("spoken-questions"))?;
+    }
     if sets.items(false) == 0 {
         bail!("nothing to evaluate: give --new-speaker or --corpus, or leave --real-clips / --questions above 0");
     }

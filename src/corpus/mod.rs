@@ -15,7 +15,7 @@ mod voices;
 pub use synth::{check_tools, synthesize};
 pub use text::{utterance_bank, Kind, Utterance};
 pub use transcribed::{read_transcribed_dir, synthesize_transcribed_dir, TranscribedClip, TRANSCRIPTS_FILE};
-pub use voices::{voices_of, Augmentation, Voice, AUGMENTATIONS, VOICES};
+pub use voices::{voice_named, voices_of, Augmentation, Voice, AUGMENTATIONS, VOICES};
 
 use crate::atomic;
 use crate::audio::{write_wav_16k, SAMPLE_RATE};

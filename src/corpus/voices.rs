@@ -65,6 +65,15 @@ pub const VOICES: &[Voice] = &[
     voice("en-gb-scotland", "klatt3", 175, 50, Split::Test),
 ];
 
+/// The voice whose [`Voice::name`] is `name`; the error lists the test voices,
+/// the ones no model was trained on.
+pub fn voice_named(name: &str) -> anyhow::Result<&'static Voice> {
+    VOICES.iter().find(|v| v.name() == name).ok_or_else(|| {
+        let names: Vec<String> = voices_of(Split::Test).into_iter().map(Voice::name).collect();
+        anyhow::anyhow!("unknown voice {name:?}; test voices: {}", names.join(", "))
+    })
+}
+
 pub fn voices_of(split: Split) -> Vec<&'static Voice> {
     VOICES.iter().filter(|v| v.split == split).collect()
 }

@@ -66,6 +66,9 @@ impl Report {
         );
         if spoken > 0 {
             let _ = write!(text, ", {spoken} also asked spoken, end-to-end");
+            if let Some(voice) = &s.question_voice {
+                let _ = write!(text, ", in the voice {voice}");
+            }
         }
         let _ = write!(text, "); answers up to {} tokens; Δ against `{}`.", self.answer_tokens, self.arms[0].arm.name);
         text

@@ -6,7 +6,8 @@
 
 use super::pocketsphinx;
 use crate::corpus::{
-    read_manifest, read_transcribed_dir, split_of, stable_hash, utterance_bank, Kind, Split, TranscribedClip,
+    read_manifest, read_transcribed_dir, split_of, stable_hash, synthesize_transcribed_dir, utterance_bank,
+    voice_named, Kind, Split, TranscribedClip,
 };
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -28,6 +29,9 @@ pub struct EvalSets {
     pub earlier_speakers: Vec<TranscribedClip>,
     pub real_speech: Vec<TranscribedClip>,
     pub questions: Vec<Question>,
+    /// The voice that speaks the questions, when they were synthesized for
+    /// this report (else each corpus clip's own voice).
+    pub question_voice: Option<String>,
 }
 
 /// The first `n` items in a hash order fixed by `seed`.
@@ -94,6 +98,24 @@ impl EvalSets {
                 .collect(),
         };
         self.questions = sample(questions, n, seed, |q| &q.id);
+        Ok(self)
+    }
+
+    /// The questions spoken anew by `voice` (espeak-ng) into `dir`: the
+    /// end-to-end answers are then measured in that voice, typically the new
+    /// speaker's, whose spoken questions the adaptation is for.
+    pub fn with_questions_spoken_by(mut self, voice: &str, dir: &Path) -> Result<Self> {
+        let texts: Vec<String> = self.questions.iter().map(|q| q.text.clone()).collect();
+        if texts.is_empty() {
+            return Ok(self);
+        }
+        synthesize_transcribed_dir(dir, voice_named(voice)?, &texts)
+            .with_context(|| format!("speaking the questions in {voice}"))?;
+        let clips = read_transcribed_dir(dir)?;
+        for (question, clip) in self.questions.iter_mut().zip(clips) {
+            question.audio = Some(clip.path);
+        }
+        self.question_voice = Some(voice.to_string());
         Ok(self)
     }
 

@@ -1,8 +1,9 @@
 //! The study kioku grew from, reproduced on our task (docs/DESIGN.md, "Forgetting, and the remedies
 //! kioku offers"): from the same start, adapt to one new synthetic speaker with each remedy against
 //! forgetting (none, replay, a discounted LoRA scale, a linear merge with the base, and their
-//! combinations; Whisper-only and with LoRA on the LLM), and hand every result to the forgetting
-//! report as one arm with its cost.
+//! combinations; Whisper-only and with LoRA on the LLM, that LoRA acting on every turn or gated
+//! to audio turns, the spoken clips trained to their transcript or to the typed answer), and hand
+//! every result to the forgetting report as one arm with its cost.
 //!
 //! Everything lands in one work directory and is reused when present, so a
 //! stopped study resumes where it was: the speaker's clips, the seeded replay
@@ -12,9 +13,11 @@ use super::forgetting::{Arm, Cost};
 use crate::adapt::merge::{merge, Input, InputKind, Method};
 use crate::adapt::replay::{ReplayBuffer, ReplayLimits};
 use crate::adapt::session::{adapt, AdaptEvent, AdaptRequest, ReplaySource};
-use crate::adapt::trainer::AdaptConfig;
+use crate::adapt::trainer::{AdaptConfig, SpokenTarget};
 use crate::assistant::Assistant;
-use crate::corpus::{split_of, synthesize_transcribed_dir, utterance_bank, Split, Voice, TRANSCRIPTS_FILE, VOICES};
+use crate::corpus::{
+    split_of, synthesize_transcribed_dir, utterance_bank, voice_named, Split, Voice, TRANSCRIPTS_FILE, VOICES,
+};
 use crate::model::peft::AdapterSpec;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -82,13 +85,29 @@ struct Training {
     name: &'static str,
     targets: &'static [&'static str],
     replay: bool,
+    /// The LLM's adapters act on audio turns only (`kioku adapt --llm-turns audio`).
+    audio_turns_only: bool,
+    spoken_target: SpokenTarget,
 }
 
-const TRAININGS: [Training; 4] = [
-    Training { name: "naive", targets: &crate::adapt::trainer::DEFAULT_TARGETS, replay: false },
-    Training { name: "replay", targets: &crate::adapt::trainer::DEFAULT_TARGETS, replay: true },
-    Training { name: "llm-naive", targets: &LLM_ARM_TARGETS, replay: false },
-    Training { name: "llm-replay", targets: &LLM_ARM_TARGETS, replay: true },
+impl Training {
+    const fn new(name: &'static str, targets: &'static [&'static str], replay: bool) -> Self {
+        Self { name, targets, replay, audio_turns_only: false, spoken_target: SpokenTarget::Transcript }
+    }
+
+    /// An LLM arm gated to audio turns, with replayed speech.
+    const fn gated(name: &'static str, spoken_target: SpokenTarget) -> Self {
+        Self { audio_turns_only: true, spoken_target, ..Self::new(name, &LLM_ARM_TARGETS, true) }
+    }
+}
+
+const TRAININGS: [Training; 6] = [
+    Training::new("naive", &crate::adapt::trainer::DEFAULT_TARGETS, false),
+    Training::new("replay", &crate::adapt::trainer::DEFAULT_TARGETS, true),
+    Training::new("llm-naive", &LLM_ARM_TARGETS, false),
+    Training::new("llm-replay", &LLM_ARM_TARGETS, true),
+    Training::gated("llm-gated", SpokenTarget::Transcript),
+    Training::gated("llm-gated-answer", SpokenTarget::TypedAnswer),
 ];
 
 /// Cost of one trained adapter, kept beside it so that a resumed study reports it.
@@ -147,10 +166,7 @@ pub fn prepare(options: &StudyOptions, device: &Device, on_event: &mut dyn FnMut
 /// The new speaker's training and held-out clips, synthesized once:
 /// test-split texts (never in the buffer) spoken by `options.voice`.
 fn speaker_clips(options: &StudyOptions, on_event: &mut dyn FnMut(AdaptEvent)) -> Result<(PathBuf, PathBuf)> {
-    let Some(voice) = VOICES.iter().find(|v| v.name() == options.voice) else {
-        let names: Vec<String> = VOICES.iter().filter(|v| v.split == Split::Test).map(Voice::name).collect();
-        bail!("unknown voice {:?}; test voices: {}", options.voice, names.join(", "));
-    };
+    let voice = voice_named(&options.voice)?;
     let texts: Vec<String> = utterance_bank()
         .into_iter()
         .filter(|u| split_of(u) == Split::Test && u.text.split_whitespace().count() <= 12)
@@ -227,8 +243,12 @@ fn train_arm(
         training.targets.join(", "),
         training.replay
     )));
-    let config =
-        AdaptConfig { targets: training.targets.iter().map(|t| t.to_string()).collect(), ..options.adapt.clone() };
+    let config = AdaptConfig {
+        targets: training.targets.iter().map(|t| t.to_string()).collect(),
+        llm_on_audio_turns_only: training.audio_turns_only,
+        spoken_target: training.spoken_target,
+        ..options.adapt.clone()
+    };
     let request = AdaptRequest {
         model: options.model.clone(),
         data: data.to_path_buf(),

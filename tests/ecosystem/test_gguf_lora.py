@@ -71,7 +71,8 @@ def adapter(tmp_path_factory):
     (data / "transcripts.tsv").write_text("".join(f"clip{i}\t{text}\n" for i, text in enumerate(ADAPT_TEXTS)))
     out = work / "llm-attn"
     run_kioku("adapt", "--model", MODEL, "--device", "cpu", "--data", data, "--out", out, "--targets", "llm-attn",
-              "--steps", "6", "--batch-size", "2", "--lr", "1e-2", "--seed", "1", "--no-replay")
+              "--steps", "6", "--batch-size", "2", "--lr", "1e-2", "--seed", "1", "--no-replay", "--llm-turns", "all",
+              "--spoken-target", "transcript")
     return out
 
 

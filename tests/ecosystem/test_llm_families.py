@@ -327,7 +327,8 @@ def qwen2_adapter(packed_qwen2, tmp_path_factory):
     (data / "transcripts.tsv").write_text("".join(f"{name}\t{QUESTION}\n" for name in ("a", "b")))
     out = tmp / "adapter"
     run_kioku("adapt", "--model", exact, "--data", data, "--out", out, "--targets", "llm-all",
-              "--steps", "2", "--batch-size", "2", "--no-replay", "--lr", "0.05", "--seed", "1")
+              "--steps", "2", "--batch-size", "2", "--no-replay", "--lr", "0.05", "--seed", "1", "--llm-turns", "all",
+              "--spoken-target", "transcript")
     return out
 
 

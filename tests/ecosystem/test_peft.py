@@ -94,7 +94,8 @@ def kioku_adapter(work):
     (data / "transcripts.tsv").write_text("\n".join(lines) + "\n")
     out = work / "kioku-adapter"
     run_kioku("adapt", "--model", MODEL, "--device", "cpu", "--data", data, "--out", out, "--targets", "llm-attn",
-              "--steps", "6", "--batch-size", "2", "--lr", "1e-2", "--seed", "1", "--no-replay")
+              "--steps", "6", "--batch-size", "2", "--lr", "1e-2", "--seed", "1", "--no-replay", "--llm-turns", "all",
+              "--spoken-target", "transcript")
     return out
 
 
