@@ -10,7 +10,8 @@
 //! repeats the transcript, or gives the base model's answer to it typed
 //! ([`SpokenTarget`]), so the adapter learns the voice where spoken questions
 //! reach it (and text forgetting can appear, which replayed text answers or
-//! the audio-turn gate hold back). An optional L2 pull keeps the adapter tensors near their start.
+//! the audio-turn gate hold back). An optional L2 pull keeps the adapter
+//! tensors near their start.
 
 use super::data::Recording;
 use super::replay::{ReplayBuffer, ReplayContent, ReplayItem};
@@ -404,7 +405,9 @@ impl SpeakerTrainer {
                     if let Some(spoken) = self.spoken.as_ref().filter(|_| key.starts_with(NEW_KEY)) {
                         let reply = match spoken.target {
                             SpokenTarget::Transcript => text,
-                            SpokenTarget::TypedAnswer => typed_answer.context("no typed answer for this clip")?,
+                            SpokenTarget::TypedAnswer => typed_answer.context(
+                                "no typed answer for this clip: `adapt` fills Recording::typed_answer, or use SpokenTarget::Transcript",
+                            )?,
                         };
                         losses.push(self.spoken_loss(&encoded, reply).with_context(context)?);
                     }
