@@ -95,8 +95,8 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def adapters(workdir):
     """Two speaker adapters trained with `kioku adapt` (a few steps, no replay,
-    so that they change the LLM's answers): alice on the LLM's attention, bob
-    on the LLM's and the encoder's."""
+    acting on every turn, so that they change the LLM's typed answers): alice
+    on the LLM's attention, bob on the LLM's and the encoder's."""
     data = workdir / "speaker"
     data.mkdir()
     lines = []
@@ -109,7 +109,8 @@ def adapters(workdir):
         out = workdir / name
         subprocess.run(
             [str(KIOKU), "adapt", "--model", str(MODEL), "--device", "cpu", "--data", str(data), "--out", str(out),
-             "--targets", targets, "--steps", "6", "--batch-size", "2", "--lr", "1e-2", "--seed", seed, "--no-replay"],
+             "--targets", targets, "--steps", "6", "--batch-size", "2", "--lr", "1e-2", "--seed", seed, "--no-replay",
+             "--llm-turns", "all", "--spoken-target", "transcript"],
             check=True,
             stdout=subprocess.DEVNULL,
         )
