@@ -185,6 +185,16 @@ fn projector_training_and_alignment_reject_bad_input() {
     let err = stderr(&out);
     assert!(!out.status.success() && !err.contains("panicked") && err.contains("--llm-turns"), "{err}");
     assert!(err.contains("audio") && err.contains("all"), "{err}");
+    let out = kioku(&["adapt", "--data", "/nonexistent", "--out", "/nonexistent-out", "--spoken-target", "echo"]);
+    let err = stderr(&out);
+    assert!(!out.status.success() && !err.contains("panicked") && err.contains("--spoken-target"), "{err}");
+    assert!(err.contains("answer") && err.contains("transcript"), "{err}");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().to_str().unwrap();
+    assert_clear_failure(
+        &["eval", "--real-clips", "0", "--questions", "2", "--question-voice", "nobody", "--out", out],
+        "unknown voice \"nobody\"",
+    );
     assert_clear_failure(&["eval-align", "--corpus", "/nonexistent-corpus"], "/nonexistent-corpus/manifest.jsonl");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("manifest.jsonl"), "{not json\n").unwrap();

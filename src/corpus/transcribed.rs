@@ -56,14 +56,19 @@ pub fn read_transcribed_dir(dir: &Path) -> Result<Vec<TranscribedClip>> {
 
 /// Writes `texts` spoken by `voice` into `dir` as `<NN>.wav` plus
 /// `transcripts.tsv`, written last so that an interrupted run leaves no
-/// directory that looks complete.
-pub fn synthesize_transcribed_dir(dir: &Path, voice: &super::Voice, texts: &[String]) -> Result<()> {
+/// directory that looks complete. Returns the clips in the order of `texts`.
+pub fn synthesize_transcribed_dir(dir: &Path, voice: &super::Voice, texts: &[String]) -> Result<Vec<TranscribedClip>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut tsv = String::new();
+    let mut clips = Vec::with_capacity(texts.len());
     for (i, text) in texts.iter().enumerate() {
         let audio = super::synthesize(text, voice, &super::AUGMENTATIONS[0], i as u64)?;
-        crate::audio::write_wav_16k(&dir.join(format!("{i:02}.wav")), &audio)?;
-        tsv.push_str(&format!("{i:02}\t{text}\n"));
+        let id = format!("{i:02}");
+        let path = dir.join(format!("{id}.wav"));
+        crate::audio::write_wav_16k(&path, &audio)?;
+        tsv.push_str(&format!("{id}\t{text}\n"));
+        clips.push(TranscribedClip { id, path, text: text.clone() });
     }
-    crate::atomic::write_bytes(&dir.join(TRANSCRIPTS_FILE), tsv.as_bytes())
+    crate::atomic::write_bytes(&dir.join(TRANSCRIPTS_FILE), tsv.as_bytes())?;
+    Ok(clips)
 }

@@ -109,9 +109,8 @@ impl EvalSets {
         if texts.is_empty() {
             return Ok(self);
         }
-        synthesize_transcribed_dir(dir, voice_named(voice)?, &texts)
+        let clips = synthesize_transcribed_dir(dir, voice_named(voice)?, &texts)
             .with_context(|| format!("speaking the questions in {voice}"))?;
-        let clips = read_transcribed_dir(dir)?;
         for (question, clip) in self.questions.iter_mut().zip(clips) {
             question.audio = Some(clip.path);
         }
