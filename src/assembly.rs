@@ -51,7 +51,7 @@ pub(crate) struct Parts {
 }
 
 pub(crate) fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
-    Tokenizer::from_bytes(json.as_bytes())
+    crate::model::tokenizer_json::tokenizer_from_json(json)
         .map_err(|e| anyhow::anyhow!("the {which} tokenizer in the model file is invalid: {e}"))
 }
 
@@ -60,8 +60,8 @@ pub(crate) fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> 
 pub(crate) fn assemble(mapped: MappedModel, path: &Path, device: &Device, recipe: Recipe) -> Result<Parts> {
     let header = mapped.header.clone();
     let dtype = if recipe.trainable { DType::F32 } else { crate::device::default_dtype(device) };
-    // Parsing the two tokenizers' JSON takes as long as building the models,
-    // so it runs beside it.
+    // Building the two tokenizers from their JSON takes about as long as
+    // building the models, so it runs beside it.
     std::thread::scope(|s| {
         let whisper_tokenizer = s.spawn(|| tokenizer_from_json(&header.whisper_tokenizer, "Whisper"));
         let llm_tokenizer = s.spawn(|| tokenizer_from_json(&header.llm_tokenizer, "LLM"));

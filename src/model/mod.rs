@@ -21,5 +21,6 @@ pub mod packed;
 pub mod peft;
 pub mod projector;
 pub mod silero;
+pub mod tokenizer_json;
 pub mod weights;
 pub mod whisper;
