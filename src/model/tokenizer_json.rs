@@ -5,20 +5,20 @@
 //! for an untagged enum, copies it into a `serde_json::Value`, and only then
 //! builds the BPE from that, with 50 k vocabulary entries and 50 k merges each
 //! time. That was most of kioku's load time (perf: about 30 % of the CPU of a
-//! `kioku ask --text`); reading them once cut that command's load from a
-//! median of 210 ms to 160 ms (release, ten interleaved runs each). Here the vocabulary and the merges are read once,
-//! straight into their final types, and everything else still goes through
-//! `from_bytes`, so normalizers, pre-tokenizers, decoders and added tokens
-//! keep the crate's own reading. A model other than BPE falls back to
-//! `from_bytes`. `tests::reads_as_from_bytes_does` checks that both
-//! readings tokenize alike.
+//! `kioku ask --text`). Here the vocabulary and the merges are read once,
+//! straight into their final types, which cut that command's load from a
+//! median of 210 ms to 160 ms (release, ten interleaved runs each). Everything
+//! else still goes through `from_bytes`, so normalizers, pre-tokenizers,
+//! decoders and added tokens keep the crate's own reading. A model other than
+//! BPE falls back to `from_bytes`. `tests::reads_as_from_bytes_does` checks
+//! that both readings tokenize alike.
 
 use ahash::AHashMap;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
-use tokenizers::models::bpe::BPE;
+use tokenizers::models::bpe::{BpeBuilder, BPE};
 use tokenizers::{AddedToken, Tokenizer};
 
 /// A BPE model section, as the crate's own reader accepts it.
@@ -26,19 +26,12 @@ use tokenizers::{AddedToken, Tokenizer};
 struct BpeSection {
     #[serde(rename = "type")]
     kind: Option<String>,
-    #[serde(default)]
     dropout: Option<f32>,
-    #[serde(default)]
     unk_token: Option<String>,
-    #[serde(default)]
     continuing_subword_prefix: Option<String>,
-    #[serde(default)]
     end_of_word_suffix: Option<String>,
-    #[serde(default)]
     fuse_unk: Option<bool>,
-    #[serde(default)]
     byte_fallback: Option<bool>,
-    #[serde(default)]
     ignore_merges: Option<bool>,
     vocab: AHashMap<String, u32>,
     merges: Box<RawValue>,
@@ -88,28 +81,15 @@ impl BpeSection {
                 })
                 .collect::<Result<_>>()?,
         };
-        let mut builder = BPE::builder().vocab_and_merges(self.vocab, merges);
-        if let Some(dropout) = self.dropout {
-            builder = builder.dropout(dropout);
-        }
-        if let Some(unk) = self.unk_token {
-            builder = builder.unk_token(unk);
-        }
-        if let Some(prefix) = self.continuing_subword_prefix {
-            builder = builder.continuing_subword_prefix(prefix);
-        }
-        if let Some(suffix) = self.end_of_word_suffix {
-            builder = builder.end_of_word_suffix(suffix);
-        }
-        if let Some(fuse) = self.fuse_unk {
-            builder = builder.fuse_unk(fuse);
-        }
-        if let Some(fallback) = self.byte_fallback {
-            builder = builder.byte_fallback(fallback);
-        }
-        if let Some(ignore) = self.ignore_merges {
-            builder = builder.ignore_merges(ignore);
-        }
+        // Each option the file sets; the builder's defaults for the rest.
+        let builder = BPE::builder().vocab_and_merges(self.vocab, merges);
+        let builder = self.dropout.into_iter().fold(builder, BpeBuilder::dropout);
+        let builder = self.unk_token.into_iter().fold(builder, BpeBuilder::unk_token);
+        let builder = self.continuing_subword_prefix.into_iter().fold(builder, BpeBuilder::continuing_subword_prefix);
+        let builder = self.end_of_word_suffix.into_iter().fold(builder, BpeBuilder::end_of_word_suffix);
+        let builder = self.fuse_unk.into_iter().fold(builder, BpeBuilder::fuse_unk);
+        let builder = self.byte_fallback.into_iter().fold(builder, BpeBuilder::byte_fallback);
+        let builder = self.ignore_merges.into_iter().fold(builder, BpeBuilder::ignore_merges);
         builder.build().map_err(|e| anyhow!(e))
     }
 }
