@@ -11,8 +11,11 @@
 #     venv/           numpy for the Whisper converter
 #     SmolLM2-135M-Instruct.Q8_0.gguf   the pinned Q4_1 GGUF requantized to Q8_0
 #     ggml-tiny.en.bin                  kioku's Whisper tiny.en in whisper.cpp's format
+#     isa-flags       present only where ggml's AMX kernel faults: the cmake
+#                     flags both are built with instead of -march=native
 #
-# Each step is skipped when its output exists, so a second run only checks hashes.
+# Each step is skipped when its output exists, so a second run only checks
+# hashes and runs llama.cpp on eight tokens.
 #
 #   build_anchors.sh          everything, for `make bench-anchors`
 #   build_anchors.sh llama    llama.cpp and the Q8_0 GGUF only, for the ecosystem
@@ -69,48 +72,65 @@ logged() { # log command...
 	}
 }
 
+# The instruction sets the references are built for: this CPU's own
+# (-march=native), unless an earlier run found ggml's AMX kernel faulting here
+# (see probe_llama below) and wrote the flags without AMX to $ISA_FILE.
+ISA_FILE=$ROOT/isa-flags
+ISA=$(cat "$ISA_FILE" 2>/dev/null || echo -DGGML_NATIVE=ON)
+
+# Each instruction set ggml knows that /proc/cpuinfo lists, AMX left out.
+flags_without_amx() {
+	local flags opts=(-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF) pair
+	flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+	for pair in sse4_2:SSE42 f16c:F16C fma:FMA bmi2:BMI2 avx:AVX avx2:AVX2 avx_vnni:AVX_VNNI avx512f:AVX512 \
+		avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+		if [[ $flags == *" ${pair%%:*} "* ]]; then opts+=("-DGGML_${pair#*:}=ON"); else opts+=("-DGGML_${pair#*:}=OFF"); fi
+	done
+	echo "${opts[@]}"
+}
+
 # Common cmake flags: optimized, tuned to this CPU (what a user building it
-# locally gets), CPU only, static so each binary stands alone.
-CMAKE_COMMON=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CUDA=OFF
-	-DGGML_METAL=OFF -DGGML_VULKAN=OFF -DBUILD_SHARED_LIBS=OFF)
+# locally gets: $ISA, given with each call), CPU only, static so each binary
+# stands alone.
+CMAKE_COMMON=(-DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DBUILD_SHARED_LIBS=OFF)
 
 build_llama() {
 	local out=$ROOT/llama.cpp
-	[ -f "$out/.stamp" ] && return
+	# Redone when the sources or the instruction sets change.
+	[ "$(head -1 "$out/.stamp" 2>/dev/null)" = "$LLAMA_SHA $ISA" ] && return
 	local srcdir=$ROOT/src/llama_cpp_python-0.3.36/vendor/llama.cpp
 	local t0=$SECONDS
 	echo "building llama.cpp (vendored in $LLAMA_PY) with -j$JOBS ..."
 	# No tests, server, HTTPS or downloads: only the three tools used below.
-	logged "$out.cmake.log" cmake -S "$srcdir" -B "$out/build" "${CMAKE_COMMON[@]}" \
+	# shellcheck disable=SC2086 # ISA is a list of flags
+	logged "$out.cmake.log" cmake -S "$srcdir" -B "$out/build" "${CMAKE_COMMON[@]}" $ISA \
 		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
 	logged "$out.build.log" cmake --build "$out/build" -j"$JOBS" --target llama-bench llama-quantize llama-completion
 	mkdir -p "$out/bin"
 	cp "$out/build/bin/llama-bench" "$out/build/bin/llama-quantize" "$out/build/bin/llama-completion" "$out/bin/"
 	echo "llama.cpp built in $((SECONDS - t0)) s"
-	echo "$LLAMA_SHA $((SECONDS - t0))s" >"$out/.stamp"
+	printf '%s\n%s\n' "$LLAMA_SHA $ISA" "built in $((SECONDS - t0)) s" >"$out/.stamp"
 }
 
 build_whisper() {
 	local out=$ROOT/whisper.cpp
-	[ -f "$out/.stamp" ] && return
+	# Redone when the sources or the instruction sets change.
+	[ "$(head -1 "$out/.stamp" 2>/dev/null)" = "$WHISPER_SHA $ISA" ] && return
 	local srcdir=$ROOT/src/pywhispercpp-1.5.1/whisper.cpp
 	local t0=$SECONDS
 	echo "building whisper.cpp (vendored in $WHISPER_PY) with -j$JOBS ..."
-	logged "$out.cmake.log" cmake -S "$srcdir" -B "$out/build" "${CMAKE_COMMON[@]}" \
+	# shellcheck disable=SC2086 # ISA is a list of flags
+	logged "$out.cmake.log" cmake -S "$srcdir" -B "$out/build" "${CMAKE_COMMON[@]}" $ISA \
 		-DWHISPER_BUILD_TESTS=OFF -DWHISPER_BUILD_SERVER=OFF -DWHISPER_SDL2=OFF -DWHISPER_CURL=OFF
 	logged "$out.build.log" cmake --build "$out/build" -j"$JOBS" --target whisper-cli whisper-bench
 	mkdir -p "$out/bin"
 	cp "$out/build/bin/whisper-cli" "$out/build/bin/whisper-bench" "$out/bin/"
 	echo "whisper.cpp built in $((SECONDS - t0)) s"
-	echo "$WHISPER_SHA $((SECONDS - t0))s" >"$out/.stamp"
+	printf '%s\n%s\n' "$WHISPER_SHA $ISA" "built in $((SECONDS - t0)) s" >"$out/.stamp"
 }
 
 fetch_sdist "$LLAMA_PY" "$LLAMA_SDIST" "$LLAMA_SHA"
 build_llama
-if [ "$ONLY" != llama ]; then
-	fetch_sdist "$WHISPER_PY" "$WHISPER_SDIST" "$WHISPER_SHA"
-	build_whisper
-fi
 
 # The pinned models kioku itself is packed from.
 if [ ! -f "$GGUF_Q4" ] || [ ! -f "$WHISPER_CT2/model.bin" ]; then
@@ -124,10 +144,36 @@ if [ ! -f "$GGUF_Q8" ]; then
 	mv "$GGUF_Q8.tmp" "$GGUF_Q8"
 fi
 
+# Some virtual machines list AMX in /proc/cpuinfo, yet the native build dies
+# with SIGILL (status 132) in ggml's AMX kernel on its first Q8_0 product,
+# though a minimal AMX program runs there (seen 2026-12-06). Eight prompt
+# tokens find out; there llama.cpp is rebuilt without AMX, once, and
+# whisper.cpp is built the same way.
+probe_llama() {
+	"$ROOT/llama.cpp/bin/llama-bench" -m "$GGUF_Q8" -p 8 -n 0 -r 1 -t "$JOBS" >"$ROOT/probe.log" 2>&1
+}
+status=0
+probe_llama || status=$?
+if [ $status -eq 132 ] && [ "$ISA" = -DGGML_NATIVE=ON ]; then
+	echo "llama.cpp's AMX kernel faults on this CPU: building the references without AMX"
+	ISA=$(flags_without_amx)
+	build_llama
+	status=0
+	probe_llama || status=$?
+	[ $status -eq 0 ] && echo "$ISA" >"$ISA_FILE"
+fi
+if [ $status -ne 0 ]; then
+	tail -20 "$ROOT/probe.log" >&2
+	echo "llama.cpp fails on $GGUF_Q8 (status $status; log: $ROOT/probe.log)" >&2
+	exit 1
+fi
+
 if [ "$ONLY" = llama ]; then
 	echo "llama.cpp ready in $ROOT"
 	exit 0
 fi
+fetch_sdist "$WHISPER_PY" "$WHISPER_SDIST" "$WHISPER_SHA"
+build_whisper
 
 # numpy for the converter, in a venv of its own so the system Python is untouched.
 if [ ! -x "$ROOT/venv/bin/python" ] || ! "$ROOT/venv/bin/python" -c 'import numpy' 2>/dev/null; then
