@@ -241,10 +241,9 @@ fn speech_over_a_spoken_answer_stops_it_through_the_sound_server() {
     // offset each run, and an 8 ms shift flips words (docs/BENCHMARKS.md), so the CI run of
     // 3450977 heard "how many days are we like week?". The file test (tests/barge_in.rs)
     // checks the words themselves, on input that does not move.
-    let transcript = second["transcript"].as_str().unwrap_or_default().to_lowercase();
-    let words: Vec<&str> = transcript.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let words = kioku::eval::metrics::normalized_words(second["transcript"].as_str().unwrap_or_default());
     assert!(
-        words.starts_with(&["how", "many"]) && words.last() == Some(&"week"),
+        words.starts_with(&["how".to_string(), "many".to_string()]) && words.last().is_some_and(|w| w == "week"),
         "the question over the answer is heard whole: {second}"
     );
     assert!(extra.is_empty(), "kioku heard its own voice: {extra:#?}");

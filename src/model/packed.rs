@@ -153,9 +153,10 @@ impl PackedMatrix {
         for tile_start in range.clone().step_by(tile_rows) {
             let tile = tile_start..(tile_start + tile_rows).min(range.end);
             for (g, group) in xs.chunks(GROUP * self.cols).enumerate() {
+                let inputs = group.len() / self.cols;
                 for r in tile.clone() {
                     let mut sums = [0f32; GROUP];
-                    let sums = &mut sums[..group.len() / self.cols];
+                    let sums = &mut sums[..inputs];
                     dot_rows(self.format, self.row(r), group, sums);
                     for (i, &sum) in sums.iter().enumerate() {
                         *out.at((g * GROUP + i) * self.rows + r) = sum;
