@@ -52,7 +52,7 @@ pub fn rope(xs: &Tensor, cos: &Tensor, sin: &Tensor, path: Path) -> Result<Tenso
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, path: Path) -> Result<Tensor> {
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
     if path == Path::Fast && mask.is_none() {
-        if let Some(out) = few_queries_in_place(q, k, v, scale as f32)? {
+        if let Some(out) = few_queries_in_place(q, &[(k.clone(), v.clone())], scale as f32)? {
             return Ok(out);
         }
     }
@@ -69,70 +69,103 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, path
     softmax(&scores, path)?.matmul(&in_place(v.clone())?)
 }
 
+/// Unmasked attention over keys and values held as consecutive segments of
+/// positions, `(k, v)` each, as if concatenated along the position axis.
+/// Whisper's cross-attention keeps the clip's own keys apart from the stored
+/// silence's: concatenating them wrote 18 MB per transcription (4 layers ×
+/// K and V × 1500 positions) into fresh pages, about a third of the time
+/// spent before the first transcript token.
+pub fn attention_over(q: &Tensor, segments: &[(Tensor, Tensor)], path: Path) -> Result<Tensor> {
+    let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+    if path == Path::Fast {
+        if let Some(out) = few_queries_in_place(q, segments, scale as f32)? {
+            return Ok(out);
+        }
+    }
+    let joined =
+        |pick: fn(&(Tensor, Tensor)) -> &Tensor| Tensor::cat(&segments.iter().map(pick).collect::<Vec<_>>(), 2);
+    attention(q, &joined(|(k, _)| k)?, &joined(|(_, v)| v)?, None, path)
+}
+
 /// Query rows per head up to which [`few_queries_in_place`] runs; more (an
 /// encoder's frames) are a real matrix product, where candle's gemm wins.
 const FEW_QUERIES: usize = 16;
 
+/// One head-major K or V matrix read in place: row `t` of head `h`.
+struct HeadRows<'a> {
+    data: &'a [f32],
+    start: usize,
+    head_stride: usize,
+    row_stride: usize,
+    dim: usize,
+    len: usize,
+}
+
+impl<'a> HeadRows<'a> {
+    /// `None` unless `storage` is f32 on the CPU with contiguous rows.
+    fn new(storage: &'a Storage, layout: &Layout) -> Option<Self> {
+        let Storage::Cpu(CpuStorage::F32(data)) = storage else { return None };
+        let (dims, strides) = (layout.dims(), layout.stride());
+        (dims.len() == 4 && strides[3] == 1).then(|| Self {
+            data,
+            start: layout.start_offset(),
+            head_stride: strides[1],
+            row_stride: strides[2],
+            dim: dims[3],
+            len: dims[2],
+        })
+    }
+
+    #[inline(always)]
+    fn row(&self, h: usize, t: usize) -> &'a [f32] {
+        let at = self.start + h * self.head_stride + t * self.row_stride;
+        &self.data[at..at + self.dim]
+    }
+}
+
 /// Unmasked attention of a few query rows (decoding a token; GQA puts a
 /// head group's queries side by side) for a batch of one, on the CPU in f32.
-/// K and V are read in place from their strided cache views, and each query
-/// row's scores, softmax and weighted sum stay in one thread's cache. With
-/// candle's matmul, softmax and matmul per layer, SmolLM2's decode took 9.3 ms
-/// per token at context 37 and 16.6 ms at 512; with this, 10.3 and 12–14 ms
-/// (60 -> 73–82 tok/s at 512, `examples/anchor_probe --depths 512`).
-/// `None` when the tensors do not fit this path.
-fn few_queries_in_place(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Option<Tensor>> {
+/// K and V are read in place from their strided cache views, segment after
+/// segment, and each query row's scores, softmax and weighted sum stay in one
+/// thread's cache. With candle's matmul, softmax and matmul per layer,
+/// SmolLM2's decode took 9.3 ms per token at context 37 and 16.6 ms at 512;
+/// with this, 10.3 and 12–14 ms (60 -> 73–82 tok/s at 512,
+/// `examples/anchor_probe --depths 512`). `None` when the tensors do not fit
+/// this path.
+fn few_queries_in_place(q: &Tensor, segments: &[(Tensor, Tensor)], scale: f32) -> Result<Option<Tensor>> {
     let f32_on_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if !(f32_on_cpu(q) && f32_on_cpu(k) && f32_on_cpu(v)) {
+    if !f32_on_cpu(q) || segments.iter().any(|(k, v)| !(f32_on_cpu(k) && f32_on_cpu(v))) {
         return Ok(None);
     }
     let (batch, heads, rows, dim) = q.dims4()?;
-    let len = k.dim(2)?;
-    if batch != 1 || rows > FEW_QUERIES || k.dims4()? != (1, heads, len, dim) || v.dims4()? != (1, heads, len, dim) {
+    if batch != 1 || rows > FEW_QUERIES {
         return Ok(None);
+    }
+    for (k, v) in segments {
+        let len = k.dim(2)?;
+        if k.dims4()? != (1, heads, len, dim) || v.dims4()? != (1, heads, len, dim) {
+            return Ok(None);
+        }
     }
     let q = q.contiguous()?;
     let (q_storage, q_layout) = q.storage_and_layout();
-    let (k_storage, k_layout) = k.storage_and_layout();
-    let (v_storage, v_layout) = v.storage_and_layout();
-    let (Storage::Cpu(CpuStorage::F32(qs)), Storage::Cpu(CpuStorage::F32(ks)), Storage::Cpu(CpuStorage::F32(vs))) =
-        (&*q_storage, &*k_storage, &*v_storage)
+    let Storage::Cpu(CpuStorage::F32(qs)) = &*q_storage else { return Ok(None) };
+    let qs = &qs[q_layout.start_offset()..q_layout.start_offset() + heads * rows * dim];
+    let guards: Vec<_> = segments.iter().flat_map(|(k, v)| [k.storage_and_layout(), v.storage_and_layout()]).collect();
+    let Some(views) = guards.iter().map(|(storage, layout)| HeadRows::new(storage, layout)).collect::<Option<Vec<_>>>()
     else {
         return Ok(None);
     };
-    let (k_strides, v_strides) = (k_layout.stride(), v_layout.stride());
-    if k_strides[3] != 1 || v_strides[3] != 1 {
-        return Ok(None);
-    }
-    let qs = &qs[q_layout.start_offset()..q_layout.start_offset() + heads * rows * dim];
-    // (start of head h's rows, step from one position to the next)
-    let k_at = |h: usize, t: usize| k_layout.start_offset() + h * k_strides[1] + t * k_strides[2];
-    let v_at = |h: usize, t: usize| v_layout.start_offset() + h * v_strides[1] + t * v_strides[2];
+    let kv: Vec<(&HeadRows, &HeadRows)> = views.chunks_exact(2).map(|pair| (&pair[0], &pair[1])).collect();
+    let len: usize = kv.iter().map(|(k, _)| k.len).sum();
     let mut out = vec![0f32; heads * rows * dim];
     let out_rows = SharedOut::new(&mut out);
     let task = |items: std::ops::Range<usize>| {
         let mut scores = vec![0f32; len];
         for item in items {
-            let h = item / rows;
-            let query = &qs[item * dim..(item + 1) * dim];
-            let mut max = f32::NEG_INFINITY;
-            for (t, score) in scores.iter_mut().enumerate() {
-                *score = super::packed::dot_f32(query, &ks[k_at(h, t)..k_at(h, t) + dim]) * scale;
-                max = max.max(*score);
-            }
-            let mut sum = 0f32;
-            for score in scores.iter_mut() {
-                *score = (*score - max).exp();
-                sum += *score;
-            }
             // SAFETY: each item writes only its own row of `out`, which outlives the task.
             let row = unsafe { std::slice::from_raw_parts_mut(out_rows.at(item * dim), dim) };
-            for (t, &p) in scores.iter().enumerate() {
-                for (o, &x) in row.iter_mut().zip(&vs[v_at(h, t)..v_at(h, t) + dim]) {
-                    *o += p * x;
-                }
-            }
-            row.iter_mut().for_each(|o| *o /= sum);
+            attend_row(&qs[item * dim..(item + 1) * dim], item / rows, &kv, scale, &mut scores, row);
         }
     };
     if heads * rows * len * dim < 1 << 16 {
@@ -140,8 +173,69 @@ fn few_queries_in_place(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Resul
     } else {
         super::cpu_pool::global().for_each_chunk(heads * rows, &task);
     }
-    drop((q_storage, k_storage, v_storage));
+    drop((guards, q_storage));
     Ok(Some(Tensor::from_vec(out, (1, heads, rows, dim), q.device())?))
+}
+
+/// One query row of head `h` against every segment: `out` gets the
+/// softmax-weighted sum of V. Compiled for AVX2 where the CPU has it: built
+/// for the baseline x86-64, the weighted sum ran four lanes wide.
+fn attend_row(query: &[f32], h: usize, kv: &[(&HeadRows, &HeadRows)], scale: f32, scores: &mut [f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::packed::has_avx2_fma() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { attend_row_avx2(query, h, kv, scale, scores, out) };
+    }
+    attend_row_portable(query, h, kv, scale, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_row_avx2(
+    query: &[f32],
+    h: usize,
+    kv: &[(&HeadRows, &HeadRows)],
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend_row_portable(query, h, kv, scale, scores, out)
+}
+
+#[inline(always)]
+fn attend_row_portable(
+    query: &[f32],
+    h: usize,
+    kv: &[(&HeadRows, &HeadRows)],
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let mut max = f32::NEG_INFINITY;
+    let mut at = 0;
+    for (k, _) in kv {
+        for (t, score) in scores[at..at + k.len].iter_mut().enumerate() {
+            *score = super::packed::dot_f32_inline(query, k.row(h, t)) * scale;
+            max = max.max(*score);
+        }
+        at += k.len;
+    }
+    let mut sum = 0f32;
+    for score in scores.iter_mut() {
+        *score = (*score - max).exp();
+        sum += *score;
+    }
+    out.fill(0.0);
+    let mut at = 0;
+    for (_, v) in kv {
+        for (t, &p) in scores[at..at + v.len].iter().enumerate() {
+            for (o, &x) in out.iter_mut().zip(v.row(h, t)) {
+                *o += p * x;
+            }
+        }
+        at += v.len;
+    }
+    out.iter_mut().for_each(|o| *o /= sum);
 }
 
 /// Additive causal mask for `seq` new positions after `past` cached ones:
@@ -205,7 +299,7 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn few_queries_match_candle_on_strided_cache_views() {
+    fn few_queries_and_segments_match_candle_on_strided_cache_views() {
         let dev = Device::Cpu;
         // A cache of capacity 40 holding 33 positions, as a KV cache's view is.
         let cache = |seed: f64| (Tensor::randn(0f32, 1.0, (1, 3, 40, 64), &dev).unwrap() * seed).unwrap();
@@ -220,14 +314,29 @@ mod tests {
             .unwrap()
             .matmul(&v.contiguous().unwrap())
             .unwrap();
-            let got = few_queries_in_place(&q, &k, &v, scale).unwrap().expect("fits the fast path");
+            let got = few_queries_in_place(&q, &[(k.clone(), v.clone())], scale).unwrap().expect("fits the fast path");
             let diff =
                 (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-5, "rows={rows}: diff {diff}");
         }
         let many = Tensor::randn(0f32, 1.0, (1, 3, FEW_QUERIES + 1, 64), &dev).unwrap();
+        // Segments of positions attend as their concatenation, on both paths.
+        let split = |t: &Tensor| [t.narrow(2, 0, 20).unwrap(), t.narrow(2, 20, 13).unwrap()];
+        let ([k0, k1], [v0, v1]) = (split(&k), split(&v));
+        let segments = [(k0, v0), (k1, v1)];
+        for (q, path) in
+            [(Tensor::randn(0f32, 1.0, (1, 3, 2, 64), &dev).unwrap(), Path::Fast), (many.clone(), Path::Fast)]
+                .into_iter()
+                .chain([(many.clone(), Path::Trainable)])
+        {
+            let want = attention(&q, &k, &v, None, Path::Trainable).unwrap();
+            let got = attention_over(&q, &segments, path).unwrap();
+            let diff =
+                (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "{path:?}, {} rows: diff {diff}", q.dim(2).unwrap());
+        }
         assert!(
-            few_queries_in_place(&many, &k, &v, 0.125).unwrap().is_none(),
+            few_queries_in_place(&many, &[(k.clone(), v.clone())], 0.125).unwrap().is_none(),
             "an encoder's many rows take candle's path"
         );
     }

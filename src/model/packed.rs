@@ -316,19 +316,20 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: `simd` detected the features the kernel is compiled for.
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 | Simd::Avx2 => unsafe { dot_f32_avx2(a, b) },
-        _ => dot_f32_portable(a, b),
+        _ => dot_f32_inline(a, b),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_f32_portable(a, b)
+    dot_f32_inline(a, b)
 }
 
 /// Sixteen independent partial sums, so the compiler can vectorise the loop.
+/// Inlined into callers compiled for wider vectors, as [`dot_f32`] is not.
 #[inline(always)]
-fn dot_f32_portable(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_f32_inline(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
@@ -480,6 +481,11 @@ enum Simd {
     /// AVX2 with FMA and F16C.
     Avx2,
     Portable,
+}
+
+/// Whether kernels compiled for AVX2 and FMA may run here.
+pub(crate) fn has_avx2_fma() -> bool {
+    matches!(simd(), Simd::Avx512 | Simd::Avx2)
 }
 
 fn simd() -> Simd {

@@ -26,7 +26,9 @@ struct DecoderLayer {
 /// Per-utterance decoder state: cross-attention keys/values computed once from
 /// the encoder output, and the growing self-attention cache.
 pub struct DecoderState {
-    cross_kv: Vec<(Tensor, Tensor)>,
+    /// Per layer, the segments of positions cross-attention reads in order:
+    /// the encoder output's, then (padded) the stored silence's beyond it.
+    cross_kv: Vec<Vec<(Tensor, Tensor)>>,
     self_kv: Vec<Option<(Tensor, Tensor)>>,
     position: usize,
 }
@@ -89,8 +91,11 @@ impl AsrDecoder {
 
     /// Prepares cross-attention for one encoder output (batch, frames, d_model).
     pub fn start(&self, encoder_out: &Tensor) -> Result<DecoderState> {
-        let cross_kv =
-            self.layers.iter().map(|l| l.encoder_attn.project_kv(encoder_out)).collect::<candle_core::Result<_>>()?;
+        let cross_kv = self
+            .layers
+            .iter()
+            .map(|l| Ok(vec![l.encoder_attn.project_kv(encoder_out)?]))
+            .collect::<candle_core::Result<_>>()?;
         Ok(DecoderState { cross_kv, self_kv: vec![None; self.layers.len()], position: 0 })
     }
 
@@ -118,7 +123,8 @@ impl AsrDecoder {
             .map(|(layer, (sk, sv))| {
                 let (k, v) = layer.encoder_attn.project_kv(encoder_out)?;
                 let tail = |t: &Tensor| t.narrow(2, frames, total - frames)?.to_dtype(k.dtype());
-                Ok((Tensor::cat(&[&k, &tail(sk)?], 2)?, Tensor::cat(&[&v, &tail(sv)?], 2)?))
+                let silence = (tail(sk)?, tail(sv)?);
+                Ok(vec![(k, v), silence])
             })
             .collect::<Result<_>>()?;
         Ok(DecoderState { cross_kv, self_kv: vec![None; self.layers.len()], position: 0 })
@@ -146,8 +152,7 @@ impl AsrDecoder {
             xs = (xs + layer.self_attn.attend(&h, &k, &v, mask.as_ref(), path)?)?;
             state.self_kv[i] = Some((k, v));
             let h = layer.encoder_attn_layer_norm.forward(&xs, path)?;
-            let (ck, cv) = &state.cross_kv[i];
-            xs = (xs + layer.encoder_attn.attend(&h, ck, cv, None, path)?)?;
+            xs = (xs + layer.encoder_attn.attend_over(&h, &state.cross_kv[i], path)?)?;
             let h = layer.final_layer_norm.forward(&xs, path)?;
             xs = (&xs + layer.mlp.forward(&h)?)?;
         }

@@ -44,9 +44,28 @@ impl Attention {
         mask: Option<&Tensor>,
         path: Path,
     ) -> candle_core::Result<Tensor> {
+        self.attend_with(queries, |q| ops::attention(q, k, v, mask, path))
+    }
+
+    /// Attends, unmasked, to keys/values held as consecutive segments of
+    /// positions ([`ops::attention_over`]).
+    pub(crate) fn attend_over(
+        &self,
+        queries: &Tensor,
+        segments: &[(Tensor, Tensor)],
+        path: Path,
+    ) -> candle_core::Result<Tensor> {
+        self.attend_with(queries, |q| ops::attention_over(q, segments, path))
+    }
+
+    fn attend_with(
+        &self,
+        queries: &Tensor,
+        attend: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let q = self.split_heads(&self.q_proj.forward(queries)?)?;
         let (b, _, t, _) = q.dims4()?;
-        let out = ops::attention(&q, k, v, mask, path)?.transpose(1, 2)?.reshape((b, t, ()))?;
+        let out = attend(&q)?.transpose(1, 2)?.reshape((b, t, ()))?;
         self.out_proj.forward(&out)
     }
 
