@@ -152,23 +152,21 @@ fn few_queries_in_place(q: &Tensor, segments: &[(Tensor, Tensor)], scale: f32) -
     let Storage::Cpu(CpuStorage::F32(qs)) = &*q_storage else { return Ok(None) };
     let qs = &qs[q_layout.start_offset()..q_layout.start_offset() + heads * rows * dim];
     let guards: Vec<_> = segments.iter().flat_map(|(k, v)| [k.storage_and_layout(), v.storage_and_layout()]).collect();
-    let Some(views) = guards.iter().map(|(storage, layout)| HeadRows::new(storage, layout)).collect::<Option<Vec<_>>>()
-    else {
-        return Ok(None);
-    };
-    let kv: Vec<(&HeadRows, &HeadRows)> = views.chunks_exact(2).map(|pair| (&pair[0], &pair[1])).collect();
-    let len: usize = kv.iter().map(|(k, _)| k.len).sum();
+    let pairs =
+        guards.chunks_exact(2).map(|kv| Some((HeadRows::new(&kv[0].0, kv[0].1)?, HeadRows::new(&kv[1].0, kv[1].1)?)));
+    let Some(kv) = pairs.collect::<Option<Vec<_>>>() else { return Ok(None) };
+    let segments = Segments { len: kv.iter().map(|(k, _)| k.len).sum(), kv, scale };
     let mut out = vec![0f32; heads * rows * dim];
     let out_rows = SharedOut::new(&mut out);
     let task = |items: std::ops::Range<usize>| {
-        let mut scores = vec![0f32; len];
+        let mut scores = vec![0f32; segments.len];
         for item in items {
             // SAFETY: each item writes only its own row of `out`, which outlives the task.
             let row = unsafe { std::slice::from_raw_parts_mut(out_rows.at(item * dim), dim) };
-            attend_row(&qs[item * dim..(item + 1) * dim], item / rows, &kv, scale, &mut scores, row);
+            attend_row(&segments, &qs[item * dim..(item + 1) * dim], item / rows, &mut scores, row);
         }
     };
-    if heads * rows * len * dim < 1 << 16 {
+    if heads * rows * segments.len * dim < 1 << 16 {
         task(0..heads * rows);
     } else {
         super::cpu_pool::global().for_each_chunk(heads * rows, &task);
@@ -177,45 +175,39 @@ fn few_queries_in_place(q: &Tensor, segments: &[(Tensor, Tensor)], scale: f32) -
     Ok(Some(Tensor::from_vec(out, (1, heads, rows, dim), q.device())?))
 }
 
+/// The keys and values one attention reads, segment after segment.
+struct Segments<'a> {
+    kv: Vec<(HeadRows<'a>, HeadRows<'a>)>,
+    /// Positions in all segments together.
+    len: usize,
+    scale: f32,
+}
+
 /// One query row of head `h` against every segment: `out` gets the
 /// softmax-weighted sum of V. Compiled for AVX2 where the CPU has it: built
 /// for the baseline x86-64, the weighted sum ran four lanes wide.
-fn attend_row(query: &[f32], h: usize, kv: &[(&HeadRows, &HeadRows)], scale: f32, scores: &mut [f32], out: &mut [f32]) {
+fn attend_row(segments: &Segments, query: &[f32], h: usize, scores: &mut [f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::packed::has_avx2_fma() {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { attend_row_avx2(query, h, kv, scale, scores, out) };
+        return unsafe { attend_row_avx2(segments, query, h, scores, out) };
     }
-    attend_row_portable(query, h, kv, scale, scores, out)
+    attend_row_portable(segments, query, h, scores, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_row_avx2(
-    query: &[f32],
-    h: usize,
-    kv: &[(&HeadRows, &HeadRows)],
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    attend_row_portable(query, h, kv, scale, scores, out)
+unsafe fn attend_row_avx2(segments: &Segments, query: &[f32], h: usize, scores: &mut [f32], out: &mut [f32]) {
+    attend_row_portable(segments, query, h, scores, out)
 }
 
 #[inline(always)]
-fn attend_row_portable(
-    query: &[f32],
-    h: usize,
-    kv: &[(&HeadRows, &HeadRows)],
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+fn attend_row_portable(segments: &Segments, query: &[f32], h: usize, scores: &mut [f32], out: &mut [f32]) {
     let mut max = f32::NEG_INFINITY;
     let mut at = 0;
-    for (k, _) in kv {
+    for (k, _) in &segments.kv {
         for (t, score) in scores[at..at + k.len].iter_mut().enumerate() {
-            *score = super::packed::dot_f32_inline(query, k.row(h, t)) * scale;
+            *score = super::packed::dot_f32_inline(query, k.row(h, t)) * segments.scale;
             max = max.max(*score);
         }
         at += k.len;
@@ -227,7 +219,7 @@ fn attend_row_portable(
     }
     out.fill(0.0);
     let mut at = 0;
-    for (_, v) in kv {
+    for (_, v) in &segments.kv {
         for (t, &p) in scores[at..at + v.len].iter().enumerate() {
             for (o, &x) in out.iter_mut().zip(v.row(h, t)) {
                 *o += p * x;
