@@ -49,10 +49,13 @@ impl Format {
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// From this many input rows on, weights are widened once per strip and
 /// multiplied by the f32 gemm kernel instead of grouped dot products.
-/// Widening costs a pass over all weights, which grouped dots skip: prefill
-/// of 4 / 8 / 16 / 32 tokens took 21 / 30 / 56 / 106 ms with grouped dots
-/// against 45 / 53 / 66 / 126 ms with gemm; at 64 they tie, at 128 gemm wins.
-const GEMM_MIN_ROWS: usize = 64;
+/// Widening costs a pass over all weights, which grouped dots skip. With
+/// gemm's AVX-512 kernels (Cargo.toml), SmolLM2 prefill of 16 / 24 / 32 /
+/// 40 / 48 / 56 tokens took 60–64 / 67–80 / 82–85 / 106–162 / 138–171 /
+/// 161–163 ms with grouped dots against 68–83 / 69–77 / 84–87 / 94–104 /
+/// 119–127 / 129–139 ms with gemm (medians of 15, three alternations, 2
+/// threads): a tie at 24–32, gemm ahead from 40 on.
+const GEMM_MIN_ROWS: usize = 32;
 /// Input rows whose dot products share one read of a weight row.
 const GROUP: usize = 8;
 /// Weight bytes multiplied by one group of inputs before the next group
@@ -726,7 +729,7 @@ mod tests {
         if simd() != Simd::Portable {
             assert!((unsafe { dot_q8_avx2(row, &x) } - want).abs() < 1e-3);
         }
-        for n in [1, 2, GROUP + 1, 40, GEMM_MIN_ROWS] {
+        for n in [1, 2, GROUP + 1, GEMM_MIN_ROWS - 1, GEMM_MIN_ROWS] {
             let xs = Tensor::randn(0f32, 1.0, (n, cols), &dev).unwrap();
             let want = xs.matmul(&dense.t().unwrap()).unwrap();
             let diff = (want - q.forward(&xs).unwrap())
