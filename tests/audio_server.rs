@@ -10,16 +10,26 @@ use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Held by the test whose sound server runs: these tests play and listen in real time, as one
+/// user's kioku would, so they take turns. Side by side under `cargo test` they shared two
+/// cores: first tokens came 658-1165 ms after speech instead of 477-584 (test build), and in
+/// one CI run the question spoken over the answer was heard as "I'll meditate very marlin week."
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A PulseAudio server for one test, stopped when dropped.
 struct SoundServer {
     runtime: tempfile::TempDir,
     daemon: Child,
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl SoundServer {
     fn start() -> Self {
+        // A test that failed while holding the lock poisoned it; the next one may still run.
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let runtime = tempfile::tempdir().unwrap();
         let daemon = Command::new("pulseaudio")
             .args(["-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "--log-target=stderr"])
@@ -33,7 +43,7 @@ impl SoundServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("pulseaudio runs (`make test` installs it)");
-        let server = Self { runtime, daemon };
+        let server = Self { runtime, daemon, _turn: turn };
         let started = Instant::now();
         while !server.command("pactl").arg("info").output().is_ok_and(|o| o.status.success()) {
             assert!(started.elapsed() < Duration::from_secs(20), "PulseAudio did not start");
