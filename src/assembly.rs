@@ -4,13 +4,13 @@
 //! speech adapter and the tokenizers, so the two cannot drift apart.
 
 use crate::generation::ChatTemplate;
-use crate::model::adapter_scope::{ActiveAdapter, ScopedAdapter};
-use crate::model::file::{take_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR, VAD};
+use crate::model::adapter_scope::{DeferredAdapter, ScopedAdapter};
+use crate::model::file::{claim_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR, VAD};
 use crate::model::llama::Llama;
 use crate::model::lora::{LinearShapes, LoraSet};
 use crate::model::projector::Projector;
 use crate::model::silero::SileroVad;
-use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens};
+use crate::model::whisper::{AsrDecoder, WhisperEncoder, WhisperSpecialTokens, WhisperVocab};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use std::path::Path;
@@ -40,11 +40,13 @@ pub(crate) struct Parts {
     pub llm: Option<Llama>,
     pub projector: Option<Projector>,
     pub vad: Option<SileroVad>,
-    /// The model's speech adapter, ready to switch on for audio turns.
-    pub speech_adapter: Option<ActiveAdapter>,
+    /// The model's speech adapter, prepared when first switched on for an audio turn.
+    pub speech_adapter: Option<DeferredAdapter>,
     /// What per-call adapters are checked against.
     pub linear_shapes: LinearShapes,
-    pub whisper_tokenizer: Tokenizer,
+    /// Whisper's tokens as text; whoever encodes text for Whisper builds its
+    /// tokenizer from the header (see [`WhisperVocab`]).
+    pub whisper_vocab: WhisperVocab,
     pub whisper_special: WhisperSpecialTokens,
     pub llm_tokenizer: Tokenizer,
     pub chat: ChatTemplate,
@@ -63,12 +65,15 @@ pub(crate) fn assemble(mapped: MappedModel, path: &Path, device: &Device, recipe
     // Building the two tokenizers from their JSON takes about as long as
     // building the models, so it runs beside it.
     std::thread::scope(|s| {
-        let whisper_tokenizer = s.spawn(|| tokenizer_from_json(&header.whisper_tokenizer, "Whisper"));
+        let whisper_vocab = s.spawn(|| {
+            WhisperVocab::from_json(&header.whisper_tokenizer)
+                .context("the Whisper tokenizer in the model file is invalid")
+        });
         let llm_tokenizer = s.spawn(|| tokenizer_from_json(&header.llm_tokenizer, "LLM"));
         let weights = mapped.weights(device, dtype)?.with_dense_only(recipe.trainable);
         // The speech adapter stays as stored: it is switched on per audio turn,
         // never trained here. Without the LLM, nothing runs it.
-        let speech_adapter = if recipe.llm { take_speech_adapter(&weights, &header)? } else { None };
+        let speech_adapter = if recipe.llm { claim_speech_adapter(&weights, &header) } else { None };
         let weights = weights.with_lora(recipe.lora.clone());
         let describe = || format!("model {} does not match its own configuration", path.display());
         let encoder = WhisperEncoder::load(&weights.pp(ENCODER), &header.whisper).with_context(describe)?;
@@ -91,17 +96,17 @@ pub(crate) fn assemble(mapped: MappedModel, path: &Path, device: &Device, recipe
         }
         recipe.lora.ensure_all_attached()?;
         let linear_shapes = recipe.lora.linear_shapes();
-        let speech_adapter = speech_adapter
-            .map(|adapter| {
-                let prepared = ScopedAdapter::prepare(&adapter, "speech adapter", &linear_shapes, device, dtype)?;
-                Ok::<_, anyhow::Error>((Arc::new(prepared), 1.0))
+        let speech_adapter = speech_adapter.map(|factors| {
+            let (shapes, device) = (linear_shapes.clone(), device.clone());
+            DeferredAdapter::new(move || {
+                let prepared = ScopedAdapter::prepare(&factors.read()?, "speech adapter", &shapes, &device, dtype)?;
+                Ok((Arc::new(prepared), 1.0))
             })
-            .transpose()?;
+        });
         let chat = ChatTemplate::new(&header.chat_template)?;
-        let whisper_tokenizer =
-            whisper_tokenizer.join().unwrap_or_else(|_| bail!("reading the Whisper tokenizer failed"))?;
+        let whisper_vocab = whisper_vocab.join().unwrap_or_else(|_| bail!("reading the Whisper tokenizer failed"))?;
         let llm_tokenizer = llm_tokenizer.join().unwrap_or_else(|_| bail!("reading the LLM tokenizer failed"))?;
-        let whisper_special = WhisperSpecialTokens::from_tokenizer(&whisper_tokenizer, &header.whisper)?;
+        let whisper_special = WhisperSpecialTokens::from_vocab(&whisper_vocab, &header.whisper)?;
         Ok(Parts {
             header: header.clone(),
             encoder,
@@ -111,7 +116,7 @@ pub(crate) fn assemble(mapped: MappedModel, path: &Path, device: &Device, recipe
             vad,
             speech_adapter,
             linear_shapes,
-            whisper_tokenizer,
+            whisper_vocab,
             whisper_special,
             llm_tokenizer,
             chat,

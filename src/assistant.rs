@@ -2,13 +2,13 @@
 //! question. Cascade: Whisper transcript -> LLM. End-to-end: encoder frames ->
 //! projector -> spliced into the LLM prompt (needs a model with a projector).
 
-use crate::assembly::{assemble, Recipe};
+use crate::assembly::{assemble, tokenizer_from_json, Recipe};
 use crate::audio::mel::Mel;
 use crate::audio::mel::HOP_LENGTH;
 use crate::audio::MelExtractor;
 use crate::error::{Error, InputError};
 use crate::generation::{ChatMessage, ChatTemplate, Sampler, SamplingOptions, StopFilter, TokenStream};
-use crate::model::adapter_scope::{self, ActiveAdapter, AdapterScope, ScopedAdapter};
+use crate::model::adapter_scope::{self, ActiveAdapter, AdapterScope, DeferredAdapter, ScopedAdapter};
 use crate::model::audio_turn::AudioTurn;
 use crate::model::file::{MappedModel, ModelHeader, LLM};
 use crate::model::llama::{Llama, LlamaCache};
@@ -17,7 +17,7 @@ use crate::model::ops::Path as OpsPath;
 use crate::model::peft::{self, AdapterSpec};
 use crate::model::projector::Projector;
 use crate::model::silero::SileroVad;
-use crate::model::whisper::{AsrDecoder, WhisperConfig, WhisperEncoder, WhisperSpecialTokens};
+use crate::model::whisper::{AsrDecoder, WhisperConfig, WhisperEncoder, WhisperSpecialTokens, WhisperVocab};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
@@ -153,7 +153,9 @@ pub struct Assistant {
     asr_decoder: AsrDecoder,
     projector: Option<Projector>,
     llm: Llama,
-    whisper_tokenizer: Tokenizer,
+    whisper_vocab: WhisperVocab,
+    /// Built from the header when a transcription prompt first needs encoding.
+    whisper_tokenizer: OnceLock<Tokenizer>,
     whisper_special: WhisperSpecialTokens,
     llm_tokenizer: Tokenizer,
     chat: ChatTemplate,
@@ -164,7 +166,7 @@ pub struct Assistant {
     endings: OnceLock<Vec<u32>>,
     /// The model's speech adapter: on for audio turns through the LLM only,
     /// so typed questions get the base LLM.
-    speech_adapter: Option<ActiveAdapter>,
+    speech_adapter: Option<DeferredAdapter>,
     /// What per-call adapters are checked against.
     linear_shapes: LinearShapes,
     mel: MelExtractor,
@@ -218,7 +220,8 @@ impl Assistant {
             projector: parts.projector,
             llm: parts.llm.context("the LLM was not built")?,
             whisper_special: parts.whisper_special,
-            whisper_tokenizer: parts.whisper_tokenizer,
+            whisper_vocab: parts.whisper_vocab,
+            whisper_tokenizer: OnceLock::new(),
             llm_tokenizer: parts.llm_tokenizer,
             turn_template: split_turn_template(&parts.chat, &[])?,
             chat: parts.chat,
@@ -249,6 +252,15 @@ impl Assistant {
 
     pub fn llm_tokenizer(&self) -> &Tokenizer {
         &self.llm_tokenizer
+    }
+
+    /// Whisper's full tokenizer, for encoding text (a transcription prompt); built on first use.
+    fn whisper_tokenizer(&self) -> Result<&Tokenizer> {
+        if let Some(tokenizer) = self.whisper_tokenizer.get() {
+            return Ok(tokenizer);
+        }
+        let tokenizer = tokenizer_from_json(&self.header.whisper_tokenizer, "Whisper")?;
+        Ok(self.whisper_tokenizer.get_or_init(|| tokenizer))
     }
 
     /// Reads the PEFT adapter directory `dir`, checking it was made for this model.
@@ -306,12 +318,12 @@ impl Assistant {
         };
         // Whisper's own prompts begin with a space, as text in mid-sentence does.
         let previous = match prompt.map(str::trim).filter(|p| !p.is_empty()) {
-            Some(prompt) => token_ids(&self.whisper_tokenizer, &format!(" {prompt}"))?,
+            Some(prompt) => token_ids(self.whisper_tokenizer()?, &format!(" {prompt}"))?,
             None => Vec::new(),
         };
         for (i, enc) in encoded.iter().enumerate() {
             let ids = self.asr_decoder.transcribe_after(enc, &self.whisper_special, &previous)?;
-            let text = self.whisper_tokenizer.decode(&ids, true).map_err(anyhow::Error::msg)?.trim().to_string();
+            let text = self.whisper_vocab.decode(&ids).trim().to_string();
             let start = i as f64 * window_s;
             on_segment(&Segment {
                 index: i,
@@ -585,7 +597,10 @@ impl Assistant {
         };
         let (mut cache, prompt_embeds, prompt_tokens) = self.prompt(&user, request.history, on_turn_end)?;
         let (speech, _audio_turn): (&[ActiveAdapter], _) = match user {
-            UserTurn::Audio { .. } => (self.speech_adapter.as_slice(), Some(AudioTurn::enter())),
+            UserTurn::Audio { .. } => {
+                let speech = self.speech_adapter.as_ref().map(DeferredAdapter::get).transpose()?;
+                (speech.map_or(&[][..], std::slice::from_ref), Some(AudioTurn::enter()))
+            }
             UserTurn::Text(_) => (&[], None),
         };
         let _speech = AdapterScope::enter(speech);

@@ -15,7 +15,7 @@
 
 use super::data::Recording;
 use super::replay::{ReplayBuffer, ReplayContent, ReplayItem};
-use crate::assembly::{assemble, Parts, Recipe};
+use crate::assembly::{assemble, tokenizer_from_json, Parts, Recipe};
 use crate::assistant::{audio_turn_texts, encoder_windows, split_turn_template, token_ids, REPEAT_INSTRUCTION};
 use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
@@ -225,12 +225,14 @@ impl SpeakerTrainer {
             llm,
             projector,
             speech_adapter: speech,
-            whisper_tokenizer,
+            whisper_vocab: _,
             whisper_special: special,
             llm_tokenizer,
             chat,
             ..
         } = assemble(mapped, model, device, recipe)?;
+        let speech = speech.as_ref().map(|speech| speech.get().cloned()).transpose()?;
+        let whisper_tokenizer = tokenizer_from_json(&header.whisper_tokenizer, "Whisper")?;
         let frozen_silence = if cross_kv_trains { None } else { Some(decoder.project_silence()?) };
 
         let vars: BTreeMap<String, Var> = lora

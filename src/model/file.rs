@@ -1,14 +1,15 @@
 //! The merged model file: one safetensors file holding every component under a
-//! prefix (`encoder.`, `asr_decoder.`, `projector.`, `llm.`) and, in its
-//! metadata, everything else needed to run it (configs, tokenizers, chat
-//! template, provenance). Any safetensors tool can read it.
+//! prefix (`encoder.`, `asr_decoder.`, `projector.`, `llm.`), the tokenizers'
+//! JSON as byte tensors (`tokenizer.`), and in its metadata everything else
+//! needed to run it (configs, chat template, provenance). Any safetensors tool
+//! can read it.
 
 use super::llama::LlamaConfig;
 use super::lora::{Adapter, LoraConfig};
 use super::mapped::{MappedBytes, MappedTensor};
 use super::packed::{Format, PackedMatrix};
 use super::projector::ProjectorConfig;
-use super::weights::{Stored, Weights};
+use super::weights::{ClaimedLater, Stored, Weights};
 use super::whisper::WhisperConfig;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -19,7 +20,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 keeps the tokenizers as byte tensors ([`TOKENIZER`]); version 1 files, which
+/// keep them in the metadata, are still read.
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_KEY: &str = "kioku.format_version";
 /// JSON object naming the tensors stored as GGML blocks (`{"name": "q8_0"}`);
 /// each is a U8 tensor of shape (rows, bytes per row).
@@ -38,6 +41,11 @@ pub const SPEECH_LORA_KEY: &str = "speech_lora.config";
 pub const LLM: &str = "llm";
 /// The voice activity detector (Silero VAD), optional: listening falls back to energy endpointing without it.
 pub const VAD: &str = "vad";
+/// The tokenizers' JSON, as U8 tensors `tokenizer.whisper` and `tokenizer.llm`: part of the
+/// header, not weights. In the metadata they were 3.3 MB of escaped JSON inside the JSON
+/// header, which took 14 ms to parse before anything else could start (release build); as
+/// tensors they are read in place, and the header is 0.1 MB.
+const TOKENIZER: &str = "tokenizer";
 
 /// Where a component's weights came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,9 +138,7 @@ impl ModelHeader {
         let mut m = HashMap::from([
             (FORMAT_KEY.to_string(), FORMAT_VERSION.to_string()),
             ("whisper.config".into(), serde_json::to_string(&self.whisper)?),
-            ("whisper.tokenizer".into(), self.whisper_tokenizer.clone()),
             ("llm.config".into(), serde_json::to_string(&self.llm)?),
-            ("llm.tokenizer".into(), self.llm_tokenizer.clone()),
             ("llm.chat_template".into(), self.chat_template.clone()),
             ("provenance".into(), serde_json::to_string(&self.provenance)?),
         ]);
@@ -148,16 +154,29 @@ impl ModelHeader {
         Ok(m)
     }
 
-    fn from_metadata(m: &HashMap<String, String>) -> Result<Self> {
+    /// The tokenizers' JSON as stored in the file (see [`TOKENIZER`]).
+    fn tokenizer_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        [("whisper", &self.whisper_tokenizer), ("llm", &self.llm_tokenizer)]
+            .into_iter()
+            .map(|(which, json)| {
+                let bytes = Tensor::from_slice(json.as_bytes(), json.len(), &Device::Cpu)?;
+                Ok((format!("{TOKENIZER}.{which}"), bytes))
+            })
+            .collect()
+    }
+
+    /// The header from the metadata `m`, with the tokenizers given by `tokenizer` ("whisper",
+    /// "llm") from wherever this format version keeps them.
+    fn from_metadata(m: &HashMap<String, String>, tokenizer: impl Fn(&str) -> Result<String>) -> Result<Self> {
         let get = |key: &str| m.get(key).with_context(|| format!("metadata entry `{key}` is missing"));
         fn json<T: DeserializeOwned>(key: &str, text: &str) -> Result<T> {
             serde_json::from_str(text).with_context(|| format!("metadata entry `{key}` is not valid"))
         }
         Ok(Self {
             whisper: json("whisper.config", get("whisper.config")?)?,
-            whisper_tokenizer: get("whisper.tokenizer")?.clone(),
+            whisper_tokenizer: tokenizer("whisper")?,
             llm: json("llm.config", get("llm.config")?)?,
-            llm_tokenizer: get("llm.tokenizer")?.clone(),
+            llm_tokenizer: tokenizer("llm")?,
             chat_template: get("llm.chat_template")?.clone(),
             projector: m.get("projector.config").map(|t| json("projector.config", t)).transpose()?,
             speech_lora: m.get(SPEECH_LORA_KEY).map(|t| json(SPEECH_LORA_KEY, t)).transpose()?,
@@ -233,6 +252,7 @@ pub(crate) fn write_encoded(path: &Path, header: &ModelHeader, tensors: Vec<(Str
         };
         stored.push((name, t.contiguous()?));
     }
+    stored.extend(header.tokenizer_tensors()?);
     let mut metadata = header.to_metadata()?;
     if !quantized.is_empty() {
         metadata.insert(QUANTIZED_KEY.into(), serde_json::to_string(&quantized)?);
@@ -333,10 +353,21 @@ impl MappedModel {
         let version = metadata.get(FORMAT_KEY).with_context(|| {
             format!("{} is a safetensors file but not a kioku model (no `{FORMAT_KEY}`)", path.display())
         })?;
-        if version != &FORMAT_VERSION.to_string() {
-            bail!("{} has model format version {version}, this kioku reads version {FORMAT_VERSION}; re-pack it with `kioku pack`", path.display());
-        }
-        let header = ModelHeader::from_metadata(&metadata).with_context(describe)?;
+        let header = match version.as_str() {
+            "1" => ModelHeader::from_metadata(&metadata, |which| {
+                let key = format!("{which}.tokenizer");
+                metadata.get(&key).cloned().with_context(|| format!("metadata entry `{key}` is missing"))
+            }),
+            "2" => ModelHeader::from_metadata(&metadata, |which| {
+                let name = format!("{TOKENIZER}.{which}");
+                let info = meta.info(&name).with_context(|| format!("the model file has no tensor `{name}`"))?;
+                let (start, end) = info.data_offsets;
+                let bytes = &mmap[8 + header_len + start..8 + header_len + end];
+                Ok(std::str::from_utf8(bytes).with_context(|| format!("`{name}` is not UTF-8 text"))?.to_string())
+            }),
+            _ => bail!("{} has model format version {version}, this kioku reads versions 1 and {FORMAT_VERSION}; re-pack it with `kioku pack`", path.display()),
+        };
+        let header = header.with_context(describe)?;
         let quantized: HashMap<String, String> = match metadata.get(QUANTIZED_KEY) {
             Some(text) => serde_json::from_str(text)
                 .with_context(|| format!("metadata entry `{QUANTIZED_KEY}` is not valid"))
@@ -351,9 +382,11 @@ impl MappedModel {
         Ok(Self { mmap, data_start: 8 + header_len, layout: meta, header, quantized })
     }
 
-    /// The names of every stored tensor, sorted.
+    /// The names of every stored tensor, sorted; the tokenizers, part of the header, left out.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.layout.tensors().into_keys().collect();
+        let tokenizer = format!("{TOKENIZER}.");
+        let mut names: Vec<String> =
+            self.layout.tensors().into_keys().filter(|name| !name.starts_with(&tokenizer)).collect();
         names.sort();
         names
     }
@@ -489,7 +522,61 @@ impl MappedModel {
 
 /// Claims the speech adapter stored in a model file (tensors `speech_lora.*`), if it has one.
 pub fn take_speech_adapter(weights: &Weights, header: &ModelHeader) -> Result<Option<Adapter>> {
-    let Some(config) = header.speech_lora else { return Ok(None) };
-    let factors = weights.pp(SPEECH_LORA).take_all()?;
-    Ok(Some(Adapter::from_factors(config, factors).context("the model's speech adapter is invalid")?))
+    claim_speech_adapter(weights, header).map(SpeechAdapterFactors::read).transpose()
+}
+
+/// Claims the speech adapter's tensors, if the file has one, leaving them in the file until
+/// [`SpeechAdapterFactors::read`].
+pub fn claim_speech_adapter(weights: &Weights, header: &ModelHeader) -> Option<SpeechAdapterFactors> {
+    let config = header.speech_lora?;
+    Some(SpeechAdapterFactors { config, factors: weights.pp(SPEECH_LORA).claim_all() })
+}
+
+/// The speech adapter's factors, claimed and not read yet.
+pub struct SpeechAdapterFactors {
+    config: LoraConfig,
+    factors: ClaimedLater,
+}
+
+impl SpeechAdapterFactors {
+    pub fn read(self) -> Result<Adapter> {
+        Adapter::from_factors(self.config, self.factors.into_f32()?).context("the model's speech adapter is invalid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_model() -> MappedModel {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/kioku-tiny-en.safetensors");
+        MappedModel::open(&path).expect("the default model (`make model`)")
+    }
+
+    #[test]
+    fn the_tokenizers_are_read_in_place_and_listed_with_no_weights() {
+        let model = default_model();
+        assert!(model.header.whisper_tokenizer.contains("<|startoftranscript|>"));
+        assert!(model.header.llm_tokenizer.contains("<|im_start|>"));
+        assert!(model.layout.info("tokenizer.llm").is_some(), "stored as a tensor");
+        assert!(!model.names().iter().any(|name| name.starts_with("tokenizer")));
+        assert!(model.header.to_metadata().unwrap().keys().all(|key| !key.ends_with("tokenizer")));
+    }
+
+    #[test]
+    fn a_version_1_file_with_the_tokenizers_in_its_metadata_still_opens() {
+        let header = default_model().header;
+        let mut metadata = header.to_metadata().unwrap();
+        metadata.insert(FORMAT_KEY.into(), "1".into());
+        metadata.insert("whisper.tokenizer".into(), header.whisper_tokenizer.clone());
+        metadata.insert("llm.tokenizer".into(), header.llm_tokenizer.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.safetensors");
+        let bias = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        safetensors::serialize_to_file([("vad.bias", &bias)], Some(metadata), &path).unwrap();
+        let v1 = MappedModel::open(&path).unwrap();
+        assert!(v1.header.whisper_tokenizer == header.whisper_tokenizer);
+        assert!(v1.header.llm_tokenizer == header.llm_tokenizer);
+        assert_eq!(v1.names(), ["vad.bias"]);
+    }
 }

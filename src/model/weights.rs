@@ -29,12 +29,36 @@ pub(crate) enum Claimed {
 }
 
 impl Stored {
+    /// As a dense tensor on `device`, in `dtype`.
+    fn dense(self, device: &Device, dtype: DType) -> Result<Tensor> {
+        Ok(match self {
+            Stored::Dense(t) => cast(&t.to_device(device)?, dtype)?,
+            Stored::Mapped(m) => cast(&m.load(device)?, dtype)?,
+            Stored::Quantized(q) => q.dequantize(device)?.to_dtype(dtype)?,
+        })
+    }
+
     fn shape(&self) -> Shape {
         match self {
             Stored::Dense(t) => t.shape().clone(),
             Stored::Quantized(q) => Shape::from(q.shape()),
             Stored::Mapped(m) => m.shape().clone(),
         }
+    }
+}
+
+/// Tensors claimed from [`Weights`] whose copies are made only when wanted
+/// ([`Weights::claim_all`]): mapped ones stay in the file until then.
+pub struct ClaimedLater {
+    tensors: Vec<(String, Stored)>,
+    device: Device,
+}
+
+impl ClaimedLater {
+    /// Each tensor, named as claimed, as dense f32 on the weights' device.
+    pub fn into_f32(self) -> Result<Vec<(String, Tensor)>> {
+        let device = self.device;
+        self.tensors.into_iter().map(|(name, stored)| Ok((name, stored.dense(&device, DType::F32)?))).collect()
     }
 }
 
@@ -135,11 +159,7 @@ impl Weights {
 
     /// `stored` as a dense tensor on this device, in this dtype.
     fn dense(&self, stored: Stored) -> Result<Tensor> {
-        Ok(match stored {
-            Stored::Dense(t) => cast(&t.to_device(&self.device)?, self.dtype)?,
-            Stored::Mapped(m) => cast(&m.load(&self.device)?, self.dtype)?,
-            Stored::Quantized(q) => q.dequantize(&self.device)?.to_dtype(self.dtype)?,
-        })
+        stored.dense(&self.device, self.dtype)
     }
 
     /// Removes a tensor that is not used (a stored copy of a tied head when
@@ -195,16 +215,20 @@ impl Weights {
     /// Removes every tensor under this prefix as dense f32, named relative to
     /// it (for adapters stored in the model file, whose modules are not known up front).
     pub fn take_all(&self) -> Result<Vec<(String, Tensor)>> {
+        self.claim_all().into_f32()
+    }
+
+    /// Removes every tensor under this prefix as stored, to be made dense later
+    /// ([`ClaimedLater::into_f32`]), named relative to the prefix.
+    pub fn claim_all(&self) -> ClaimedLater {
         let start = format!("{}.", self.prefix);
-        let names: Vec<String> = self.tensors.borrow().keys().filter(|k| k.starts_with(&start)).cloned().collect();
-        names
+        let mut tensors = self.tensors.borrow_mut();
+        let names: Vec<String> = tensors.keys().filter(|k| k.starts_with(&start)).cloned().collect();
+        let claimed = names
             .into_iter()
-            .map(|full| {
-                let shape = self.tensors.borrow()[&full].shape();
-                let relative = full[start.len()..].to_string();
-                Ok((relative.clone(), self.take(&relative, shape)?.to_dtype(DType::F32)?))
-            })
-            .collect()
+            .filter_map(|full| tensors.remove(&full).map(|stored| (full[start.len()..].to_string(), stored)))
+            .collect();
+        ClaimedLater { tensors: claimed, device: self.device.clone() }
     }
 
     /// Fails if any tensor under this prefix was never claimed: a file with

@@ -14,11 +14,11 @@ adapters for llama.cpp", has the measured numbers)."""
 
 import json
 import re
-import struct
 import subprocess
 
 import pytest
 from gguf import GGUFReader, GGUFWriter
+from safetensors import safe_open
 from tokenizers import Tokenizer
 
 from conftest import CACHE, LOGITS, MODEL, REPO, kioku_logits, run_kioku
@@ -78,11 +78,11 @@ def adapter(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    """The LLM's tokenizer, from the model file's metadata."""
-    with open(MODEL, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        metadata = json.loads(f.read(size))["__metadata__"]
-    return Tokenizer.from_str(metadata["llm.tokenizer"]), json.loads(metadata["llm.config"])["eos_token_ids"]
+    """The LLM's tokenizer, stored in the model file as the bytes of its JSON."""
+    with safe_open(str(MODEL), "np") as f:
+        json_text = f.get_tensor("tokenizer.llm").tobytes().decode()
+        config = json.loads(f.metadata()["llm.config"])
+    return Tokenizer.from_str(json_text), config["eos_token_ids"]
 
 
 def kioku_greedy(prompt_ids, eos, out, adapters=()):

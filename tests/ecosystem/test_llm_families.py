@@ -256,7 +256,7 @@ def test_qwen2_from_gguf_matches_transformers(qwen2, tmp_path):
     # original (GPT-2's split, the fallback, would not make `?\n\n` one chunk).
     with safe_open(str(model_file), "np") as f:
         header = f.metadata()
-    rebuilt = Tokenizer.from_str(header["llm.tokenizer"])
+        rebuilt = Tokenizer.from_str(f.get_tensor("tokenizer.llm").tobytes().decode())
     original = Tokenizer.from_file(str(directory / "tokenizer.json"))
     text = "<|im_start|>user\nIt's 2024: 12345 apples, don't you think?\n\n  Done.<|im_end|>"
     assert rebuilt.encode(text).ids == original.encode(text).ids

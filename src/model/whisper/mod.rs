@@ -4,9 +4,11 @@
 mod decoder;
 mod encoder;
 mod layers;
+mod vocab;
 
 pub use decoder::{AsrDecoder, DecoderState, SILENCE_CONTEXT};
 pub use encoder::WhisperEncoder;
+pub use vocab::WhisperVocab;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -64,16 +66,22 @@ pub struct WhisperSpecialTokens {
 
 impl WhisperSpecialTokens {
     pub fn from_tokenizer(tokenizer: &tokenizers::Tokenizer, config: &WhisperConfig) -> Result<Self> {
-        let id = |name: &str| {
-            tokenizer.token_to_id(name).with_context(|| format!("the Whisper tokenizer has no `{name}` token"))
-        };
+        Self::from_lookup(|name| tokenizer.token_to_id(name), config)
+    }
+
+    pub fn from_vocab(vocab: &WhisperVocab, config: &WhisperConfig) -> Result<Self> {
+        Self::from_lookup(|name| vocab.added_token_id(name), config)
+    }
+
+    fn from_lookup(token_id: impl Fn(&str) -> Option<u32>, config: &WhisperConfig) -> Result<Self> {
+        let id = |name: &str| token_id(name).with_context(|| format!("the Whisper tokenizer has no `{name}` token"));
         let multilingual = config.is_multilingual();
         Ok(Self {
             start_of_transcript: id("<|startoftranscript|>")?,
             end_of_text: id("<|endoftext|>")?,
             no_timestamps: id("<|notimestamps|>")?,
-            start_of_prev: tokenizer.token_to_id("<|startofprev|>"),
-            no_speech: tokenizer.token_to_id("<|nospeech|>").or_else(|| tokenizer.token_to_id("<|nocaptions|>")),
+            start_of_prev: token_id("<|startofprev|>"),
+            no_speech: token_id("<|nospeech|>").or_else(|| token_id("<|nocaptions|>")),
             english: if multilingual { Some(id("<|en|>")?) } else { None },
             transcribe: if multilingual { Some(id("<|transcribe|>")?) } else { None },
         })
