@@ -209,9 +209,9 @@ fn write_packed(
     };
     let header = ModelHeader {
         whisper: whisper.config,
-        whisper_tokenizer: whisper.tokenizer,
+        whisper_tokenizer: whisper.tokenizer.into(),
         llm: llm.config,
-        llm_tokenizer: llm.tokenizer,
+        llm_tokenizer: llm.tokenizer.into(),
         chat_template: llm.chat_template,
         projector,
         speech_lora,

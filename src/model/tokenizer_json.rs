@@ -113,7 +113,8 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/kioku-tiny-en.safetensors");
         let header = MappedModel::open(&path).expect("the default model (`make model`)").header;
         for json in [&header.whisper_tokenizer, &header.llm_tokenizer] {
-            let (fast, reference) = (tokenizer_from_json(json).unwrap(), Tokenizer::from_bytes(json).unwrap());
+            let (fast, reference) =
+                (tokenizer_from_json(json).unwrap(), Tokenizer::from_bytes(json.as_bytes()).unwrap());
             assert_eq!(fast.get_vocab_size(true), reference.get_vocab_size(true));
             assert_eq!(fast.get_vocab(true), reference.get_vocab(true));
             for text in TEXTS {

@@ -10,14 +10,18 @@
 //! and on whole sentences. Whoever needs to encode builds the full tokenizer.
 
 use anyhow::{Context, Result};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::fmt;
 
 /// Whisper's tokens as text, by id.
 #[derive(Debug, Clone)]
 pub struct WhisperVocab {
-    /// Each id's token as stored: GPT-2's byte-level characters.
-    tokens: Vec<Option<Box<str>>>,
+    /// Every token as stored (GPT-2's byte-level characters), one after another.
+    text: String,
+    /// Where each id's token lies in `text`.
+    spans: Vec<Option<(u32, u32)>>,
     /// Ids of special tokens (`<|endoftext|>`, timestamps, …), left out of text.
     special: Vec<bool>,
     /// The added tokens' ids, by content: the control tokens are looked up by name.
@@ -42,26 +46,89 @@ struct AddedToken {
 
 #[derive(Deserialize)]
 struct Model {
-    vocab: HashMap<String, u32>,
+    vocab: Vocab,
+}
+
+/// The vocabulary as one string and each token's (id, span): read without an allocation per
+/// token, 50 k of which made a map of strings take most of this reading's time.
+#[derive(Default)]
+struct Vocab {
+    text: String,
+    tokens: Vec<(u32, (u32, u32))>,
+}
+
+impl<'de> Deserialize<'de> for Vocab {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(VocabVisitor)
+    }
+}
+
+struct VocabVisitor;
+
+impl<'de> Visitor<'de> for VocabVisitor {
+    type Value = Vocab;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map from tokens to ids")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Vocab, M::Error> {
+        let mut vocab = Vocab::default();
+        loop {
+            let start = vocab.text.len() as u32;
+            if map.next_key_seed(AppendTo(&mut vocab.text))?.is_none() {
+                return Ok(vocab);
+            }
+            let id: u32 = map.next_value()?;
+            vocab.tokens.push((id, (start, vocab.text.len() as u32)));
+        }
+    }
+}
+
+/// Reads a string onto the end of another.
+struct AppendTo<'a>(&'a mut String);
+
+impl<'de> DeserializeSeed<'de> for AppendTo<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AppendTo<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a token")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, token: &str) -> Result<(), E> {
+        self.0.push_str(token);
+        Ok(())
+    }
 }
 
 impl WhisperVocab {
     /// Reads the vocabulary and added tokens of Whisper's `tokenizer.json`.
     pub fn from_json(json: &str) -> Result<Self> {
         let parsed: TokenizerJson = serde_json::from_str(json).context("not a tokenizer with a vocabulary")?;
-        let ids = parsed.model.vocab.values().chain(parsed.added_tokens.iter().map(|t| &t.id));
-        let size = ids.max().map_or(0, |&id| id as usize + 1);
-        let (mut tokens, mut special) = (vec![None; size], vec![false; size]);
-        for (token, id) in parsed.model.vocab {
-            tokens[id as usize] = Some(token.into_boxed_str());
+        let Vocab { mut text, tokens } = parsed.model.vocab;
+        let ids = tokens.iter().map(|&(id, _)| id).chain(parsed.added_tokens.iter().map(|t| t.id));
+        let size = ids.max().map_or(0, |id| id as usize + 1);
+        let (mut spans, mut special) = (vec![None; size], vec![false; size]);
+        for (id, span) in tokens {
+            spans[id as usize] = Some(span);
         }
         let mut added = HashMap::with_capacity(parsed.added_tokens.len());
         for token in parsed.added_tokens {
+            let start = text.len() as u32;
+            text.push_str(&token.content);
+            spans[token.id as usize] = Some((start, text.len() as u32));
             special[token.id as usize] = token.special;
-            tokens[token.id as usize] = Some(token.content.as_str().into());
             added.insert(token.content, token.id);
         }
-        Ok(Self { tokens, special, added })
+        Ok(Self { text, spans, special, added })
     }
 
     /// The id of an added (control) token, e.g. `<|endoftext|>`.
@@ -76,10 +143,11 @@ impl WhisperVocab {
         let mut bytes = Vec::new();
         for &id in ids {
             let id = id as usize;
-            let Some(token) = self.tokens.get(id).and_then(Option::as_deref) else { continue };
+            let Some(&Some((start, end))) = self.spans.get(id) else { continue };
             if self.special[id] {
                 continue;
             }
+            let token = &self.text[start as usize..end as usize];
             let mapped: Option<Vec<u8>> = token.chars().map(|c| table.get(c as usize).copied().flatten()).collect();
             // A token with a character outside the byte alphabet goes in as its own UTF-8.
             bytes.extend(mapped.unwrap_or_else(|| token.as_bytes().to_vec()));
@@ -119,7 +187,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/kioku-tiny-en.safetensors");
         let json = MappedModel::open(&path).expect("the default model (`make model`)").header.whisper_tokenizer;
         let (vocab, tokenizer) =
-            (WhisperVocab::from_json(&json).unwrap(), tokenizers::Tokenizer::from_bytes(&json).unwrap());
+            (WhisperVocab::from_json(&json).unwrap(), tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap());
         let size = tokenizer.get_vocab_size(true) as u32;
         // Every token alone (specials give nothing), and ids past the vocabulary.
         for id in 0..size + 3 {
