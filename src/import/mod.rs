@@ -18,7 +18,7 @@ use crate::model::ops::Path as OpsPath;
 use crate::model::projector::ProjectorConfig;
 use crate::model::weights::Weights;
 use crate::model::whisper::WhisperConfig;
-use crate::model::whisper::{WhisperEncoder, SILENCE_CONTEXT};
+use crate::model::whisper::{AsrDecoder, WhisperEncoder, SILENCE_CONTEXT};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
@@ -55,9 +55,18 @@ pub fn import_whisper(src: &Path) -> Result<ImportedWhisper> {
     Ok(whisper)
 }
 
+/// Adds the encoding of silence ([`silence_context`]) and its cross-attention keys and values,
+/// projected once here rather than by every process's first transcription.
 fn add_silence_context(whisper: &mut ImportedWhisper) -> Result<()> {
     let silence = silence_context(whisper)?;
     whisper.tensors.insert(format!("{ASR_DECODER}.{SILENCE_CONTEXT}"), silence);
+    let decoder_tensors = whisper.tensors.iter().filter(|(k, _)| k.starts_with(&format!("{ASR_DECODER}.")));
+    let weights =
+        Weights::new(decoder_tensors.map(|(k, v)| (k.clone(), v.clone())).collect(), DType::F32, &Device::Cpu);
+    let keys_and_values = AsrDecoder::load(&weights.pp(ASR_DECODER), &whisper.config)?.silence_kv_tensors()?;
+    for (name, t) in keys_and_values {
+        whisper.tensors.insert(format!("{ASR_DECODER}.{name}"), t);
+    }
     Ok(())
 }
 

@@ -60,6 +60,11 @@ impl Linear {
         Ok(Self { kernel, bias, adapters, module: Some(w.module_name().into()) })
     }
 
+    /// Whether adapters applied at load add to this layer (not those switched on per call).
+    pub fn has_adapters(&self) -> bool {
+        !self.adapters.is_empty()
+    }
+
     /// A bias-free layer over an existing dense weight (out, in), such as tied embeddings.
     pub fn from_dense(weight: Tensor) -> Self {
         Self { kernel: Kernel::Dense(weight), bias: None, adapters: Vec::new(), module: None }

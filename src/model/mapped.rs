@@ -78,6 +78,31 @@ impl MappedTensor {
         &self.bytes
     }
 
+    /// An f16 tensor as f32 on the CPU, converted in one pass from the mapped bytes; the file's
+    /// pages are released as by [`MappedTensor::load`]. Through a stored-dtype copy and a cast, as
+    /// before, the stored silence keys and values (8 × 1.1 MiB) took 24 ms to read, against
+    /// 12 ms this way (release build, 3 runs each), most of it faulting in the fresh f32 pages.
+    pub fn load_f16_as_f32(&self) -> candle_core::Result<Tensor> {
+        if self.dtype != DType::F16 {
+            candle_core::bail!("{:?} is not f16", self.dtype);
+        }
+        let mut values = vec![0f32; self.shape.elem_count()];
+        // SAFETY: every bit pattern is a valid f16; only the aligned middle is reinterpreted.
+        match unsafe { self.bytes.align_to::<half::f16>() } {
+            ([], halves, []) => {
+                use half::slice::HalfFloatSliceExt;
+                halves.convert_to_f32_slice(&mut values);
+            }
+            _ => {
+                for (v, b) in values.iter_mut().zip(self.bytes.chunks_exact(2)) {
+                    *v = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+        }
+        self.bytes.release();
+        Tensor::from_vec(values, self.shape.clone(), &Device::Cpu)
+    }
+
     /// A copy on `device`, in the stored dtype; the file's pages are released.
     pub fn load(&self, device: &Device) -> candle_core::Result<Tensor> {
         let tensor = Tensor::from_raw_buffer(&self.bytes, self.dtype, self.shape.dims(), device)?;

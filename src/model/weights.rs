@@ -33,6 +33,9 @@ impl Stored {
     fn dense(self, device: &Device, dtype: DType) -> Result<Tensor> {
         Ok(match self {
             Stored::Dense(t) => cast(&t.to_device(device)?, dtype)?,
+            Stored::Mapped(m) if m.dtype() == DType::F16 && dtype == DType::F32 && device.is_cpu() => {
+                m.load_f16_as_f32()?
+            }
             Stored::Mapped(m) => cast(&m.load(device)?, dtype)?,
             Stored::Quantized(q) => q.dequantize(device)?.to_dtype(dtype)?,
         })
@@ -54,7 +57,17 @@ pub struct ClaimedLater {
     device: Device,
 }
 
+impl std::fmt::Debug for ClaimedLater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.tensors.iter().map(|(name, _)| name)).finish()
+    }
+}
+
 impl ClaimedLater {
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
     /// Each tensor, named as claimed, as dense f32 on the weights' device.
     pub fn into_f32(self) -> Result<Vec<(String, Tensor)>> {
         let device = self.device;

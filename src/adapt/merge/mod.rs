@@ -14,9 +14,10 @@ pub mod combine;
 
 pub use combine::Method;
 
-use crate::model::file::{self, Encoded, MappedModel};
+use crate::model::file::{self, Encoded, MappedModel, ASR_DECODER, ENCODER};
 use crate::model::lora::{bake, Adapter};
 use crate::model::peft;
+use crate::model::whisper::SILENCE_KV;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
@@ -74,12 +75,20 @@ pub fn merge(base: &Path, inputs: &[Input], method: Method, output: &Path) -> Re
     header.merge = Some(record.clone());
     let (mut changed, mut copied) = (0, 0);
     let mut tensors = Vec::new();
+    let (mut whisper_changed, mut derived) = (false, Vec::new());
+    let stored_silence = format!("{ASR_DECODER}.{SILENCE_KV}.");
     for name in base_model.names() {
+        if name.starts_with(&stored_silence) {
+            derived.push(name);
+            continue;
+        }
         let merged = merge_tensor(&name, &base_model, inputs, &opened, &method)
             .with_context(|| format!("cannot merge tensor `{name}`"))?;
         let encoded = match merged {
             Some(t) => {
                 changed += 1;
+                whisper_changed |=
+                    name.starts_with(&format!("{ENCODER}.")) || name.starts_with(&format!("{ASR_DECODER}."));
                 t
             }
             None => {
@@ -88,6 +97,15 @@ pub fn merge(base: &Path, inputs: &[Input], method: Method, output: &Path) -> Re
             }
         };
         tensors.push((name, encoded));
+    }
+    // The stored silence keys and values are Whisper's own projections of its encoding of
+    // silence, not weights: they are kept while Whisper is unchanged, and otherwise left out,
+    // so the merged model projects them on its first transcription, as files without them do.
+    if !whisper_changed {
+        for name in derived {
+            copied += 1;
+            tensors.push((name.clone(), base_model.encoded(&name)?));
+        }
     }
     file::write_encoded(output, &header, tensors)?;
     Ok(MergeSummary { changed, copied, record })
@@ -151,8 +169,14 @@ fn same_architecture(base: &MappedModel, other: &MappedModel) -> Result<()> {
     if let Some((component, _, _)) = configs.iter().find(|(_, x, y)| x != y) {
         bail!("its {component} configuration differs");
     }
-    let names = base.names();
-    if names != other.names() {
+    // Stored silence keys and values are derived from Whisper's weights, not weights: a merge
+    // leaves them out when Whisper changes, so a merged model may lack them.
+    let weights_of = |model: &MappedModel| {
+        let derived = format!("{ASR_DECODER}.{SILENCE_KV}.");
+        model.names().into_iter().filter(|name| !name.starts_with(&derived)).collect::<Vec<_>>()
+    };
+    let names = weights_of(base);
+    if names != weights_of(other) {
         bail!("its tensors are not the base model's tensors");
     }
     for name in &names {

@@ -8,10 +8,10 @@ use crate::model::linear::{load_embeddings_and_head, Linear};
 use crate::model::mapped::Embedding;
 use crate::model::norm::LayerNorm;
 use crate::model::ops::{self, Path};
-use crate::model::weights::Weights;
-use anyhow::{bail, Result};
+use crate::model::weights::{ClaimedLater, Weights};
+use anyhow::{bail, Context, Result};
 use candle_core::{Module, Tensor, D};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 #[derive(Debug, Clone)]
 struct DecoderLayer {
@@ -46,6 +46,10 @@ pub struct AsrDecoder {
     /// [`AsrDecoder::transcribe`].
     silence_context: Tensor,
     silence_kv: OnceLock<Vec<(Tensor, Tensor)>>,
+    /// The silence context's cross-attention keys and values as `kioku pack` stored them
+    /// ([`SILENCE_KV`]), read on the first transcription; None when the file has none or an
+    /// adapter applied at load changes the projections that made them.
+    stored_silence_kv: Arc<Mutex<Option<ClaimedLater>>>,
     config: WhisperConfig,
 }
 
@@ -55,12 +59,18 @@ const NO_SPEECH_THRESHOLD: f32 = 0.6;
 /// Name of the precomputed silence encoding, stored with the decoder's tensors.
 pub const SILENCE_CONTEXT: &str = "silence_context";
 
+/// Where `kioku pack` stores the silence context's cross-attention keys and values, per layer:
+/// `silence_kv.{layer}.key` and `.value`, each (1, heads, max_source_positions, head_dim).
+/// Projecting them takes about 1.8 GMAC, which the first transcription in a process paid
+/// (about 30 ms, release, 2 cores); read from the file, they cost a copy.
+pub const SILENCE_KV: &str = "silence_kv";
+
 impl AsrDecoder {
     /// Loads the tensors under `asr_decoder.` (HF Whisper decoder names).
     pub fn load(w: &Weights, cfg: &WhisperConfig) -> Result<Self> {
         let d = cfg.d_model;
         let norm = |name: &str| LayerNorm::load(&w.pp(name), d, LAYER_NORM_EPS);
-        let layers = (0..cfg.decoder_layers)
+        let layers: Vec<DecoderLayer> = (0..cfg.decoder_layers)
             .map(|i| {
                 let w = w.pp(format!("layers.{i}"));
                 let norm = |name: &str| LayerNorm::load(&w.pp(name), d, LAYER_NORM_EPS);
@@ -77,6 +87,9 @@ impl AsrDecoder {
         // Whisper's output projection is always the token embeddings (tied).
         let (embed_tokens, proj_out) =
             load_embeddings_and_head(w, "embed_tokens", "proj_out", cfg.vocab_size, d, true)?;
+        let stored_silence_kv = w.pp(SILENCE_KV).claim_all();
+        let adapted = layers.iter().any(|l| l.encoder_attn.projects_kv_with_adapters());
+        let stored_silence_kv = (!adapted && !stored_silence_kv.is_empty()).then_some(stored_silence_kv);
         Ok(Self {
             embed_tokens,
             proj_out,
@@ -85,6 +98,7 @@ impl AsrDecoder {
             layer_norm: norm("layer_norm")?,
             silence_context: w.take(SILENCE_CONTEXT, (cfg.max_source_positions, d))?,
             silence_kv: OnceLock::new(),
+            stored_silence_kv: Arc::new(Mutex::new(stored_silence_kv)),
             config: cfg.clone(),
         })
     }
@@ -242,8 +256,43 @@ impl AsrDecoder {
         if let Some(kv) = self.silence_kv.get() {
             return Ok(kv.clone());
         }
-        let kv = self.project_silence()?;
+        let mut stored = self.stored_silence_kv.lock().unwrap_or_else(PoisonError::into_inner);
+        let kv = match stored.take() {
+            Some(stored) => self.read_stored_silence(stored).context("the stored silence keys and values")?,
+            None => self.project_silence()?,
+        };
         Ok(self.silence_kv.get_or_init(|| kv).clone())
+    }
+
+    /// The stored silence keys and values ([`SILENCE_KV`]) per layer, checked against the config.
+    fn read_stored_silence(&self, stored: ClaimedLater) -> Result<Vec<(Tensor, Tensor)>> {
+        let mut tensors: std::collections::HashMap<String, Tensor> = stored.into_f32()?.into_iter().collect();
+        let heads = self.config.decoder_heads;
+        let shape = [1, heads, self.config.max_source_positions, self.config.d_model / heads];
+        let mut take = |name: String| -> Result<Tensor> {
+            let t = tensors.remove(&name).with_context(|| format!("`{SILENCE_KV}.{name}` is missing"))?;
+            if t.dims() != shape {
+                bail!("`{SILENCE_KV}.{name}` has shape {:?}, the decoder needs {shape:?}", t.dims());
+            }
+            Ok(t.to_device(self.silence_context.device())?)
+        };
+        let kv = (0..self.layers.len())
+            .map(|i| Ok((take(format!("{i}.key"))?, take(format!("{i}.value"))?)))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(extra) = tensors.keys().next() {
+            bail!("`{SILENCE_KV}.{extra}` is not a layer's key or value");
+        }
+        Ok(kv)
+    }
+
+    /// The silence keys and values as `kioku pack` stores them ([`SILENCE_KV`]), by name.
+    pub fn silence_kv_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut named = Vec::new();
+        for (i, (k, v)) in self.project_silence()?.into_iter().enumerate() {
+            named.push((format!("{SILENCE_KV}.{i}.key"), k.contiguous()?));
+            named.push((format!("{SILENCE_KV}.{i}.value"), v.contiguous()?));
+        }
+        Ok(named)
     }
 
     /// Projects the silence context ahead of the first transcription.
@@ -268,5 +317,35 @@ impl AsrDecoder {
 
     pub fn config(&self) -> &WhisperConfig {
         &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::file::{MappedModel, ASR_DECODER};
+    use candle_core::{DType, Device};
+
+    /// Stored in f16 by `kioku pack` from f32 weights, read back as f32: they differ from a
+    /// projection at load (f16 weights and context, f32 arithmetic) by rounding only: measured
+    /// at most 7e-4 of the largest magnitude, on every layer.
+    #[test]
+    fn the_stored_silence_keys_and_values_match_their_projection() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/kioku-tiny-en.safetensors");
+        let mapped = MappedModel::open(&path).expect("the default model (`make model`)");
+        let weights = mapped.weights(&Device::Cpu, DType::F32).unwrap();
+        let decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &mapped.header.whisper).unwrap();
+        let stored = decoder.stored_silence_kv.lock().unwrap().take().expect("the default model stores them");
+        let stored = decoder.read_stored_silence(stored).unwrap();
+        let projected = decoder.project_silence().unwrap();
+        assert_eq!(stored.len(), decoder.layers.len());
+        for (layer, ((sk, sv), (pk, pv))) in stored.iter().zip(&projected).enumerate() {
+            for (which, s, p) in [("key", sk, pk), ("value", sv, pv)] {
+                let diff = (s - p).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let scale = p.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                eprintln!("layer {layer} {which}: max |stored - projected| {diff} of max |projected| {scale}");
+                assert!(diff <= 2e-3 * scale, "layer {layer} {which}: {diff} against {scale}");
+            }
+        }
     }
 }

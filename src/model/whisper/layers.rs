@@ -69,6 +69,11 @@ impl Attention {
         self.out_proj.forward(&out)
     }
 
+    /// Whether adapters applied at load change the key or value projection.
+    pub(crate) fn projects_kv_with_adapters(&self) -> bool {
+        self.k_proj.has_adapters() || self.v_proj.has_adapters()
+    }
+
     pub(crate) fn project_kv(&self, xs: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         Ok((self.split_heads(&self.k_proj.forward(xs)?)?, self.split_heads(&self.v_proj.forward(xs)?)?))
     }

@@ -6,7 +6,7 @@ mod encoder;
 mod layers;
 mod vocab;
 
-pub use decoder::{AsrDecoder, DecoderState, SILENCE_CONTEXT};
+pub use decoder::{AsrDecoder, DecoderState, SILENCE_CONTEXT, SILENCE_KV};
 pub use encoder::WhisperEncoder;
 pub use vocab::WhisperVocab;
 
