@@ -566,6 +566,25 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_file_without_readable_tokenizers_is_refused_with_their_name() {
+        let mut metadata = default_model().header.to_metadata().unwrap();
+        metadata.insert(FORMAT_KEY.into(), "2".into());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.safetensors");
+        let error = |tensors: Vec<(&str, Tensor)>| {
+            safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (*n, t)), Some(metadata.clone()), &path)
+                .unwrap();
+            format!("{:#}", MappedModel::open(&path).err().expect("refused"))
+        };
+        let bias = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        let missing = error(vec![("vad.bias", bias.clone())]);
+        assert!(missing.contains("no tensor `tokenizer.whisper`"), "{missing}");
+        let not_text = Tensor::from_slice(&[0xffu8, 0xfe, 0x00], 3, &Device::Cpu).unwrap();
+        let garbled = error(vec![("vad.bias", bias), ("tokenizer.whisper", not_text)]);
+        assert!(garbled.contains("`tokenizer.whisper` is not UTF-8 text"), "{garbled}");
+    }
+
+    #[test]
     fn a_version_1_file_with_the_tokenizers_in_its_metadata_still_opens() {
         let header = default_model().header;
         let mut metadata = header.to_metadata().unwrap();

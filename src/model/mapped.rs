@@ -87,18 +87,7 @@ impl MappedTensor {
             candle_core::bail!("{:?} is not f16", self.dtype);
         }
         let mut values = vec![0f32; self.shape.elem_count()];
-        // SAFETY: every bit pattern is a valid f16; only the aligned middle is reinterpreted.
-        match unsafe { self.bytes.align_to::<half::f16>() } {
-            ([], halves, []) => {
-                use half::slice::HalfFloatSliceExt;
-                halves.convert_to_f32_slice(&mut values);
-            }
-            _ => {
-                for (v, b) in values.iter_mut().zip(self.bytes.chunks_exact(2)) {
-                    *v = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
-            }
-        }
+        widen_f16(&self.bytes, &mut values);
         self.bytes.release();
         Tensor::from_vec(values, self.shape.clone(), &Device::Cpu)
     }
@@ -122,11 +111,7 @@ impl MappedTensor {
             }
             let row = &self.bytes[id * row_bytes..(id + 1) * row_bytes];
             match self.dtype {
-                DType::F16 => {
-                    for (v, b) in values.iter_mut().zip(row.chunks_exact(2)) {
-                        *v = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                    }
-                }
+                DType::F16 => widen_f16(row, values),
                 DType::F32 => {
                     for (v, b) in values.iter_mut().zip(row.chunks_exact(4)) {
                         *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -136,6 +121,23 @@ impl MappedTensor {
             }
         }
         Tensor::from_vec(out, (ids.len(), cols), &Device::Cpu)
+    }
+}
+
+/// Little-endian f16 `bytes` into `out` as f32: with the CPU's conversion instructions
+/// where the bytes are 2-aligned, as mapped tensors are, else value by value.
+fn widen_f16(bytes: &[u8], out: &mut [f32]) {
+    // SAFETY: every bit pattern is a valid f16; only the aligned middle is reinterpreted.
+    match unsafe { bytes.align_to::<half::f16>() } {
+        ([], halves, []) => {
+            use half::slice::HalfFloatSliceExt;
+            halves.convert_to_f32_slice(out);
+        }
+        _ => {
+            for (v, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *v = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
     }
 }
 

@@ -76,9 +76,8 @@ pub fn merge(base: &Path, inputs: &[Input], method: Method, output: &Path) -> Re
     let (mut changed, mut copied) = (0, 0);
     let mut tensors = Vec::new();
     let (mut whisper_changed, mut derived) = (false, Vec::new());
-    let stored_silence = format!("{ASR_DECODER}.{SILENCE_KV}.");
     for name in base_model.names() {
-        if name.starts_with(&stored_silence) {
+        if derived_from_whisper(&name) {
             derived.push(name);
             continue;
         }
@@ -159,6 +158,11 @@ fn weight_hint(path: &Path) -> String {
     }
 }
 
+/// Whether `name` is not a weight but derived from Whisper's: the stored silence keys and values.
+fn derived_from_whisper(name: &str) -> bool {
+    name.starts_with(&format!("{ASR_DECODER}.{SILENCE_KV}."))
+}
+
 fn same_architecture(base: &MappedModel, other: &MappedModel) -> Result<()> {
     let (a, b) = (&base.header, &other.header);
     let configs = [
@@ -169,12 +173,9 @@ fn same_architecture(base: &MappedModel, other: &MappedModel) -> Result<()> {
     if let Some((component, _, _)) = configs.iter().find(|(_, x, y)| x != y) {
         bail!("its {component} configuration differs");
     }
-    // Stored silence keys and values are derived from Whisper's weights, not weights: a merge
-    // leaves them out when Whisper changes, so a merged model may lack them.
-    let weights_of = |model: &MappedModel| {
-        let derived = format!("{ASR_DECODER}.{SILENCE_KV}.");
-        model.names().into_iter().filter(|name| !name.starts_with(&derived)).collect::<Vec<_>>()
-    };
+    // A merge leaves out what is derived from Whisper's weights when Whisper changes.
+    let weights_of =
+        |model: &MappedModel| model.names().into_iter().filter(|name| !derived_from_whisper(name)).collect::<Vec<_>>();
     let names = weights_of(base);
     if names != weights_of(other) {
         bail!("its tensors are not the base model's tensors");

@@ -274,7 +274,7 @@ impl AsrDecoder {
             if t.dims() != shape {
                 bail!("`{SILENCE_KV}.{name}` has shape {:?}, the decoder needs {shape:?}", t.dims());
             }
-            Ok(t.to_device(self.silence_context.device())?)
+            Ok(t)
         };
         let kv = (0..self.layers.len())
             .map(|i| Ok((take(format!("{i}.key"))?, take(format!("{i}.value"))?)))
