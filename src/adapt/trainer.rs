@@ -24,7 +24,7 @@ use crate::model::audio_turn::AudioTurn;
 use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::llama::Llama;
 use crate::model::lora::{Adapter, LoraConfig, LoraSet, TargetModules};
-use crate::model::ops::Path as OpsPath;
+use crate::model::ops::{KvSegment, Path as OpsPath};
 use crate::model::projector::Projector;
 use crate::model::whisper::{AsrDecoder, WhisperEncoder};
 use crate::training::{AdamW, AdamWConfig, LrSchedule};
@@ -189,7 +189,7 @@ pub struct SpeakerTrainer {
     encoder_trains: bool,
     /// The silence context's cross-attention keys/values when no adapter sits
     /// on those projections (else they are projected once per batch).
-    frozen_silence: Option<Vec<(Tensor, Tensor)>>,
+    frozen_silence: Option<Vec<KvSegment>>,
     device: Device,
 }
 
@@ -422,7 +422,7 @@ impl SpeakerTrainer {
 
     /// Teacher-forced cross-entropy of the transcript and end-of-text after
     /// Whisper's prompt, against the clip padded and extended as at inference.
-    fn asr_loss(&self, encoded: &Tensor, text: &str, silence: &[(Tensor, Tensor)]) -> Result<Tensor> {
+    fn asr_loss(&self, encoded: &Tensor, text: &str, silence: &[KvSegment]) -> Result<Tensor> {
         let text_ids = self.whisper_tokenizer.encode(format!(" {}", text.trim()), false).map_err(anyhow::Error::msg)?;
         let mut ids = self.whisper_prompt.clone();
         ids.extend(text_ids.get_ids());

@@ -27,7 +27,7 @@ impl MappedBytes {
     /// tensor and its copy at once. Small ranges are left alone: each call
     /// flushes TLBs on every core, and the ~1000 norms, biases and adapter
     /// factors of the default model cost 40 ms of load that way.
-    fn release(&self) {
+    pub(crate) fn release(&self) {
         const WORTH_RELEASING: usize = 1 << 20;
         #[cfg(unix)]
         if self.range.len() >= WORTH_RELEASING {
@@ -139,6 +139,16 @@ fn widen_f16(bytes: &[u8], out: &mut [f32]) {
             }
         }
     }
+}
+
+/// `bytes` after `offset` bytes of padding, in a mapped temporary file.
+#[cfg(test)]
+pub(crate) fn in_mapped_file(offset: usize, bytes: &[u8]) -> Arc<memmap2::Mmap> {
+    use std::io::Write;
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(&vec![0u8; offset]).unwrap();
+    file.write_all(bytes).unwrap();
+    Arc::new(unsafe { memmap2::Mmap::map(&file) }.unwrap())
 }
 
 /// A token embedding table that serves row lookups only.

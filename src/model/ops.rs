@@ -5,6 +5,7 @@
 //! through candle: ops without gradients").
 
 use super::cpu_pool::SharedOut;
+use super::mapped::MappedTensor;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
 
 /// Which kernels a forward pass may use.
@@ -52,7 +53,7 @@ pub fn rope(xs: &Tensor, cos: &Tensor, sin: &Tensor, path: Path) -> Result<Tenso
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, path: Path) -> Result<Tensor> {
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
     if path == Path::Fast && mask.is_none() {
-        if let Some(out) = few_queries_in_place(q, &[(k.clone(), v.clone())], scale as f32)? {
+        if let Some(out) = few_queries_in_place(q, &[KvSegment::Tensors(k.clone(), v.clone())], scale as f32)? {
             return Ok(out);
         }
     }
@@ -69,19 +70,64 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, path
     softmax(&scores, path)?.matmul(&in_place(v.clone())?)
 }
 
+/// Keys and values of consecutive positions, each (1, heads, positions, head_dim).
+#[derive(Debug, Clone)]
+pub enum KvSegment {
+    Tensors(Tensor, Tensor),
+    /// f16 keys and values still in the mapped model file, read from
+    /// position `from` on: Whisper's stored silence, which as f32 copies held
+    /// 18 MB for the life of the process.
+    Mapped {
+        k: MappedTensor,
+        v: MappedTensor,
+        from: usize,
+    },
+}
+
+impl KvSegment {
+    /// The same keys and values from position `from` on.
+    pub fn tail(&self, from: usize) -> Result<Self> {
+        Ok(match self {
+            KvSegment::Tensors(k, v) => {
+                let tail = |t: &Tensor| t.narrow(2, from, t.dim(2)? - from);
+                KvSegment::Tensors(tail(k)?, tail(v)?)
+            }
+            KvSegment::Mapped { k, v, from: start } => {
+                KvSegment::Mapped { k: k.clone(), v: v.clone(), from: start + from }
+            }
+        })
+    }
+
+    /// As tensors on `device`, in `dtype`: mapped ones are copied.
+    pub fn to_tensors(&self, device: &candle_core::Device, dtype: DType) -> Result<(Tensor, Tensor)> {
+        match self {
+            KvSegment::Tensors(k, v) => Ok((k.clone(), v.clone())),
+            KvSegment::Mapped { k, v, from } => {
+                let read = |m: &MappedTensor| {
+                    let t = m.load(device)?.to_dtype(dtype)?;
+                    t.narrow(2, *from, t.dim(2)? - from)
+                };
+                Ok((read(k)?, read(v)?))
+            }
+        }
+    }
+}
+
 /// Unmasked attention over keys and values held as consecutive segments of
-/// positions, `(k, v)` each, as if concatenated along the position axis.
+/// positions, as if concatenated along the position axis.
 /// Whisper's cross-attention keeps the clip's own keys apart from the stored
 /// silence's: concatenating them wrote 18 MB per transcription (4 layers ×
 /// K and V × 1500 positions) into fresh pages, about a third of the time
 /// spent before the first transcript token.
-pub fn attention_over(q: &Tensor, segments: &[(Tensor, Tensor)], path: Path) -> Result<Tensor> {
+pub fn attention_over(q: &Tensor, segments: &[KvSegment], path: Path) -> Result<Tensor> {
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
     if path == Path::Fast {
         if let Some(out) = few_queries_in_place(q, segments, scale as f32)? {
             return Ok(out);
         }
     }
+    let segments =
+        segments.iter().map(|segment| segment.to_tensors(q.device(), q.dtype())).collect::<Result<Vec<_>>>()?;
     let joined =
         |pick: fn(&(Tensor, Tensor)) -> &Tensor| Tensor::cat(&segments.iter().map(pick).collect::<Vec<_>>(), 2);
     attention(q, &joined(|(k, _)| k)?, &joined(|(_, v)| v)?, None, path)
@@ -91,9 +137,16 @@ pub fn attention_over(q: &Tensor, segments: &[(Tensor, Tensor)], path: Path) -> 
 /// encoder's frames) are a real matrix product, where candle's gemm wins.
 const FEW_QUERIES: usize = 16;
 
+/// The values of a K or V matrix, as stored.
+#[derive(Clone, Copy)]
+enum RowData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
 /// One head-major K or V matrix read in place: row `t` of head `h`.
 struct HeadRows<'a> {
-    data: &'a [f32],
+    data: RowData<'a>,
     start: usize,
     head_stride: usize,
     row_stride: usize,
@@ -107,7 +160,7 @@ impl<'a> HeadRows<'a> {
         let Storage::Cpu(CpuStorage::F32(data)) = storage else { return None };
         let (dims, strides) = (layout.dims(), layout.stride());
         (dims.len() == 4 && strides[3] == 1).then(|| Self {
-            data,
+            data: RowData::F32(data),
             start: layout.start_offset(),
             head_stride: strides[1],
             row_stride: strides[2],
@@ -116,10 +169,29 @@ impl<'a> HeadRows<'a> {
         })
     }
 
+    /// Rows `from..` of a contiguous f16 (1, heads, positions, dim) tensor in the
+    /// mapped file; `None` for any other dtype or shape.
+    fn mapped(tensor: &'a MappedTensor, from: usize) -> Option<Self> {
+        let &[1, _, positions, dim] = tensor.shape().dims() else { return None };
+        if tensor.dtype() != DType::F16 || from > positions {
+            return None;
+        }
+        // SAFETY: every bit pattern is a valid f16; only an exactly aligned view is used.
+        let ([], data, []) = (unsafe { tensor.bytes().align_to::<half::f16>() }) else { return None };
+        Some(Self {
+            data: RowData::F16(data),
+            start: from * dim,
+            head_stride: positions * dim,
+            row_stride: dim,
+            dim,
+            len: positions - from,
+        })
+    }
+
     #[inline(always)]
-    fn row(&self, h: usize, t: usize) -> &'a [f32] {
+    fn at(&self, h: usize, t: usize) -> std::ops::Range<usize> {
         let at = self.start + h * self.head_stride + t * self.row_stride;
-        &self.data[at..at + self.dim]
+        at..at + self.dim
     }
 }
 
@@ -132,8 +204,8 @@ impl<'a> HeadRows<'a> {
 /// with this, 10.3 and 12–14 ms (60 -> 73–82 tok/s at 512,
 /// `examples/anchor_probe --depths 512`). `None` when the tensors do not fit
 /// this path.
-fn few_queries_in_place(q: &Tensor, segments: &[(Tensor, Tensor)], scale: f32) -> Result<Option<Tensor>> {
-    // K and V that are not f32 on the CPU are turned away by `HeadRows::new`.
+fn few_queries_in_place(q: &Tensor, segments: &[KvSegment], scale: f32) -> Result<Option<Tensor>> {
+    // K and V that are neither f32 on the CPU nor mapped f16 are turned away by `HeadRows`.
     if !(q.device().is_cpu() && q.dtype() == DType::F32) {
         return Ok(None);
     }
@@ -141,9 +213,16 @@ fn few_queries_in_place(q: &Tensor, segments: &[(Tensor, Tensor)], scale: f32) -
     if batch != 1 || rows > FEW_QUERIES {
         return Ok(None);
     }
-    for (k, v) in segments {
-        let len = k.dim(2)?;
-        if k.dims4()? != (1, heads, len, dim) || v.dims4()? != (1, heads, len, dim) {
+    for segment in segments {
+        let fits = |k: &Shape, v: &Shape| {
+            let (k, v) = (k.dims(), v.dims());
+            k.len() == 4 && k == v && (k[0], k[1], k[3]) == (1, heads, dim)
+        };
+        let shapes_fit = match segment {
+            KvSegment::Tensors(k, v) => fits(k.shape(), v.shape()),
+            KvSegment::Mapped { k, v, .. } => fits(k.shape(), v.shape()),
+        };
+        if !shapes_fit {
             return Ok(None);
         }
     }
@@ -151,9 +230,19 @@ fn few_queries_in_place(q: &Tensor, segments: &[(Tensor, Tensor)], scale: f32) -
     let (q_storage, q_layout) = q.storage_and_layout();
     let Storage::Cpu(CpuStorage::F32(qs)) = &*q_storage else { return Ok(None) };
     let qs = &qs[q_layout.start_offset()..q_layout.start_offset() + heads * rows * dim];
-    let guards: Vec<_> = segments.iter().flat_map(|(k, v)| [k.storage_and_layout(), v.storage_and_layout()]).collect();
-    let pairs =
-        guards.chunks_exact(2).map(|kv| Some((HeadRows::new(&kv[0].0, kv[0].1)?, HeadRows::new(&kv[1].0, kv[1].1)?)));
+    let tensors = segments.iter().filter_map(|segment| match segment {
+        KvSegment::Tensors(k, v) => Some([k.storage_and_layout(), v.storage_and_layout()]),
+        KvSegment::Mapped { .. } => None,
+    });
+    let guards: Vec<_> = tensors.collect();
+    let mut guarded = guards.iter();
+    let pairs = segments.iter().map(|segment| match segment {
+        KvSegment::Tensors(..) => {
+            let [(k, k_layout), (v, v_layout)] = guarded.next()?;
+            Some((HeadRows::new(k, k_layout)?, HeadRows::new(v, v_layout)?))
+        }
+        KvSegment::Mapped { k, v, from } => Some((HeadRows::mapped(k, *from)?, HeadRows::mapped(v, *from)?)),
+    });
     let Some(kv) = pairs.collect::<Option<Vec<_>>>() else { return Ok(None) };
     let segments = Segments { len: kv.iter().map(|(k, _)| k.len).sum(), kv, scale };
     let mut out = vec![0f32; heads * rows * dim];
@@ -192,22 +281,34 @@ fn attend_row(segments: &Segments, query: &[f32], h: usize, scores: &mut [f32], 
         // SAFETY: the CPU has the features the function is compiled for.
         return unsafe { attend_row_avx2(segments, query, h, scores, out) };
     }
-    attend_row_portable(segments, query, h, scores, out)
+    attend_row_with::<false>(segments, query, h, scores, out)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_row_avx2(segments: &Segments, query: &[f32], h: usize, scores: &mut [f32], out: &mut [f32]) {
-    attend_row_portable(segments, query, h, scores, out)
+    attend_row_with::<true>(segments, query, h, scores, out)
 }
 
+/// [`attend_row`]; `F16C`: f16 rows are widened with the CPU's F16C instructions.
 #[inline(always)]
-fn attend_row_portable(segments: &Segments, query: &[f32], h: usize, scores: &mut [f32], out: &mut [f32]) {
+fn attend_row_with<const F16C: bool>(
+    segments: &Segments,
+    query: &[f32],
+    h: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    use super::packed::{add_scaled_f16, dot_f16, dot_f32_inline};
     let mut max = f32::NEG_INFINITY;
     let mut at = 0;
     for (k, _) in &segments.kv {
         for (t, score) in scores[at..at + k.len].iter_mut().enumerate() {
-            *score = super::packed::dot_f32_inline(query, k.row(h, t)) * segments.scale;
+            let dot = match k.data {
+                RowData::F32(data) => dot_f32_inline(query, &data[k.at(h, t)]),
+                RowData::F16(data) => dot_f16::<F16C>(query, &data[k.at(h, t)]),
+            };
+            *score = dot * segments.scale;
             max = max.max(*score);
         }
         at += k.len;
@@ -221,8 +322,9 @@ fn attend_row_portable(segments: &Segments, query: &[f32], h: usize, scores: &mu
     let mut at = 0;
     for (_, v) in &segments.kv {
         for (t, &p) in scores[at..at + v.len].iter().enumerate() {
-            for (o, &x) in out.iter_mut().zip(v.row(h, t)) {
-                *o += p * x;
+            match v.data {
+                RowData::F32(data) => out.iter_mut().zip(&data[v.at(h, t)]).for_each(|(o, &x)| *o += p * x),
+                RowData::F16(data) => add_scaled_f16::<F16C>(out, p, &data[v.at(h, t)]),
             }
         }
         at += v.len;
@@ -306,7 +408,9 @@ mod tests {
             .unwrap()
             .matmul(&v.contiguous().unwrap())
             .unwrap();
-            let got = few_queries_in_place(&q, &[(k.clone(), v.clone())], scale).unwrap().expect("fits the fast path");
+            let got = few_queries_in_place(&q, &[KvSegment::Tensors(k.clone(), v.clone())], scale)
+                .unwrap()
+                .expect("fits the fast path");
             let diff =
                 (want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-5, "rows={rows}: diff {diff}");
@@ -315,7 +419,7 @@ mod tests {
         // Segments of positions attend as their concatenation, on both paths.
         let split = |t: &Tensor| [t.narrow(2, 0, 20).unwrap(), t.narrow(2, 20, 13).unwrap()];
         let ([k0, k1], [v0, v1]) = (split(&k), split(&v));
-        let segments = [(k0, v0), (k1, v1)];
+        let segments = [KvSegment::Tensors(k0, v0), KvSegment::Tensors(k1, v1)];
         let two = Tensor::randn(0f32, 1.0, (1, 3, 2, 64), &dev).unwrap();
         for (q, path) in [(&two, Path::Fast), (&many, Path::Fast), (&many, Path::Trainable)] {
             let want = attention(q, &k, &v, None, Path::Trainable).unwrap();
@@ -325,8 +429,47 @@ mod tests {
             assert!(diff < 1e-5, "{path:?}, {} rows: diff {diff}", q.dim(2).unwrap());
         }
         assert!(
-            few_queries_in_place(&many, &[(k.clone(), v.clone())], 0.125).unwrap().is_none(),
+            few_queries_in_place(&many, &[KvSegment::Tensors(k.clone(), v.clone())], 0.125).unwrap().is_none(),
             "an encoder's many rows take candle's path"
         );
+    }
+
+    /// Whisper's stored silence: f16 keys and values read in place from a mapped file,
+    /// from a position on, attend as their f32 copies do, on the fast path and the dense one.
+    #[test]
+    fn mapped_f16_segments_match_their_f32_copies() {
+        use crate::model::mapped::{in_mapped_file, MappedBytes};
+        let dev = Device::Cpu;
+        // 68 values per row: eight lanes of F16C, then a tail of four.
+        let (heads, positions, dim, from) = (3, 50, 68, 17);
+        let stored = |seed: f64| {
+            let t = (Tensor::randn(0f32, 1.0, (1, heads, positions, dim), &dev).unwrap() * seed).unwrap();
+            t.to_dtype(DType::F16).unwrap()
+        };
+        let (k, v) = (stored(1.0), stored(0.5));
+        let map = |t: &Tensor| {
+            let values = t.flatten_all().unwrap().to_vec1::<half::f16>().unwrap();
+            let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+            // An even offset, as the file's tensors are 2-aligned, but not a page's start.
+            let bytes = MappedBytes::new(in_mapped_file(6, &bytes), 6..6 + bytes.len()).unwrap();
+            MappedTensor::new(bytes, DType::F16, t.shape().clone()).unwrap()
+        };
+        let clip = |t: &Tensor| Tensor::randn(0f32, 1.0, (1, heads, 5, dim), &dev).unwrap().broadcast_mul(t).unwrap();
+        let one = Tensor::ones(1, DType::F32, &dev).unwrap();
+        let (clip_k, clip_v) = (clip(&one), clip(&one));
+        let mapped = KvSegment::Mapped { k: map(&k), v: map(&v), from: 0 }.tail(from).unwrap();
+        let copied =
+            KvSegment::Tensors(k.to_dtype(DType::F32).unwrap(), v.to_dtype(DType::F32).unwrap()).tail(from).unwrap();
+        let segments = |silence: KvSegment| [KvSegment::Tensors(clip_k.clone(), clip_v.clone()), silence];
+        for rows in [1, 4] {
+            let q = Tensor::randn(0f32, 1.0, (1, heads, rows, dim), &dev).unwrap();
+            let want = attention_over(&q, &segments(copied.clone()), Path::Trainable).unwrap();
+            for path in [Path::Fast, Path::Trainable] {
+                let got = attention_over(&q, &segments(mapped.clone()), path).unwrap();
+                let diff = (&want - got).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff < 1e-5, "{path:?}, {rows} rows: diff {diff}");
+            }
+        }
+        assert!(matches!(mapped, KvSegment::Mapped { from: 17, .. }), "a mapped segment's tail stays in place");
     }
 }

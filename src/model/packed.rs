@@ -345,6 +345,52 @@ pub(crate) fn dot_f32_inline(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `a` · an f16 row `b`. `F16C`: with the CPU's F16C and FMA instructions, which
+/// the caller's target features must include; otherwise value by value.
+#[inline(always)]
+pub(crate) fn dot_f16<const F16C: bool>(a: &[f32], b: &[half::f16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if F16C {
+        use std::arch::x86_64::*;
+        let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y.to_f32()).sum();
+        // SAFETY: the caller is compiled with F16C and FMA (see above); loads stay within each chunk.
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in a_chunks.zip(b_chunks) {
+                let y = _mm256_cvtph_ps(_mm_loadu_si128(y.as_ptr() as *const __m128i));
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr()), y, acc);
+            }
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+            return lanes.iter().sum::<f32>() + tail;
+        }
+    }
+    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
+}
+
+/// `out += p · row` for an f16 row; `F16C` as in [`dot_f16`].
+#[inline(always)]
+pub(crate) fn add_scaled_f16<const F16C: bool>(out: &mut [f32], p: f32, row: &[half::f16]) {
+    #[cfg(target_arch = "x86_64")]
+    if F16C {
+        use std::arch::x86_64::*;
+        let mut out_chunks = out.chunks_exact_mut(8);
+        let mut row_chunks = row.chunks_exact(8);
+        // SAFETY: as in `dot_f16`.
+        unsafe {
+            let scale = _mm256_set1_ps(p);
+            for (o, x) in (&mut out_chunks).zip(&mut row_chunks) {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr() as *const __m128i));
+                _mm256_storeu_ps(o.as_mut_ptr(), _mm256_fmadd_ps(scale, x, _mm256_loadu_ps(o.as_ptr())));
+            }
+        }
+        out_chunks.into_remainder().iter_mut().zip(row_chunks.remainder()).for_each(|(o, x)| *o += p * x.to_f32());
+        return;
+    }
+    out.iter_mut().zip(row).for_each(|(o, x)| *o += p * x.to_f32());
+}
+
 fn f16_bits_to_f32(lo: u8, hi: u8) -> f32 {
     half::f16::from_le_bytes([lo, hi]).to_f32()
 }
@@ -644,19 +690,10 @@ fn dot_q8_portable(blocks: &[u8], x: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::mapped::in_mapped_file;
     use super::*;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::Device;
-    use std::sync::Arc;
-
-    /// `bytes` after `offset` bytes of padding, in a mapped temporary file.
-    fn in_mapped_file(offset: usize, bytes: &[u8]) -> Arc<memmap2::Mmap> {
-        use std::io::Write;
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(&vec![0u8; offset]).unwrap();
-        file.write_all(bytes).unwrap();
-        Arc::new(unsafe { memmap2::Mmap::map(&file) }.unwrap())
-    }
 
     /// A (rows, cols) matrix of GGML Q8_0 blocks, mapped as the model file's are.
     fn q8_matrix(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<PackedMatrix> {

@@ -68,6 +68,19 @@ impl ClaimedLater {
         self.tensors.is_empty()
     }
 
+    /// Each tensor, named as claimed, still in the mapped file; `Err(self)` unless all are
+    /// and the weights' device is the CPU, which reads them in place.
+    pub fn into_mapped(self) -> std::result::Result<Vec<(String, MappedTensor)>, Self> {
+        if !self.device.is_cpu() || !self.tensors.iter().all(|(_, stored)| matches!(stored, Stored::Mapped(_))) {
+            return Err(self);
+        }
+        let mapped = self.tensors.into_iter().filter_map(|(name, stored)| match stored {
+            Stored::Mapped(m) => Some((name, m)),
+            _ => None,
+        });
+        Ok(mapped.collect())
+    }
+
     /// Each tensor, named as claimed, as dense f32 on the weights' device.
     pub fn into_f32(self) -> Result<Vec<(String, Tensor)>> {
         let device = self.device;

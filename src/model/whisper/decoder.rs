@@ -5,12 +5,12 @@ use super::layers::{Attention, Mlp, LAYER_NORM_EPS};
 use super::{WhisperConfig, WhisperSpecialTokens};
 use crate::model::adapter_scope;
 use crate::model::linear::{load_embeddings_and_head, Linear};
-use crate::model::mapped::Embedding;
+use crate::model::mapped::{Embedding, MappedTensor};
 use crate::model::norm::LayerNorm;
-use crate::model::ops::{self, Path};
+use crate::model::ops::{self, KvSegment, Path};
 use crate::model::weights::{ClaimedLater, Weights};
 use anyhow::{bail, Context, Result};
-use candle_core::{Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor, D};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ struct DecoderLayer {
 pub struct DecoderState {
     /// Per layer, the segments of positions cross-attention reads in order:
     /// the encoder output's, then (padded) the stored silence's beyond it.
-    cross_kv: Vec<Vec<(Tensor, Tensor)>>,
+    cross_kv: Vec<Vec<KvSegment>>,
     self_kv: Vec<Option<(Tensor, Tensor)>>,
     position: usize,
 }
@@ -45,7 +45,7 @@ pub struct AsrDecoder {
     /// Encoder output for 30 s of silence (max_source_positions, d_model); see
     /// [`AsrDecoder::transcribe`].
     silence_context: Tensor,
-    silence_kv: OnceLock<Vec<(Tensor, Tensor)>>,
+    silence_kv: OnceLock<Vec<KvSegment>>,
     /// The silence context's cross-attention keys and values as `kioku pack` stored them
     /// ([`SILENCE_KV`]), read on the first transcription; None when the file has none or an
     /// adapter applied at load changes the projections that made them.
@@ -108,7 +108,10 @@ impl AsrDecoder {
         let cross_kv = self
             .layers
             .iter()
-            .map(|l| Ok(vec![l.encoder_attn.project_kv(encoder_out)?]))
+            .map(|l| {
+                let (k, v) = l.encoder_attn.project_kv(encoder_out)?;
+                Ok(vec![KvSegment::Tensors(k, v)])
+            })
             .collect::<candle_core::Result<_>>()?;
         Ok(DecoderState { cross_kv, self_kv: vec![None; self.layers.len()], position: 0 })
     }
@@ -116,7 +119,11 @@ impl AsrDecoder {
     /// Cross-attention keys/values of the stored silence encoding, projected
     /// afresh: with trainable adapters on the cross-attention they carry
     /// gradients. Project once per batch and pass to [`AsrDecoder::start_padded`].
-    pub fn project_silence(&self) -> Result<Vec<(Tensor, Tensor)>> {
+    pub fn project_silence(&self) -> Result<Vec<KvSegment>> {
+        Ok(self.project_silence_tensors()?.into_iter().map(|(k, v)| KvSegment::Tensors(k, v)).collect())
+    }
+
+    fn project_silence_tensors(&self) -> Result<Vec<(Tensor, Tensor)>> {
         let context = self.silence_context.unsqueeze(0)?;
         Ok(self.layers.iter().map(|l| l.encoder_attn.project_kv(&context)).collect::<candle_core::Result<_>>()?)
     }
@@ -124,7 +131,7 @@ impl AsrDecoder {
     /// Like [`AsrDecoder::start`] for one clip's encoding (batch 1), extended
     /// up to 30 s with `silence` (from [`AsrDecoder::project_silence`]), as
     /// [`AsrDecoder::transcribe`] sees a clip.
-    pub fn start_padded(&self, encoder_out: &Tensor, silence: &[(Tensor, Tensor)]) -> Result<DecoderState> {
+    pub fn start_padded(&self, encoder_out: &Tensor, silence: &[KvSegment]) -> Result<DecoderState> {
         let frames = encoder_out.dim(1)?;
         let total = self.config.max_source_positions;
         if frames >= total {
@@ -134,11 +141,9 @@ impl AsrDecoder {
             .layers
             .iter()
             .zip(silence)
-            .map(|(layer, (sk, sv))| {
+            .map(|(layer, silence)| {
                 let (k, v) = layer.encoder_attn.project_kv(encoder_out)?;
-                let tail = |t: &Tensor| t.narrow(2, frames, total - frames)?.to_dtype(k.dtype());
-                let silence = (tail(sk)?, tail(sv)?);
-                Ok(vec![(k, v), silence])
+                Ok(vec![KvSegment::Tensors(k, v), silence.tail(frames)?])
             })
             .collect::<Result<_>>()?;
         Ok(DecoderState { cross_kv, self_kv: vec![None; self.layers.len()], position: 0 })
@@ -249,7 +254,7 @@ impl AsrDecoder {
 
     /// Cross-attention keys/values of the silence context, projected once;
     /// afresh while a per-call adapter on this decoder may change them.
-    fn silence_kv(&self) -> Result<Vec<(Tensor, Tensor)>> {
+    fn silence_kv(&self) -> Result<Vec<KvSegment>> {
         if adapter_scope::active_touches("asr_decoder.") {
             return self.project_silence();
         }
@@ -264,15 +269,37 @@ impl AsrDecoder {
         Ok(self.silence_kv.get_or_init(|| kv).clone())
     }
 
-    /// The stored silence keys and values ([`SILENCE_KV`]) per layer, checked against the config.
-    fn read_stored_silence(&self, stored: ClaimedLater) -> Result<Vec<(Tensor, Tensor)>> {
-        let mut tensors: std::collections::HashMap<String, Tensor> = stored.into_f32()?.into_iter().collect();
+    /// The stored silence keys and values ([`SILENCE_KV`]) per layer, checked against the
+    /// config; on the CPU, f16 ones are read in place from the mapped file.
+    fn read_stored_silence(&self, stored: ClaimedLater) -> Result<Vec<KvSegment>> {
+        match stored.into_mapped() {
+            Ok(mapped) => {
+                let in_place = |k: MappedTensor, v: MappedTensor| -> Result<KvSegment> {
+                    if k.dtype() == DType::F16 && v.dtype() == DType::F16 {
+                        return Ok(KvSegment::Mapped { k, v, from: 0 });
+                    }
+                    let read = |m: &MappedTensor| m.load(&Device::Cpu)?.to_dtype(DType::F32);
+                    Ok(KvSegment::Tensors(read(&k)?, read(&v)?))
+                };
+                let pairs = self.silence_pairs(mapped, |m| m.shape().dims().to_vec())?;
+                pairs.into_iter().map(|(k, v)| in_place(k, v)).collect()
+            }
+            Err(stored) => {
+                let pairs = self.silence_pairs(stored.into_f32()?, |t| t.dims().to_vec())?;
+                Ok(pairs.into_iter().map(|(k, v)| KvSegment::Tensors(k, v)).collect())
+            }
+        }
+    }
+
+    /// Each layer's `{i}.key` and `{i}.value` from `named`, in the shape the decoder needs.
+    fn silence_pairs<T>(&self, named: Vec<(String, T)>, dims: impl Fn(&T) -> Vec<usize>) -> Result<Vec<(T, T)>> {
+        let mut tensors: std::collections::HashMap<String, T> = named.into_iter().collect();
         let heads = self.config.decoder_heads;
         let shape = [1, heads, self.config.max_source_positions, self.config.d_model / heads];
-        let mut take = |name: String| -> Result<Tensor> {
+        let mut take = |name: String| -> Result<T> {
             let t = tensors.remove(&name).with_context(|| format!("`{SILENCE_KV}.{name}` is missing"))?;
-            if t.dims() != shape {
-                bail!("`{SILENCE_KV}.{name}` has shape {:?}, the decoder needs {shape:?}", t.dims());
+            if dims(&t) != shape {
+                bail!("`{SILENCE_KV}.{name}` has shape {:?}, the decoder needs {shape:?}", dims(&t));
             }
             Ok(t)
         };
@@ -288,7 +315,7 @@ impl AsrDecoder {
     /// The silence keys and values as `kioku pack` stores them ([`SILENCE_KV`]), by name.
     pub fn silence_kv_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut named = Vec::new();
-        for (i, (k, v)) in self.project_silence()?.into_iter().enumerate() {
+        for (i, (k, v)) in self.project_silence_tensors()?.into_iter().enumerate() {
             named.push((format!("{SILENCE_KV}.{i}.key"), k.contiguous()?));
             named.push((format!("{SILENCE_KV}.{i}.value"), v.contiguous()?));
         }
@@ -337,10 +364,12 @@ mod tests {
         let decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &mapped.header.whisper).unwrap();
         let stored = decoder.stored_silence_kv.lock().unwrap().take().expect("the default model stores them");
         let stored = decoder.read_stored_silence(stored).unwrap();
-        let projected = decoder.project_silence().unwrap();
+        assert!(stored.iter().all(|s| matches!(s, KvSegment::Mapped { .. })), "read in place from the file");
+        let projected = decoder.project_silence_tensors().unwrap();
         assert_eq!(stored.len(), decoder.layers.len());
-        for (layer, ((sk, sv), (pk, pv))) in stored.iter().zip(&projected).enumerate() {
-            for (which, s, p) in [("key", sk, pk), ("value", sv, pv)] {
+        let stored = stored.iter().map(|s| s.to_tensors(&Device::Cpu, DType::F32).unwrap());
+        for (layer, ((sk, sv), (pk, pv))) in stored.zip(&projected).enumerate() {
+            for (which, s, p) in [("key", &sk, pk), ("value", &sv, pv)] {
                 let diff = (s - p).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
                 let scale = p.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
                 eprintln!("layer {layer} {which}: max |stored - projected| {diff} of max |projected| {scale}");

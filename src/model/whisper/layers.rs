@@ -52,7 +52,7 @@ impl Attention {
     pub(crate) fn attend_over(
         &self,
         queries: &Tensor,
-        segments: &[(Tensor, Tensor)],
+        segments: &[ops::KvSegment],
         path: Path,
     ) -> candle_core::Result<Tensor> {
         self.attend_with(queries, |q| ops::attention_over(q, segments, path))
