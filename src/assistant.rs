@@ -497,6 +497,7 @@ impl Assistant {
         let ids = self.token_ids(&self.turn_template.0)?;
         let mut cache = self.llm.new_cache();
         self.llm.forward_embeds(&self.embed_ids(&ids)?, Some(&mut cache), OpsPath::Fast)?;
+        let cache = cache.compacted()?;
         Ok(self.prefix.get_or_init(|| PromptPrefix { ids, cache }))
     }
 

@@ -106,6 +106,9 @@ struct Block {
     mlp: Mlp,
 }
 
+/// Positions a KV cache holds before it grows by as many again.
+const CACHE_POSITIONS: usize = 256;
+
 /// Key/value cache of one conversation; cleared between questions.
 pub struct LlamaCache {
     layers: Vec<KvCache>,
@@ -113,14 +116,25 @@ pub struct LlamaCache {
 }
 
 impl LlamaCache {
-    /// An independent copy. Appending writes into the cache's storage in
-    /// place, so a shallow clone would let two conversations clobber each other.
+    /// An independent copy, with room to grow. Appending writes into the cache's
+    /// storage in place, so a shallow clone would let two conversations clobber each other.
     pub fn duplicate(&self) -> Result<Self> {
+        self.copy_with_capacity(CACHE_POSITIONS)
+    }
+
+    /// An independent copy that holds only the positions already cached: for a
+    /// prefix kept to be duplicated, where 256 positions per layer held 11 MB
+    /// for SmolLM2's 30-odd-token prompt prefix.
+    pub fn compacted(&self) -> Result<Self> {
+        self.copy_with_capacity(self.position.max(1))
+    }
+
+    fn copy_with_capacity(&self, positions: usize) -> Result<Self> {
         let layers = self
             .layers
             .iter()
             .map(|layer| {
-                let mut copy = KvCache::new(2, 256);
+                let mut copy = KvCache::new(2, positions);
                 if let (Some(k), Some(v)) = (layer.k()?, layer.v()?) {
                     copy.append(&k.contiguous()?, &v.contiguous()?)?;
                 }
@@ -276,7 +290,7 @@ impl Llama {
     }
 
     pub fn new_cache(&self) -> LlamaCache {
-        LlamaCache { layers: (0..self.layers.len()).map(|_| KvCache::new(2, 256)).collect(), position: 0 }
+        LlamaCache { layers: (0..self.layers.len()).map(|_| KvCache::new(2, CACHE_POSITIONS)).collect(), position: 0 }
     }
 
     /// Token ids (batch, seq) -> embeddings (batch, seq, hidden).
