@@ -43,8 +43,9 @@ pub struct AsrDecoder {
     layers: Vec<DecoderLayer>,
     layer_norm: LayerNorm,
     /// Encoder output for 30 s of silence (max_source_positions, d_model); see
-    /// [`AsrDecoder::transcribe`].
-    silence_context: Tensor,
+    /// [`AsrDecoder::transcribe`]. Read only to project it afresh: a file's stored
+    /// keys and values ([`SILENCE_KV`]) serve transcription.
+    silence_context: Embedding,
     silence_kv: OnceLock<Vec<KvSegment>>,
     /// The silence context's cross-attention keys and values as `kioku pack` stored them
     /// ([`SILENCE_KV`]), read on the first transcription; None when the file has none or an
@@ -96,7 +97,7 @@ impl AsrDecoder {
             positions: w.take("embed_positions.weight", (cfg.max_target_positions, d))?,
             layers,
             layer_norm: norm("layer_norm")?,
-            silence_context: w.take(SILENCE_CONTEXT, (cfg.max_source_positions, d))?,
+            silence_context: w.take_table(SILENCE_CONTEXT, (cfg.max_source_positions, d))?,
             silence_kv: OnceLock::new(),
             stored_silence_kv: Arc::new(Mutex::new(stored_silence_kv)),
             config: cfg.clone(),
@@ -124,7 +125,8 @@ impl AsrDecoder {
     }
 
     fn project_silence_tensors(&self) -> Result<Vec<(Tensor, Tensor)>> {
-        let context = self.silence_context.unsqueeze(0)?;
+        let rows = Tensor::arange(0, self.config.max_source_positions as u32, self.positions.device())?;
+        let context = self.silence_context.lookup(&rows, self.positions.dtype())?.unsqueeze(0)?;
         Ok(self.layers.iter().map(|l| l.encoder_attn.project_kv(&context)).collect::<candle_core::Result<_>>()?)
     }
 

@@ -4,6 +4,7 @@
 use super::layers::{Attention, Mlp, LAYER_NORM_EPS};
 use super::WhisperConfig;
 use crate::audio::{mel::HOP_LENGTH, MelExtractor};
+use crate::model::mapped::Embedding;
 use crate::model::norm::LayerNorm;
 use crate::model::ops::Path;
 use crate::model::weights::Weights;
@@ -43,7 +44,8 @@ pub struct WhisperEncoder {
     conv1_bias: Tensor,
     conv2_weight: Tensor,
     conv2_bias: Tensor,
-    positions: Tensor,
+    /// Read a clip's rows at a time: most clips use a few hundred of the 1500.
+    positions: Embedding,
     layers: Vec<EncoderLayer>,
     layer_norm: LayerNorm,
     config: WhisperConfig,
@@ -58,7 +60,7 @@ impl WhisperEncoder {
             conv1_bias: w.take("conv1.bias", d)?,
             conv2_weight: w.take("conv2.weight", (d, d, 3))?,
             conv2_bias: w.take("conv2.bias", d)?,
-            positions: w.take("embed_positions.weight", (cfg.max_source_positions, d))?,
+            positions: w.take_table("embed_positions.weight", (cfg.max_source_positions, d))?,
             layers: (0..cfg.encoder_layers)
                 .map(|i| EncoderLayer::load(&w.pp(format!("layers.{i}")), cfg))
                 .collect::<Result<_>>()?,
@@ -87,7 +89,7 @@ impl WhisperEncoder {
             .gelu_erf()?;
         let xs = xs.transpose(1, 2)?;
         // Slice the position table to the clip's length instead of padding audio to 30 s.
-        let positions = self.positions.narrow(0, 0, xs.dim(1)?)?;
+        let positions = self.positions.lookup(&Tensor::arange(0, xs.dim(1)? as u32, xs.device())?, xs.dtype())?;
         let mut xs = xs.broadcast_add(&positions)?;
         for layer in &self.layers {
             xs = layer.forward(&xs, path)?;
