@@ -300,32 +300,31 @@ fn attend_row_with<const F16C: bool>(
     out: &mut [f32],
 ) {
     use super::packed::{add_scaled_f16, dot_f16, dot_f32_inline};
-    let mut max = f32::NEG_INFINITY;
+    // Each segment's dtype is matched once, outside its loop over positions.
     let mut at = 0;
     for (k, _) in &segments.kv {
-        for (t, score) in scores[at..at + k.len].iter_mut().enumerate() {
-            let dot = match k.data {
-                RowData::F32(data) => dot_f32_inline(query, &data[k.at(h, t)]),
-                RowData::F16(data) => dot_f16::<F16C>(query, &data[k.at(h, t)]),
-            };
-            *score = dot * segments.scale;
-            max = max.max(*score);
+        let scores = scores[at..at + k.len].iter_mut().enumerate();
+        match k.data {
+            RowData::F32(data) => scores.for_each(|(t, s)| *s = dot_f32_inline(query, &data[k.at(h, t)])),
+            RowData::F16(data) => scores.for_each(|(t, s)| *s = dot_f16::<F16C>(query, &data[k.at(h, t)])),
         }
         at += k.len;
     }
+    let max = scores.iter().fold(f32::NEG_INFINITY, |max, &s| max.max(s)) * segments.scale;
     let mut sum = 0f32;
     for score in scores.iter_mut() {
-        *score = (*score - max).exp();
+        *score = (*score * segments.scale - max).exp();
         sum += *score;
     }
     out.fill(0.0);
     let mut at = 0;
     for (_, v) in &segments.kv {
-        for (t, &p) in scores[at..at + v.len].iter().enumerate() {
-            match v.data {
-                RowData::F32(data) => out.iter_mut().zip(&data[v.at(h, t)]).for_each(|(o, &x)| *o += p * x),
-                RowData::F16(data) => add_scaled_f16::<F16C>(out, p, &data[v.at(h, t)]),
-            }
+        let weights = scores[at..at + v.len].iter().enumerate();
+        match v.data {
+            RowData::F32(data) => weights.for_each(|(t, &p)| {
+                out.iter_mut().zip(&data[v.at(h, t)]).for_each(|(o, &x)| *o += p * x);
+            }),
+            RowData::F16(data) => weights.for_each(|(t, &p)| add_scaled_f16::<F16C>(out, p, &data[v.at(h, t)])),
         }
         at += v.len;
     }
