@@ -106,6 +106,9 @@ pub(crate) fn assemble(mapped: MappedModel, path: &Path, device: &Device, recipe
         let chat = ChatTemplate::new(&header.chat_template)?;
         let whisper_vocab = whisper_vocab.join().unwrap_or_else(|_| bail!("reading the Whisper tokenizer failed"))?;
         let llm_tokenizer = llm_tokenizer.join().unwrap_or_else(|_| bail!("reading the LLM tokenizer failed"))?;
+        // Built: their JSON need not stay in memory (Whisper's is read again for a prompt).
+        header.whisper_tokenizer.release();
+        header.llm_tokenizer.release();
         let whisper_special = WhisperSpecialTokens::from_vocab(&whisper_vocab, &header.whisper)?;
         Ok(Parts {
             header: header.clone(),

@@ -6,7 +6,7 @@
 
 use super::llama::LlamaConfig;
 use super::lora::{Adapter, LoraConfig};
-use super::mapped::{MappedBytes, MappedTensor};
+use super::mapped::{MappedBytes, MappedTensor, SharedText};
 use super::packed::{Format, PackedMatrix};
 use super::projector::ProjectorConfig;
 use super::weights::{ClaimedLater, Stored, Weights};
@@ -19,7 +19,6 @@ use safetensors::tensor::TensorView;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
 /// Version 2 keeps the tokenizers as byte tensors ([`TOKENIZER`]); version 1 files, which
 /// keep them in the metadata, are still read.
@@ -70,9 +69,9 @@ pub struct Provenance {
 pub struct ModelHeader {
     pub whisper: WhisperConfig,
     /// Shared, not copied, with every clone of the header (3.3 MB for both).
-    pub whisper_tokenizer: Arc<str>,
+    pub whisper_tokenizer: SharedText,
     pub llm: LlamaConfig,
-    pub llm_tokenizer: Arc<str>,
+    pub llm_tokenizer: SharedText,
     pub chat_template: String,
     pub projector: Option<ProjectorConfig>,
     /// The speech adapter trained with the projector (tensors `speech_lora.*`).
@@ -169,7 +168,7 @@ impl ModelHeader {
 
     /// The header from the metadata `m`, with the tokenizers given by `tokenizer` ("whisper",
     /// "llm") from wherever this format version keeps them.
-    fn from_metadata(m: &HashMap<String, String>, tokenizer: impl Fn(&str) -> Result<Arc<str>>) -> Result<Self> {
+    fn from_metadata(m: &HashMap<String, String>, tokenizer: impl Fn(&str) -> Result<SharedText>) -> Result<Self> {
         let get = |key: &str| m.get(key).with_context(|| format!("metadata entry `{key}` is missing"));
         fn json<T: DeserializeOwned>(key: &str, text: &str) -> Result<T> {
             serde_json::from_str(text).with_context(|| format!("metadata entry `{key}` is not valid"))
@@ -358,16 +357,16 @@ impl MappedModel {
         let header = match version.as_str() {
             "1" => ModelHeader::from_metadata(&metadata, |which| {
                 let key = format!("{which}.tokenizer");
-                Ok(metadata.get(&key).with_context(|| format!("metadata entry `{key}` is missing"))?.as_str().into())
+                Ok(metadata.get(&key).with_context(|| format!("metadata entry `{key}` is missing"))?.clone().into())
             }),
             "2" => ModelHeader::from_metadata(&metadata, |which| {
                 let name = format!("{TOKENIZER}.{which}");
                 let info = meta.info(&name).with_context(|| format!("the model file has no tensor `{name}`"))?;
                 let (start, end) = info.data_offsets;
                 let bytes = MappedBytes::new(mmap.clone(), 8 + header_len + start..8 + header_len + end)?;
-                let text = std::str::from_utf8(&bytes).with_context(|| format!("`{name}` is not UTF-8 text"))?.into();
-                // The header keeps its own copy: the file's 3.3 MiB of pages need not stay resident.
-                bytes.release();
+                let text = SharedText::mapped(bytes).with_context(|| format!("`{name}` is not UTF-8 text"))?;
+                // Read again to build the tokenizers, after which `assemble` releases them too.
+                text.release();
                 Ok(text)
             }),
             _ => bail!("{} has model format version {version}, this kioku reads versions 1 and {FORMAT_VERSION}; re-pack it with `kioku pack`", path.display()),
@@ -563,6 +562,7 @@ mod tests {
         let model = default_model();
         assert!(model.header.whisper_tokenizer.contains("<|startoftranscript|>"));
         assert!(model.header.llm_tokenizer.contains("<|im_start|>"));
+        assert!(matches!(model.header.llm_tokenizer, SharedText::Mapped(_)), "not copied out of the file");
         assert!(model.layout.info("tokenizer.llm").is_some(), "stored as a tensor");
         assert!(!model.names().iter().any(|name| name.starts_with("tokenizer")));
         assert!(model.header.to_metadata().unwrap().keys().all(|key| !key.ends_with("tokenizer")));
@@ -599,8 +599,8 @@ mod tests {
         let bias = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
         safetensors::serialize_to_file([("vad.bias", &bias)], Some(metadata), &path).unwrap();
         let v1 = MappedModel::open(&path).unwrap();
-        assert!(v1.header.whisper_tokenizer == header.whisper_tokenizer);
-        assert!(v1.header.llm_tokenizer == header.llm_tokenizer);
+        assert!(*v1.header.whisper_tokenizer == *header.whisper_tokenizer);
+        assert!(*v1.header.llm_tokenizer == *header.llm_tokenizer);
         assert_eq!(v1.names(), ["vad.bias"]);
     }
 }

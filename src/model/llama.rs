@@ -107,7 +107,7 @@ struct Block {
 }
 
 /// Positions a KV cache holds before it grows by as many again.
-const CACHE_POSITIONS: usize = 256;
+const CACHE_POSITIONS: usize = 64;
 
 /// Key/value cache of one conversation; cleared between questions.
 pub struct LlamaCache {

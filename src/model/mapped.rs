@@ -50,6 +50,47 @@ impl Deref for MappedBytes {
     }
 }
 
+/// UTF-8 text held in memory, or still in the mapped file: a model's tokenizers,
+/// whose 3.3 MB are read to build the tokenizers and then not again.
+#[derive(Debug, Clone)]
+pub enum SharedText {
+    Owned(Arc<str>),
+    /// Checked as UTF-8 when mapped.
+    Mapped(MappedBytes),
+}
+
+impl SharedText {
+    pub fn mapped(bytes: MappedBytes) -> Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Self::Mapped(bytes))
+    }
+
+    /// Drops mapped text's pages from memory ([`MappedBytes::release`]); read back if used again.
+    pub fn release(&self) {
+        if let Self::Mapped(bytes) = self {
+            bytes.release();
+        }
+    }
+}
+
+impl Deref for SharedText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Self::Owned(text) => text,
+            // SAFETY: checked as UTF-8 in `SharedText::mapped`; the mapped file does not change
+            // under a running kioku (see `MappedModel::open`).
+            Self::Mapped(bytes) => unsafe { std::str::from_utf8_unchecked(bytes) },
+        }
+    }
+}
+
+impl From<String> for SharedText {
+    fn from(text: String) -> Self {
+        Self::Owned(text.into())
+    }
+}
+
 /// A dense tensor, still in the file.
 #[derive(Debug, Clone)]
 pub struct MappedTensor {
