@@ -98,6 +98,14 @@ impl KvSegment {
         })
     }
 
+    /// The shapes of the keys and of the values.
+    fn shapes(&self) -> (&Shape, &Shape) {
+        match self {
+            KvSegment::Tensors(k, v) => (k.shape(), v.shape()),
+            KvSegment::Mapped { k, v, .. } => (k.shape(), v.shape()),
+        }
+    }
+
     /// As tensors on `device`, in `dtype`: mapped ones are copied.
     pub fn to_tensors(&self, device: &candle_core::Device, dtype: DType) -> Result<(Tensor, Tensor)> {
         match self {
@@ -213,35 +221,29 @@ fn few_queries_in_place(q: &Tensor, segments: &[KvSegment], scale: f32) -> Resul
     if batch != 1 || rows > FEW_QUERIES {
         return Ok(None);
     }
-    for segment in segments {
-        let fits = |k: &Shape, v: &Shape| {
-            let (k, v) = (k.dims(), v.dims());
-            k.len() == 4 && k == v && (k[0], k[1], k[3]) == (1, heads, dim)
-        };
-        let shapes_fit = match segment {
-            KvSegment::Tensors(k, v) => fits(k.shape(), v.shape()),
-            KvSegment::Mapped { k, v, .. } => fits(k.shape(), v.shape()),
-        };
-        if !shapes_fit {
-            return Ok(None);
-        }
+    let fits = |(k, v): (&Shape, &Shape)| {
+        let (k, v) = (k.dims(), v.dims());
+        k.len() == 4 && k == v && (k[0], k[1], k[3]) == (1, heads, dim)
+    };
+    if !segments.iter().all(|segment| fits(segment.shapes())) {
+        return Ok(None);
     }
     let q = q.contiguous()?;
     let (q_storage, q_layout) = q.storage_and_layout();
     let Storage::Cpu(CpuStorage::F32(qs)) = &*q_storage else { return Ok(None) };
     let qs = &qs[q_layout.start_offset()..q_layout.start_offset() + heads * rows * dim];
-    let tensors = segments.iter().filter_map(|segment| match segment {
-        KvSegment::Tensors(k, v) => Some([k.storage_and_layout(), v.storage_and_layout()]),
-        KvSegment::Mapped { .. } => None,
-    });
-    let guards: Vec<_> = tensors.collect();
-    let mut guarded = guards.iter();
-    let pairs = segments.iter().map(|segment| match segment {
-        KvSegment::Tensors(..) => {
-            let [(k, k_layout), (v, v_layout)] = guarded.next()?;
-            Some((HeadRows::new(k, k_layout)?, HeadRows::new(v, v_layout)?))
-        }
-        KvSegment::Mapped { k, v, from } => Some((HeadRows::mapped(k, *from)?, HeadRows::mapped(v, *from)?)),
+    // Tensors' storage stays locked while their rows are read; mapped rows need no lock.
+    let guards: Vec<_> = segments
+        .iter()
+        .map(|segment| match segment {
+            KvSegment::Tensors(k, v) => Some([k.storage_and_layout(), v.storage_and_layout()]),
+            KvSegment::Mapped { .. } => None,
+        })
+        .collect();
+    let pairs = segments.iter().zip(&guards).map(|(segment, guard)| match (segment, guard) {
+        (KvSegment::Mapped { k, v, from }, _) => Some((HeadRows::mapped(k, *from)?, HeadRows::mapped(v, *from)?)),
+        (_, Some([(k, k_layout), (v, v_layout)])) => Some((HeadRows::new(k, k_layout)?, HeadRows::new(v, v_layout)?)),
+        (KvSegment::Tensors(..), None) => None,
     });
     let Some(kv) = pairs.collect::<Option<Vec<_>>>() else { return Ok(None) };
     let segments = Segments { len: kv.iter().map(|(k, _)| k.len).sum(), kv, scale };
@@ -453,9 +455,8 @@ mod tests {
             let bytes = MappedBytes::new(in_mapped_file(6, &bytes), 6..6 + bytes.len()).unwrap();
             MappedTensor::new(bytes, DType::F16, t.shape().clone()).unwrap()
         };
-        let clip = |t: &Tensor| Tensor::randn(0f32, 1.0, (1, heads, 5, dim), &dev).unwrap().broadcast_mul(t).unwrap();
-        let one = Tensor::ones(1, DType::F32, &dev).unwrap();
-        let (clip_k, clip_v) = (clip(&one), clip(&one));
+        let clip = || Tensor::randn(0f32, 1.0, (1, heads, 5, dim), &dev).unwrap();
+        let (clip_k, clip_v) = (clip(), clip());
         let mapped = KvSegment::Mapped { k: map(&k), v: map(&v), from: 0 }.tail(from).unwrap();
         let copied =
             KvSegment::Tensors(k.to_dtype(DType::F32).unwrap(), v.to_dtype(DType::F32).unwrap()).tail(from).unwrap();

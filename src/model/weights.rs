@@ -68,10 +68,11 @@ impl ClaimedLater {
         self.tensors.is_empty()
     }
 
-    /// Each tensor, named as claimed, still in the mapped file; `Err(self)` unless all are
-    /// and the weights' device is the CPU, which reads them in place.
-    pub fn into_mapped(self) -> std::result::Result<Vec<(String, MappedTensor)>, Self> {
-        if !self.device.is_cpu() || !self.tensors.iter().all(|(_, stored)| matches!(stored, Stored::Mapped(_))) {
+    /// Each tensor, named as claimed, still in the mapped file in `dtype`; `Err(self)` unless
+    /// all are and the weights' device is the CPU, which reads them in place.
+    pub fn into_mapped(self, dtype: DType) -> std::result::Result<Vec<(String, MappedTensor)>, Self> {
+        let in_place = |stored: &Stored| matches!(stored, Stored::Mapped(m) if m.dtype() == dtype);
+        if !self.device.is_cpu() || !self.tensors.iter().all(|(_, stored)| in_place(stored)) {
             return Err(self);
         }
         let mapped = self.tensors.into_iter().filter_map(|(name, stored)| match stored {

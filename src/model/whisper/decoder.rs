@@ -5,12 +5,12 @@ use super::layers::{Attention, Mlp, LAYER_NORM_EPS};
 use super::{WhisperConfig, WhisperSpecialTokens};
 use crate::model::adapter_scope;
 use crate::model::linear::{load_embeddings_and_head, Linear};
-use crate::model::mapped::{Embedding, MappedTensor};
+use crate::model::mapped::Embedding;
 use crate::model::norm::LayerNorm;
 use crate::model::ops::{self, KvSegment, Path};
 use crate::model::weights::{ClaimedLater, Weights};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Module, Tensor, D};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 #[derive(Debug, Clone)]
@@ -274,17 +274,10 @@ impl AsrDecoder {
     /// The stored silence keys and values ([`SILENCE_KV`]) per layer, checked against the
     /// config; on the CPU, f16 ones are read in place from the mapped file.
     fn read_stored_silence(&self, stored: ClaimedLater) -> Result<Vec<KvSegment>> {
-        match stored.into_mapped() {
+        match stored.into_mapped(DType::F16) {
             Ok(mapped) => {
-                let in_place = |k: MappedTensor, v: MappedTensor| -> Result<KvSegment> {
-                    if k.dtype() == DType::F16 && v.dtype() == DType::F16 {
-                        return Ok(KvSegment::Mapped { k, v, from: 0 });
-                    }
-                    let read = |m: &MappedTensor| m.load(&Device::Cpu)?.to_dtype(DType::F32);
-                    Ok(KvSegment::Tensors(read(&k)?, read(&v)?))
-                };
                 let pairs = self.silence_pairs(mapped, |m| m.shape().dims().to_vec())?;
-                pairs.into_iter().map(|(k, v)| in_place(k, v)).collect()
+                Ok(pairs.into_iter().map(|(k, v)| KvSegment::Mapped { k, v, from: 0 }).collect())
             }
             Err(stored) => {
                 let pairs = self.silence_pairs(stored.into_f32()?, |t| t.dims().to_vec())?;
