@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, D};
 use kioku::assistant::{load_audio_16k, Assistant, Mode};
 use kioku::generation::{ChatTemplate, SamplingOptions};
+use kioku::model::bpe::{tokenizer_from_json, TextTokenizer};
 use kioku::model::file::{MappedModel, ASR_DECODER, ENCODER, LLM};
 use kioku::model::llama::Llama;
 use kioku::model::whisper::{AsrDecoder, WhisperEncoder};
@@ -68,12 +69,11 @@ fn parse_args() -> Result<Args> {
 }
 
 /// The LLM alone, as llama.cpp loads it: map the file, build the model, parse its tokenizer.
-fn load_llm(path: &std::path::Path, device: &Device) -> Result<(Llama, tokenizers::Tokenizer)> {
+fn load_llm(path: &std::path::Path, device: &Device) -> Result<(Llama, TextTokenizer)> {
     let mapped = MappedModel::open(path)?;
     let weights = mapped.weights(device, kioku::device::default_dtype(device))?;
     let llm = Llama::load(&weights.pp(LLM), &mapped.header.llm)?;
-    let tokenizer =
-        tokenizers::Tokenizer::from_bytes(mapped.header.llm_tokenizer.as_bytes()).map_err(anyhow::Error::msg)?;
+    let tokenizer = tokenizer_from_json(&mapped.header.llm_tokenizer)?;
     Ok((llm, tokenizer))
 }
 
@@ -83,13 +83,12 @@ fn load_whisper(path: &std::path::Path, device: &Device) -> Result<()> {
     let weights = mapped.weights(device, kioku::device::default_dtype(device))?;
     let _encoder = WhisperEncoder::load(&weights.pp(ENCODER), &mapped.header.whisper)?;
     let _decoder = AsrDecoder::load(&weights.pp(ASR_DECODER), &mapped.header.whisper)?;
-    let _tokenizer =
-        tokenizers::Tokenizer::from_bytes(mapped.header.whisper_tokenizer.as_bytes()).map_err(anyhow::Error::msg)?;
+    let _tokenizer = tokenizer_from_json(&mapped.header.whisper_tokenizer)?;
     Ok(())
 }
 
 /// `n` token ids of [`TEXT`] repeated.
-fn text_ids(tokenizer: &tokenizers::Tokenizer, n: usize) -> Result<Vec<u32>> {
+fn text_ids(tokenizer: &TextTokenizer, n: usize) -> Result<Vec<u32>> {
     let once = tokenizer.encode(TEXT, false).map_err(anyhow::Error::msg)?.get_ids().to_vec();
     Ok(once.iter().copied().cycle().take(n).collect())
 }

@@ -5,6 +5,7 @@
 
 use crate::generation::ChatTemplate;
 use crate::model::adapter_scope::{DeferredAdapter, ScopedAdapter};
+use crate::model::bpe::TextTokenizer;
 use crate::model::file::{claim_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR, VAD};
 use crate::model::llama::Llama;
 use crate::model::lora::{LinearShapes, LoraSet};
@@ -15,7 +16,6 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use std::path::Path;
 use std::sync::Arc;
-use tokenizers::Tokenizer;
 
 /// What to build, and on which path.
 pub(crate) struct Recipe {
@@ -48,12 +48,12 @@ pub(crate) struct Parts {
     /// tokenizer from the header (see [`WhisperVocab`]).
     pub whisper_vocab: WhisperVocab,
     pub whisper_special: WhisperSpecialTokens,
-    pub llm_tokenizer: Tokenizer,
+    pub llm_tokenizer: TextTokenizer,
     pub chat: ChatTemplate,
 }
 
-pub(crate) fn tokenizer_from_json(json: &str, which: &str) -> Result<Tokenizer> {
-    crate::model::tokenizer_json::tokenizer_from_json(json)
+pub(crate) fn tokenizer_from_json(json: &str, which: &str) -> Result<TextTokenizer> {
+    crate::model::bpe::tokenizer_from_json(json)
         .map_err(|e| anyhow::anyhow!("the {which} tokenizer in the model file is invalid: {e}"))
 }
 

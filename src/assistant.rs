@@ -10,6 +10,7 @@ use crate::error::{Error, InputError};
 use crate::generation::{ChatMessage, ChatTemplate, Sampler, SamplingOptions, StopFilter, TokenStream};
 use crate::model::adapter_scope::{self, ActiveAdapter, AdapterScope, DeferredAdapter, ScopedAdapter};
 use crate::model::audio_turn::AudioTurn;
+use crate::model::bpe::TextTokenizer;
 use crate::model::file::{MappedModel, ModelHeader, LLM};
 use crate::model::llama::{Llama, LlamaCache};
 use crate::model::lora::{Adapter, LinearShapes};
@@ -26,7 +27,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use tokenizers::Tokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -155,9 +155,9 @@ pub struct Assistant {
     llm: Llama,
     whisper_vocab: WhisperVocab,
     /// Built from the header when a transcription prompt first needs encoding.
-    whisper_tokenizer: OnceLock<Tokenizer>,
+    whisper_tokenizer: OnceLock<TextTokenizer>,
     whisper_special: WhisperSpecialTokens,
-    llm_tokenizer: Tokenizer,
+    llm_tokenizer: TextTokenizer,
     chat: ChatTemplate,
     /// The rendered chat prompt before and after the user's words.
     turn_template: (String, String),
@@ -194,7 +194,7 @@ fn ms_since(t: Instant) -> f64 {
 }
 
 /// Token ids of `text` without added special tokens (those written in it are matched whole).
-pub(crate) fn token_ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+pub(crate) fn token_ids(tokenizer: &TextTokenizer, text: &str) -> Result<Vec<u32>> {
     Ok(tokenizer.encode(text, false).map_err(anyhow::Error::msg)?.get_ids().to_vec())
 }
 
@@ -250,12 +250,12 @@ impl Assistant {
         self.vad.as_ref()
     }
 
-    pub fn llm_tokenizer(&self) -> &Tokenizer {
+    pub fn llm_tokenizer(&self) -> &TextTokenizer {
         &self.llm_tokenizer
     }
 
     /// Whisper's full tokenizer, for encoding text (a transcription prompt); built on first use.
-    fn whisper_tokenizer(&self) -> Result<&Tokenizer> {
+    fn whisper_tokenizer(&self) -> Result<&TextTokenizer> {
         if let Some(tokenizer) = self.whisper_tokenizer.get() {
             return Ok(tokenizer);
         }

@@ -1,10 +1,10 @@
 //! Text generation: chat-template rendering, sampling, and streaming detokenisation.
 
+use crate::model::bpe::TextTokenizer;
 use anyhow::{Context, Result};
 use candle_core::{Tensor, D};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
-use tokenizers::Tokenizer;
 
 /// Renders the model's own chat template (Jinja) for one user turn.
 pub struct ChatTemplate {
@@ -116,13 +116,13 @@ impl Sampler {
 /// Turns a growing token sequence into text increments, holding back bytes
 /// that do not yet form a whole UTF-8 character.
 pub struct TokenStream<'a> {
-    tokenizer: &'a Tokenizer,
+    tokenizer: &'a TextTokenizer,
     tokens: Vec<u32>,
     emitted: usize,
 }
 
 impl<'a> TokenStream<'a> {
-    pub fn new(tokenizer: &'a Tokenizer) -> Self {
+    pub fn new(tokenizer: &'a TextTokenizer) -> Self {
         Self { tokenizer, tokens: Vec::new(), emitted: 0 }
     }
 

@@ -46,7 +46,7 @@ fn whisper_matches_candle_transformers() {
     eprintln!("encoder max |diff| = {enc_diff:e}, mean |diff| = {enc_mean:e}");
     assert!(enc_diff < 0.2 && enc_mean < 5e-3, "encoder differs by {enc_diff} (mean {enc_mean})");
 
-    let tokenizer = tokenizers::Tokenizer::from_bytes(imported.tokenizer.as_bytes()).unwrap();
+    let tokenizer = kioku::model::bpe::tokenizer_from_json(&imported.tokenizer).unwrap();
     let special = WhisperSpecialTokens::from_tokenizer(&tokenizer, cfg).unwrap();
     let text = decoder.transcribe(&enc, &special).unwrap();
     assert!(tokenizer.decode(&text, true).unwrap().to_lowercase().contains("capital of france"));
@@ -95,7 +95,7 @@ fn greedy_ours(llm: &Llama, prompt: &[u32], n: usize) -> (Tensor, Vec<u32>) {
 const GREEDY_TOKENS: usize = 24;
 
 fn prompt_tokens(imported: &kioku::import::ImportedLlm) -> Vec<u32> {
-    let tokenizer = tokenizers::Tokenizer::from_bytes(imported.tokenizer.as_bytes()).unwrap();
+    let tokenizer = kioku::model::bpe::tokenizer_from_json(&imported.tokenizer).unwrap();
     let chat = kioku::generation::ChatTemplate::new(&imported.chat_template).unwrap();
     let prompt = chat.render(None, "What is the capital of France?").unwrap();
     tokenizer.encode(prompt, false).unwrap().get_ids().to_vec()

@@ -21,6 +21,7 @@ use crate::audio::MelExtractor;
 use crate::generation::ChatTemplate;
 use crate::model::adapter_scope::{ActiveAdapter, AdapterScope};
 use crate::model::audio_turn::AudioTurn;
+use crate::model::bpe::TextTokenizer;
 use crate::model::file::{MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR};
 use crate::model::llama::Llama;
 use crate::model::lora::{Adapter, LoraConfig, LoraSet, TargetModules};
@@ -37,7 +38,6 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use tokenizers::Tokenizer;
 
 /// Targets of a plain `kioku adapt`: attention of the encoder (how the voice
 /// sounds) and the whole ASR decoder (what it is heard as).
@@ -176,10 +176,10 @@ pub struct SpeakerTrainer {
     schedule: LrSchedule,
     config: AdaptConfig,
     header: ModelHeader,
-    whisper_tokenizer: Tokenizer,
+    whisper_tokenizer: TextTokenizer,
     whisper_prompt: Vec<u32>,
     end_of_text: u32,
-    llm_tokenizer: Tokenizer,
+    llm_tokenizer: TextTokenizer,
     chat: ChatTemplate,
     end_of_turn: u32,
     mel: MelExtractor,
@@ -526,7 +526,7 @@ struct SpokenTask {
 }
 
 impl SpokenTask {
-    fn new(projector: Projector, target: SpokenTarget, chat: &ChatTemplate, tokenizer: &Tokenizer) -> Result<Self> {
+    fn new(projector: Projector, target: SpokenTarget, chat: &ChatTemplate, tokenizer: &TextTokenizer) -> Result<Self> {
         let instruction = match target {
             SpokenTarget::Transcript => Some(REPEAT_INSTRUCTION),
             SpokenTarget::TypedAnswer => None,

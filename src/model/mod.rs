@@ -6,6 +6,7 @@
 
 pub mod adapter_scope;
 pub mod audio_turn;
+pub mod bpe;
 pub mod cpu_pool;
 pub mod file;
 pub mod gguf_layout;
@@ -21,6 +22,5 @@ pub mod packed;
 pub mod peft;
 pub mod projector;
 pub mod silero;
-pub mod tokenizer_json;
 pub mod weights;
 pub mod whisper;

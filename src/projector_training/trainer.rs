@@ -93,7 +93,7 @@ pub struct ProjectorTrainer {
     answer_suffix: Vec<u32>,
     repeat_suffix: Vec<u32>,
     end_of_turn: u32,
-    tokenizer: tokenizers::Tokenizer,
+    tokenizer: crate::model::bpe::TextTokenizer,
     device: Device,
 }
 

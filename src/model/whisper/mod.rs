@@ -65,7 +65,7 @@ pub struct WhisperSpecialTokens {
 }
 
 impl WhisperSpecialTokens {
-    pub fn from_tokenizer(tokenizer: &tokenizers::Tokenizer, config: &WhisperConfig) -> Result<Self> {
+    pub fn from_tokenizer(tokenizer: &crate::model::bpe::TextTokenizer, config: &WhisperConfig) -> Result<Self> {
         Self::from_lookup(|name| tokenizer.token_to_id(name), config)
     }
 

@@ -9,11 +9,10 @@
 //! skipped); `tests::decodes_as_the_tokenizer_does` checks it on every token
 //! and on whole sentences. Whoever needs to encode builds the full tokenizer.
 
+use crate::model::bpe::VocabText;
 use anyhow::{Context, Result};
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::fmt;
 
 /// Whisper's tokens as text, by id.
 #[derive(Debug, Clone)]
@@ -46,74 +45,14 @@ struct AddedToken {
 
 #[derive(Deserialize)]
 struct Model {
-    vocab: Vocab,
-}
-
-/// The vocabulary as one string and each token's (id, span): read without an allocation per
-/// token, 50 k of which made a map of strings take most of this reading's time.
-#[derive(Default)]
-struct Vocab {
-    text: String,
-    tokens: Vec<(u32, (u32, u32))>,
-}
-
-impl<'de> Deserialize<'de> for Vocab {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(VocabVisitor)
-    }
-}
-
-struct VocabVisitor;
-
-impl<'de> Visitor<'de> for VocabVisitor {
-    type Value = Vocab;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a map from tokens to ids")
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Vocab, M::Error> {
-        let mut vocab = Vocab::default();
-        loop {
-            let start = vocab.text.len() as u32;
-            if map.next_key_seed(AppendTo(&mut vocab.text))?.is_none() {
-                return Ok(vocab);
-            }
-            let id: u32 = map.next_value()?;
-            vocab.tokens.push((id, (start, vocab.text.len() as u32)));
-        }
-    }
-}
-
-/// Reads a string onto the end of another.
-struct AppendTo<'a>(&'a mut String);
-
-impl<'de> DeserializeSeed<'de> for AppendTo<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for AppendTo<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a token")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, token: &str) -> Result<(), E> {
-        self.0.push_str(token);
-        Ok(())
-    }
+    vocab: VocabText,
 }
 
 impl WhisperVocab {
     /// Reads the vocabulary and added tokens of Whisper's `tokenizer.json`.
     pub fn from_json(json: &str) -> Result<Self> {
         let parsed: TokenizerJson = serde_json::from_str(json).context("not a tokenizer with a vocabulary")?;
-        let Vocab { mut text, tokens } = parsed.model.vocab;
+        let VocabText { mut text, tokens } = parsed.model.vocab;
         let ids = tokens.iter().map(|&(id, _)| id).chain(parsed.added_tokens.iter().map(|t| t.id));
         let size = ids.max().map_or(0, |id| id as usize + 1);
         let (mut spans, mut special) = (vec![None; size], vec![false; size]);
