@@ -113,6 +113,8 @@ fn prefill_then_decode(llm: &Llama, ids: &[u32], n: usize, device: &Device) -> R
 }
 
 fn main() -> Result<()> {
+    // As `kioku` does first thing: the same threads, the same pool settings.
+    kioku::device::fix_cpu_threads();
     let args = parse_args()?;
     let device = kioku::device::parse_device(&args.device)?;
     let samples = load_audio_16k(&args.wav)?;

@@ -40,11 +40,28 @@ pub fn default_dtype(device: &Device) -> DType {
 
 /// Fixes the number of CPU threads for the whole process (`RAYON_NUM_THREADS`,
 /// else one per physical core). Call first thing in `main`, before any thread
-/// starts: it sets an environment variable. Without it candle counts the cores
+/// starts: it sets environment variables. Without it candle counts the cores
 /// on every matrix product by reading /proc/cpuinfo (1081 reads for a
 /// 16-token answer), which cost decode 16% (72 -> 86 tok/s on 2 cores).
+///
+/// It also shortens the spinning of candle's own pool (which runs its
+/// element-wise ops) to `CANDLE_POOL_SPINS`, unless
+/// `CANDLE_BARRIER_POOL_SPIN_LIMIT` is already set.
 pub fn fix_cpu_threads() -> usize {
     let threads = crate::model::cpu_pool::threads();
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_POOL_SPINS.to_string());
+    }
     threads
 }
+
+/// Spins candle's pool helper makes after each element-wise op before it
+/// sleeps (candle's default: 25 000, about a millisecond). The packed matrix
+/// products run on kioku's own pool, so on two cores that spinning helper
+/// took a share of a core from each of them: it held 14 % of the CPU time of
+/// a 128-token prefill (perf). With 200, prefill of 64 / 128 / 512 tokens
+/// went from 440–463 / 472–520 / 375–440 to 522–533 / 596–629 / 420–455
+/// tok/s and decode after the chat prompt from 111–121 to 120–126 tok/s
+/// (`anchor_probe`, three alternating runs each, release, 2026-12-07).
+const CANDLE_POOL_SPINS: u32 = 200;
