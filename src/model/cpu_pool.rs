@@ -116,11 +116,13 @@ impl CpuPool {
         Self { shared, helpers, submit: Mutex::new(()) }
     }
 
-    /// Calls `task` on disjoint ranges covering `0..items`, on this thread and the helpers.
-    pub fn for_each_chunk(&self, items: usize, task: &Task<'_>) {
+    /// Calls `task` on disjoint ranges covering `0..items`, on this thread and
+    /// the helpers, in about `chunks_per_thread` ranges per thread: more ranges
+    /// let a thread that runs late leave its share to the others.
+    pub fn for_each_chunk(&self, items: usize, chunks_per_thread: usize, task: &Task<'_>) {
         let submitted = if self.helpers == 0 { None } else { self.submit.try_lock().ok() };
         let Some(_submitted) = submitted else { return task(0..items) };
-        let chunk = items.div_ceil((self.helpers + 1) * 4).max(1);
+        let chunk = items.div_ceil((self.helpers + 1) * chunks_per_thread.max(1)).max(1);
         // SAFETY: only the lifetime is erased. Helpers reach the task through
         // `shared.job`, which is cleared, and `busy` drained, before this returns.
         let task: *const Task<'static> = unsafe { std::mem::transmute(task as *const Task<'_>) };
@@ -193,9 +195,9 @@ mod tests {
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
-                    for items in [1, 7, 1000] {
+                    for (items, chunks_per_thread) in [(1, 4), (7, 4), (1000, 4), (1000, 2), (5, 0)] {
                         let seen: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
-                        pool.for_each_chunk(items, &|range: Range<usize>| {
+                        pool.for_each_chunk(items, chunks_per_thread, &|range: Range<usize>| {
                             for i in range {
                                 seen[i].fetch_add(1, SeqCst);
                             }

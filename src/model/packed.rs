@@ -56,6 +56,13 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// 119–127 / 129–139 ms with gemm (medians of 15, three alternations, 2
 /// threads): a tie at 24–32, gemm ahead from 40 on.
 const GEMM_MIN_ROWS: usize = 32;
+/// Strips per thread in a gemm product. Each strip packs all the input rows
+/// again, so fewer strips pack less: with 2 instead of the 4 that dot
+/// products use, SmolLM2 prefill of 128 tokens took 204–210 ms against
+/// 221–227 (medians of 12, four alternating runs, 2 threads), and 32 / 64 /
+/// 512 tokens were no slower (three alternating runs each); with 1 it varied
+/// more (204–245), a late thread's strip left to wait for.
+const GEMM_CHUNKS_PER_THREAD: usize = 2;
 /// Input rows whose dot products share one read of a weight row.
 const GROUP: usize = 8;
 /// Weight bytes multiplied by one group of inputs before the next group
@@ -131,7 +138,8 @@ impl PackedMatrix {
         if self.rows * self.cols * n < PARALLEL_MIN_MACS {
             strip(0..self.rows);
         } else {
-            super::cpu_pool::global().for_each_chunk(self.rows, &strip);
+            let chunks_per_thread = if n >= GEMM_MIN_ROWS { GEMM_CHUNKS_PER_THREAD } else { 4 };
+            super::cpu_pool::global().for_each_chunk(self.rows, chunks_per_thread, &strip);
         }
     }
 
