@@ -186,6 +186,9 @@ def table(k, l, w, depth):
     row("mel + encoder + decode (first call)", p(lambda r: r["whisper_cold"]["total_ms"]), ws("mel_ms") + ws("encoder_ms") + ws("decode_ms"), "ms", "lower")
     ac = k[0]["probe"]["encoder_frames"]
     row(f"encoder vs whisper.cpp `-ac {ac}` (its window cut to kioku's {ac} frames)", p(lambda r: r["whisper_cold"]["encoder_ms"]), ws("encoder_ms", "ac"), "ms", "lower")
+    # No reference answers a spoken question in one program: kioku's figure alone.
+    first = p(lambda r: r["first_token_ms"]["cascade"])
+    rows.append(f"| end of audio → first answer token, cascade, after warm_up | {first:.1f} ms | — | — | lower |")
 
     rows.append("| **Load and memory** | | | | |")
     load = med(k, lambda r: r["ask"]["timings_ms"]["load"])
