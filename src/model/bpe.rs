@@ -45,7 +45,7 @@ pub fn tokenizer_from_json(json: &str) -> Result<TextTokenizer> {
 }
 
 /// Ids past this are taken for a damaged file, not allocated for.
-const MAX_VOCABULARY: usize = 1 << 24;
+pub(crate) const MAX_VOCABULARY: usize = 1 << 24;
 
 /// (left id, right id) → (rank, merged id).
 type Merges = hashbrown::HashMap<(u32, u32), (u32, u32)>;

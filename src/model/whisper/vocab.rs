@@ -9,7 +9,7 @@
 //! skipped); `tests::decodes_as_the_tokenizer_does` checks it on every token
 //! and on whole sentences. Whoever needs to encode builds the full tokenizer.
 
-use crate::model::bpe::VocabText;
+use crate::model::bpe::{VocabText, MAX_VOCABULARY};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -55,6 +55,9 @@ impl WhisperVocab {
         let VocabText { mut text, tokens } = parsed.model.vocab;
         let ids = tokens.iter().map(|&(id, _)| id).chain(parsed.added_tokens.iter().map(|t| t.id));
         let size = ids.max().map_or(0, |id| id as usize + 1);
+        if size > MAX_VOCABULARY {
+            anyhow::bail!("token id {} is past the largest vocabulary kioku reads", size - 1);
+        }
         let (mut spans, mut special) = (vec![None; size], vec![false; size]);
         for (id, span) in tokens {
             spans[id as usize] = Some(span);
@@ -151,5 +154,7 @@ mod tests {
             assert_eq!(vocab.decode(cut), tokenizer.decode(cut, true).unwrap(), "{text:?} cut");
         }
         assert!(WhisperVocab::from_json("{\"model\":{}}").is_err());
+        let past = WhisperVocab::from_json(r#"{"model":{"vocab":{"a":4000000000}}}"#).unwrap_err();
+        assert!(past.to_string().contains("past the largest vocabulary"), "{past}");
     }
 }
