@@ -45,7 +45,7 @@ pub fn tokenizer_from_json(json: &str) -> Result<TextTokenizer> {
 }
 
 /// Ids past this are taken for a damaged file, not allocated for.
-pub(crate) const MAX_VOCABULARY: usize = 1 << 24;
+const MAX_VOCABULARY: usize = 1 << 24;
 
 /// (left id, right id) → (rank, merged id).
 type Merges = hashbrown::HashMap<(u32, u32), (u32, u32)>;
@@ -77,6 +77,23 @@ pub(crate) struct VocabText {
     pub tokens: Vec<(u32, (u32, u32))>,
 }
 
+impl VocabText {
+    /// Where each id's token lies in `text`, by id, in a table long enough for
+    /// `more_ids` too (tokens the caller adds after the vocabulary).
+    pub fn spans_by_id(&self, more_ids: impl IntoIterator<Item = u32>) -> Result<Vec<Option<(u32, u32)>>> {
+        let ids = self.tokens.iter().map(|&(id, _)| id).chain(more_ids);
+        let size = ids.map(|id| id as usize + 1).max().unwrap_or(0);
+        if size > MAX_VOCABULARY {
+            return Err(anyhow!("token id {} is past the largest vocabulary kioku reads", size - 1));
+        }
+        let mut spans = vec![None; size];
+        for &(id, span) in &self.tokens {
+            spans[id as usize] = Some(span);
+        }
+        Ok(spans)
+    }
+}
+
 impl Bpe {
     fn text(&self, id: u32) -> Option<&str> {
         let (start, end) = (*self.spans.get(id as usize)?)?;
@@ -99,14 +116,7 @@ impl Bpe {
             return Err(anyhow!("kioku reads BPE tokenizers without {what}"));
         }
         let vocab = section.vocab.ok_or_else(|| anyhow!("the BPE model has no vocabulary"))?;
-        let size = vocab.tokens.iter().map(|&(id, _)| id as usize + 1).max().unwrap_or(0);
-        if size > MAX_VOCABULARY {
-            return Err(anyhow!("token id {} is past the largest vocabulary kioku reads", size - 1));
-        }
-        let mut spans = vec![None; size];
-        for &(id, span) in &vocab.tokens {
-            spans[id as usize] = Some(span);
-        }
+        let spans = vocab.spans_by_id([])?;
         let (ids, hasher) = index_by_text(&vocab.text, &spans, &vocab.tokens);
         let mut bpe = Bpe {
             text: vocab.text,
@@ -124,9 +134,7 @@ impl Bpe {
         }
         if let Some(merges) = section.merges {
             let mut de = serde_json::Deserializer::from_str(merges.get());
-            // About one merge per token: sized once, not grown through rehashes.
-            let visitor = MergesVisitor { bpe: &bpe, capacity: bpe.ids.len() };
-            bpe.merges = de.deserialize_seq(visitor).map_err(|e| anyhow!("merges: {e}"))?;
+            bpe.merges = de.deserialize_seq(MergesVisitor { bpe: &bpe }).map_err(|e| anyhow!("merges: {e}"))?;
         }
         Ok(bpe)
     }
@@ -338,7 +346,6 @@ impl<'de> Visitor<'de> for SectionVisitor {
 /// The merges, in rank order, as ids: `["left right", …]` or `[["left", "right"], …]`.
 struct MergesVisitor<'a> {
     bpe: &'a Bpe,
-    capacity: usize,
 }
 
 impl<'de> Visitor<'de> for MergesVisitor<'_> {
@@ -349,7 +356,8 @@ impl<'de> Visitor<'de> for MergesVisitor<'_> {
     }
 
     fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
-        let mut merges = Merges::with_capacity(seq.size_hint().unwrap_or(self.capacity));
+        // About one merge per token: sized once, not grown through rehashes.
+        let mut merges = Merges::with_capacity(seq.size_hint().unwrap_or(self.bpe.ids.len()));
         let mut buffer = String::new();
         let mut rank = 0;
         while let Some(merge) = seq.next_element_seed(MergeSeed { buffer: &mut buffer })? {

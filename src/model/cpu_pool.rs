@@ -23,6 +23,10 @@ const SPINS_BEFORE_YIELD: usize = 1_000;
 
 type Task<'a> = dyn Fn(Range<usize>) + Sync + 'a;
 
+/// Ranges per thread for work whose ranges cost alike: enough that a thread
+/// the OS runs late leaves most of its share to the others.
+pub const BALANCED_CHUNKS: usize = 4;
+
 /// One product in flight, on the caller's stack.
 struct Job {
     task: *const Task<'static>,

@@ -260,7 +260,7 @@ fn few_queries_in_place(q: &Tensor, segments: &[KvSegment], scale: f32) -> Resul
     if heads * rows * segments.len * dim < 1 << 16 {
         task(0..heads * rows);
     } else {
-        super::cpu_pool::global().for_each_chunk(heads * rows, 4, &task);
+        super::cpu_pool::global().for_each_chunk(heads * rows, super::cpu_pool::BALANCED_CHUNKS, &task);
     }
     drop((guards, q_storage));
     Ok(Some(Tensor::from_vec(out, (1, heads, rows, dim), q.device())?))

@@ -58,10 +58,11 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 const GEMM_MIN_ROWS: usize = 32;
 /// Strips per thread in a gemm product. Each strip packs all the input rows
 /// again, so fewer strips pack less: with 2 instead of the 4 that dot
-/// products use, SmolLM2 prefill of 128 tokens took 204–210 ms against
-/// 221–227 (medians of 12, four alternating runs, 2 threads), and 32 / 64 /
-/// 512 tokens were no slower (three alternating runs each); with 1 it varied
-/// more (204–245), a late thread's strip left to wait for.
+/// products use (`cpu_pool::BALANCED_CHUNKS`), SmolLM2 prefill of 128
+/// tokens took 204–210 ms against 221–227 (medians of 12, four alternating
+/// runs, 2 threads), and 32 / 64 / 512 tokens were no slower (three
+/// alternating runs each); with 1 it varied more (204–245), a late thread's
+/// strip left to wait for.
 const GEMM_CHUNKS_PER_THREAD: usize = 2;
 /// Input rows whose dot products share one read of a weight row.
 const GROUP: usize = 8;
@@ -125,10 +126,11 @@ impl PackedMatrix {
     /// `out[t·rows + r] = xs[t] · W[r]` for the `n` rows of `xs`.
     fn matmul_rows(&self, xs: &[f32], n: usize, out: &mut [f32]) {
         let out = SharedOut::new(out);
+        let gemm = n >= GEMM_MIN_ROWS;
         let strip = |range: Range<usize>| {
             // SAFETY: every call writes only the columns in its own `range`.
             unsafe {
-                if n >= GEMM_MIN_ROWS {
+                if gemm {
                     self.strip_gemm(xs, n, range, out);
                 } else {
                     self.strip_dots(xs, n, range, out);
@@ -138,7 +140,7 @@ impl PackedMatrix {
         if self.rows * self.cols * n < PARALLEL_MIN_MACS {
             strip(0..self.rows);
         } else {
-            let chunks_per_thread = if n >= GEMM_MIN_ROWS { GEMM_CHUNKS_PER_THREAD } else { 4 };
+            let chunks_per_thread = if gemm { GEMM_CHUNKS_PER_THREAD } else { super::cpu_pool::BALANCED_CHUNKS };
             super::cpu_pool::global().for_each_chunk(self.rows, chunks_per_thread, &strip);
         }
     }

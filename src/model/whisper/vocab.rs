@@ -9,7 +9,7 @@
 //! skipped); `tests::decodes_as_the_tokenizer_does` checks it on every token
 //! and on whole sentences. Whoever needs to encode builds the full tokenizer.
 
-use crate::model::bpe::{VocabText, MAX_VOCABULARY};
+use crate::model::bpe::VocabText;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -52,16 +52,9 @@ impl WhisperVocab {
     /// Reads the vocabulary and added tokens of Whisper's `tokenizer.json`.
     pub fn from_json(json: &str) -> Result<Self> {
         let parsed: TokenizerJson = serde_json::from_str(json).context("not a tokenizer with a vocabulary")?;
-        let VocabText { mut text, tokens } = parsed.model.vocab;
-        let ids = tokens.iter().map(|&(id, _)| id).chain(parsed.added_tokens.iter().map(|t| t.id));
-        let size = ids.max().map_or(0, |id| id as usize + 1);
-        if size > MAX_VOCABULARY {
-            anyhow::bail!("token id {} is past the largest vocabulary kioku reads", size - 1);
-        }
-        let (mut spans, mut special) = (vec![None; size], vec![false; size]);
-        for (id, span) in tokens {
-            spans[id as usize] = Some(span);
-        }
+        let mut spans = parsed.model.vocab.spans_by_id(parsed.added_tokens.iter().map(|t| t.id))?;
+        let mut special = vec![false; spans.len()];
+        let mut text = parsed.model.vocab.text;
         let mut added = HashMap::with_capacity(parsed.added_tokens.len());
         for token in parsed.added_tokens {
             let start = text.len() as u32;
