@@ -11,8 +11,10 @@
 //! what an utterance keeps, so the user's first syllables and pre-roll are not lost to the gate.
 //! Until the filter has learnt the path, the gate stays shut while the speaker plays: kioku never
 //! hears itself, at the price that the very first answer can only be talked over once the filter
-//! has converged (a few hundred ms of speech after the echo first reaches the microphone). The
-//! delay and the filter are kept from one answer to the next.
+//! has converged (a few hundred ms of speech after the echo first reaches the microphone). An
+//! answer that the microphone has not heard at all for longer than any echo path takes
+//! (headphones) is neither gated nor subtracted from then on, whatever delay was learnt before.
+//! The delay and the filter are kept from one answer to the next.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -336,6 +338,10 @@ impl EchoCanceller {
         if sounding && self.since_estimate >= ESTIMATE_EVERY {
             self.since_estimate = 0;
             if let Some(delay) = self.estimate_delay() {
+                if self.delay.is_none() {
+                    // The first echo found: the quiet before it was the path's delay, not no path.
+                    (self.quiet_run, self.no_echo_path) = (0, false);
+                }
                 self.move_to(delay);
             }
         }
@@ -343,12 +349,18 @@ impl EchoCanceller {
         if !echo_possible {
             self.idle_floor = self.idle_floor.min(mic_power);
         }
+        // At the room's floor (within 6 dB) all along, for longer than the longest echo delay
+        // since the answer began: this answer has no echo to learn. That holds with a delay known
+        // as well: headphones plugged in after a speaker, or a delay found in two voices that are
+        // not an echo at all (through PulseAudio with no path from speaker to microphone, a
+        // question spoken over the answer once gave "5 samples", and the filter, with nothing to
+        // converge on, then kept every later question muted while an answer played).
+        // Before any quiet stretch has been heard the floor is unknown (infinite): without a
+        // delay, silence from the echo path for that long is the answer; with one, it proves nothing.
+        let at_floor = mic_power <= QUIET.max(4.0 * self.floor) && (self.delay.is_none() || self.floor.is_finite());
+        self.quiet_run = if echo_possible && at_floor { self.quiet_run + mic.len() } else { 0 };
+        self.no_echo_path |= self.quiet_run >= MAX_DELAY;
         let Some(delay) = self.delay else {
-            // At the room's floor (within 6 dB) all along, for longer than the longest echo delay
-            // since the answer began: this answer has no echo to learn.
-            let at_floor = mic_power <= QUIET.max(4.0 * self.floor);
-            self.quiet_run = if echo_possible && at_floor { self.quiet_run + mic.len() } else { 0 };
-            self.no_echo_path |= self.quiet_run >= MAX_DELAY;
             self.gate_closed = echo_possible && self.user_has_floor.is_none() && !self.no_echo_path;
             return mic.to_vec();
         };
@@ -362,16 +374,19 @@ impl EchoCanceller {
             self.echo_gain_db.is_none_or(|gain| mic_db > reference_db + gain + NEAR_END_OVER_ECHO_DB);
         let double_talk = self.converged && heard && block_db < DOUBLE_TALK_DB && louder_than_echo;
         if heard && block_db >= CONVERGED_DB && reference_db > 10.0 * QUIET.log10() {
+            // The filter explains what the microphone hears: there is an echo after all.
+            self.no_echo_path = false;
             let gain = mic_db - reference_db;
             self.echo_gain_db = Some(self.echo_gain_db.map_or(gain, |old| 0.95 * old + 0.05 * gain));
         }
-        // While the user has the floor the filter holds still: it would learn the user's voice.
-        let adapt = echo_possible && !double_talk && heard && self.user_has_floor.is_none();
+        // While the user has the floor, or is all the microphone hears, the filter holds still:
+        // it would learn the user's voice.
+        let adapt = echo_possible && !double_talk && heard && self.user_has_floor.is_none() && !self.no_echo_path;
         let out = if adapt {
             self.cancel_block(mic, delay, true)
-        } else if block_db < 0.0 {
-            // The filter adds more than it takes away (the echo path went silent): it must not
-            // play the reference back into the stream.
+        } else if self.no_echo_path || block_db < 0.0 {
+            // No echo to take away, or the filter adds more than it takes away (the echo path
+            // went silent): it must not play the reference back into the stream.
             mic.to_vec()
         } else {
             frozen
@@ -381,8 +396,10 @@ impl EchoCanceller {
             self.converged |= self.suppression_db >= CONVERGED_DB;
         }
         self.near_end_hold = if double_talk { NEAR_END_HOLD } else { self.near_end_hold.saturating_sub(1) };
-        self.gate_closed =
-            echo_possible && self.user_has_floor.is_none() && (!self.converged || self.near_end_hold == 0);
+        self.gate_closed = echo_possible
+            && self.user_has_floor.is_none()
+            && !self.no_echo_path
+            && (!self.converged || self.near_end_hold == 0);
         out
     }
 
@@ -591,6 +608,30 @@ mod tests {
             "muted while an echo could still come: open at {first_open:?}"
         );
         assert_eq!(out[user_from..], near[user_from..reference.len()], "the user passes");
+    }
+
+    #[test]
+    fn headphones_after_a_speaker_let_the_user_through_once_the_longest_delay_has_passed() {
+        // The first answer plays through a speaker and its echo path is learnt; the second plays
+        // into headphones, and the user talks one second into it.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut room = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.002f32..0.002)).collect() };
+        let speaker = [vec![0.0; 8_000], babble(3.0, 12), vec![0.0; 16_000]].concat();
+        let heard = leak(&speaker, 1_200, 0.5, &room(speaker.len()));
+        let mut canceller = EchoCanceller::new();
+        run(&mut canceller, &heard, &speaker);
+        assert_eq!(canceller.delay(), Some(1_200));
+
+        let headphones = babble(3.0, 13);
+        let user_from = 16_000;
+        let near: Vec<f32> = room(headphones.len())
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r + i.checked_sub(user_from).map_or(0.0, |j| babble(2.0, 14).get(j).copied().unwrap_or(0.0)))
+            .collect();
+        let out = run(&mut canceller, &near, &headphones);
+        assert!(out[..MAX_DELAY - BLOCK].iter().all(|&s| s == 0.0), "muted while an echo could still come");
+        assert_eq!(out[user_from..], near[user_from..], "the user passes");
     }
 
     #[test]
