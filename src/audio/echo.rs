@@ -350,20 +350,30 @@ impl EchoCanceller {
             self.idle_floor = self.idle_floor.min(mic_power);
         }
         // At the room's floor (within 6 dB) all along, for longer than the longest echo delay
-        // since the answer began: this answer has no echo to learn. That holds with a delay known
-        // as well: headphones plugged in after a speaker, or a delay found in two voices that are
-        // not an echo at all (through PulseAudio with no path from speaker to microphone, a
-        // question spoken over the answer once gave "5 samples", and the filter, with nothing to
-        // converge on, then kept every later question muted while an answer played).
+        // since the answer began: this answer has no echo to learn, whatever delay was learnt
+        // before (headphones after a speaker, or a "delay" found in two voices that are not an
+        // echo: through PulseAudio with no path from speaker to microphone, a question spoken over
+        // an answer once gave 5 samples, and every later question was muted while answers played).
         // Before any quiet stretch has been heard the floor is unknown (infinite): without a
         // delay, silence from the echo path for that long is the answer; with one, it proves nothing.
         let at_floor = mic_power <= QUIET.max(4.0 * self.floor) && (self.delay.is_none() || self.floor.is_finite());
         self.quiet_run = if echo_possible && at_floor { self.quiet_run + mic.len() } else { 0 };
         self.no_echo_path |= self.quiet_run >= MAX_DELAY;
-        let Some(delay) = self.delay else {
-            self.gate_closed = echo_possible && self.user_has_floor.is_none() && !self.no_echo_path;
-            return mic.to_vec();
+        let out = match self.delay {
+            Some(delay) => self.through_path(mic, delay, mic_power, echo_possible),
+            None => mic.to_vec(),
         };
+        // Without a delay the filter has never converged, so only the first three terms count.
+        self.gate_closed = echo_possible
+            && self.user_has_floor.is_none()
+            && !self.no_echo_path
+            && (!self.converged || self.near_end_hold == 0);
+        out
+    }
+
+    /// One block through the echo path at `delay`: the filter's output, learning while only the
+    /// echo is heard, and the double-talk hold updated.
+    fn through_path(&mut self, mic: &[f32], delay: usize, mic_power: f32, echo_possible: bool) -> Vec<f32> {
         let frozen = self.cancel_block(mic, delay, false);
         let out_power = mean_square(&frozen);
         let block_db = 10.0 * (mic_power.max(1e-12) / out_power.max(1e-12)).log10();
@@ -396,10 +406,6 @@ impl EchoCanceller {
             self.converged |= self.suppression_db >= CONVERGED_DB;
         }
         self.near_end_hold = if double_talk { NEAR_END_HOLD } else { self.near_end_hold.saturating_sub(1) };
-        self.gate_closed = echo_possible
-            && self.user_has_floor.is_none()
-            && !self.no_echo_path
-            && (!self.converged || self.near_end_hold == 0);
         out
     }
 
