@@ -180,7 +180,7 @@ fn llm_adapters_gated_to_audio_turns_leave_typed_answers_unchanged() {
 /// typed ones (content-word overlap), and typed answers stay the base model's.
 #[test]
 fn the_typed_answer_target_moves_spoken_answers_toward_the_typed_ones() {
-    use kioku::adapt::session::{adapt, AdaptRequest, ReplaySource};
+    use kioku::adapt::session::adapt;
     use kioku::assistant::Mode;
     use kioku::eval::metrics::answer_overlap;
     use kioku::generation::SamplingOptions;
@@ -198,19 +198,12 @@ fn the_typed_answer_target_moves_spoken_answers_toward_the_typed_ones() {
         peak_lr: 3e-3,
         llm_on_audio_turns_only: true,
         spoken_target: SpokenTarget::TypedAnswer,
+        // What the LLM learnt, whole: the default discount is checked on its own below.
+        llm_scale: 1.0,
         ..AdaptConfig::default()
     };
     let out = dir.path().join("adapter");
-    let request = AdaptRequest {
-        model: model_path(),
-        data: data.clone(),
-        out: out.clone(),
-        config,
-        epochs: None,
-        replay: ReplaySource::Off,
-        time_budget: None,
-        speaker: None,
-    };
+    let request = request_without_replay(&data, &out, config);
     let mut notes = Vec::new();
     // Every step checks that each adapter tensor got a gradient.
     adapt(&request, &Device::Cpu, &mut |event| notes.push(format!("{event:?}"))).unwrap();
@@ -229,6 +222,61 @@ fn the_typed_answer_target_moves_spoken_answers_toward_the_typed_ones() {
     }
     eprintln!("spoken-vs-typed answer overlap, summed over 3 clips: base {:.2} -> adapted {:.2}", overlap.0, overlap.1);
     assert!(overlap.1 > overlap.0, "overlap {overlap:?}");
+}
+
+/// `--llm-scale` saves the LLM's adapters at that share of what they learnt, and the Whisper
+/// adapters whole: two runs from the same seed differ by exactly that factor in the LLM's B.
+#[test]
+fn the_llm_adapters_are_saved_at_the_llm_scale() {
+    use kioku::adapt::session::adapt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthesize_dir(&dir.path().join("speaker"), hard_voice(), &texts(6, 2));
+    let saved = |llm_scale: f64| {
+        let config = AdaptConfig {
+            targets: vec!["decoder".to_string(), "llm-attn".to_string()],
+            steps: 1,
+            batch_size: 2,
+            replay_ratio: 0.0,
+            peak_lr: 3e-3,
+            spoken_target: SpokenTarget::Transcript,
+            llm_scale,
+            ..AdaptConfig::default()
+        };
+        let out = dir.path().join(format!("adapter-{llm_scale}"));
+        adapt(&request_without_replay(&data, &out, config), &Device::Cpu, &mut |_| {}).unwrap();
+        candle_core::safetensors::load(out.join(peft::TENSORS_FILE), &Device::Cpu).unwrap()
+    };
+    let (whole, discounted) = (saved(1.0), saved(0.25));
+    assert_eq!(whole.len(), discounted.len());
+    let (mut llm_b, mut others) = (0, 0);
+    for (name, tensor) in &whole {
+        let values = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (w, d) = (values(tensor), values(&discounted[name]));
+        // The LLM's modules carry Hugging Face's names in the file: `model.layers.…`.
+        if name.starts_with("base_model.model.model.layers.") && name.contains("lora_B") {
+            llm_b += 1;
+            assert!(w.iter().any(|&x| x != 0.0), "{name} did not train");
+            assert!(w.iter().zip(&d).all(|(w, d)| (w * 0.25 - d).abs() <= 1e-6 * w.abs().max(1e-6)), "{name}");
+        } else {
+            others += 1;
+            assert_eq!(w, d, "{name} changed");
+        }
+    }
+    assert!(llm_b > 0 && others > llm_b, "{llm_b} LLM B factors, {others} other tensors");
+}
+
+/// `adapt`'s request for the recordings in `data`, written to `out`, with no replay buffer.
+fn request_without_replay(data: &Path, out: &Path, config: AdaptConfig) -> kioku::adapt::session::AdaptRequest {
+    kioku::adapt::session::AdaptRequest {
+        model: model_path(),
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
+        config,
+        epochs: None,
+        replay: kioku::adapt::session::ReplaySource::Off,
+        time_budget: None,
+        speaker: None,
+    }
 }
 
 /// Measures the budget of issue 4: 24 utterances of one hard test voice,

@@ -95,6 +95,12 @@ pub fn adapt(request: &AdaptRequest, device: &Device, on_event: &mut dyn FnMut(A
         parameters as f64 / 1e6,
         trainer.config().targets.join(", ")
     )));
+    if trainer.trains_llm() && trainer.config().llm_scale != 1.0 {
+        on_event(AdaptEvent::Note(format!(
+            "the LLM's adapters will be saved at {} of their strength (--llm-scale)",
+            trainer.config().llm_scale
+        )));
+    }
     if trainer.needs_typed_answers() {
         answer_typed(&request.model, &mut recordings, device, on_event)?;
     }
@@ -141,7 +147,8 @@ pub fn adapt(request: &AdaptRequest, device: &Device, on_event: &mut dyn FnMut(A
         .model
         .file_name()
         .map_or_else(|| request.model.display().to_string(), |n| n.to_string_lossy().into_owned());
-    peft::save(&trainer.adapter()?, &request.out, trainer.header(), &base_name)?;
+    let adapter = trainer.adapter()?.with_llm_scaled(trainer.config().llm_scale)?;
+    peft::save(&adapter, &request.out, trainer.header(), &base_name)?;
     if let Some(buffer) = &mut buffer {
         let speaker = request.speaker.clone().unwrap_or_else(|| speaker_of(&request.data));
         offer_recordings(buffer, &recordings, &speaker);

@@ -81,6 +81,12 @@ pub struct TrainingArgs {
     /// model's answer to the transcript typed (as spoken questions are asked).
     #[arg(long, value_enum, default_value_t = SpokenReply::Answer)]
     pub spoken_target: SpokenReply,
+    /// With LLM targets: the strength the LLM's adapters are saved at, as a
+    /// share of what they learnt (1 keeps them whole). No scale measured
+    /// lifted spoken answers in a new voice; a quarter keeps the LLM nearer
+    /// the base model.
+    #[arg(long, default_value_t = AdaptConfig::default().llm_scale)]
+    pub llm_scale: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -130,6 +136,7 @@ pub fn run_adaptation(args: &TrainingArgs, data: &Path, out: &Path) -> Result<()
             SpokenReply::Transcript => SpokenTarget::Transcript,
             SpokenReply::Answer => SpokenTarget::TypedAnswer,
         },
+        llm_scale: args.llm_scale,
         ..AdaptConfig::default()
     };
     let replay = if args.no_replay {

@@ -2,8 +2,9 @@
 //! kioku offers"): from the same start, adapt to one new synthetic speaker with each remedy against
 //! forgetting (none, replay, a discounted LoRA scale, a linear merge with the base, and their
 //! combinations; Whisper-only and with LoRA on the LLM, that LoRA acting on every turn or gated
-//! to audio turns, the spoken clips trained to their transcript or to the typed answer), and hand
-//! every result to the forgetting report as one arm with its cost.
+//! to audio turns, the spoken clips trained to their transcript or to the typed answer, the last
+//! saved at `kioku adapt`'s discounted LLM scale), and hand every result to the forgetting report
+//! as one arm with its cost.
 //!
 //! Everything lands in one work directory and is reused when present, so a
 //! stopped study resumes where it was: the speaker's clips, the seeded replay
@@ -13,7 +14,7 @@ use super::forgetting::{Arm, Cost};
 use crate::adapt::merge::{merge, Input, InputKind, Method};
 use crate::adapt::replay::{ReplayBuffer, ReplayLimits};
 use crate::adapt::session::{adapt, AdaptEvent, AdaptRequest, ReplaySource};
-use crate::adapt::trainer::{AdaptConfig, SpokenTarget};
+use crate::adapt::trainer::{AdaptConfig, SpokenTarget, DEFAULT_LLM_SCALE};
 use crate::assistant::Assistant;
 use crate::corpus::{
     split_of, synthesize_transcribed_dir, utterance_bank, voice_named, Split, Voice, TRANSCRIPTS_FILE, VOICES,
@@ -88,11 +89,13 @@ struct Training {
     /// The LLM's adapters act on audio turns only (`kioku adapt --llm-turns audio`).
     audio_turns_only: bool,
     spoken_target: SpokenTarget,
+    /// The strength the LLM's adapters are saved at (`kioku adapt --llm-scale`).
+    llm_scale: f64,
 }
 
 impl Training {
     const fn new(name: &'static str, targets: &'static [&'static str], replay: bool) -> Self {
-        Self { name, targets, replay, audio_turns_only: false, spoken_target: SpokenTarget::Transcript }
+        Self { name, targets, replay, audio_turns_only: false, spoken_target: SpokenTarget::Transcript, llm_scale: 1.0 }
     }
 
     /// An LLM arm gated to audio turns, with replayed speech.
@@ -107,7 +110,8 @@ const TRAININGS: [Training; 6] = [
     Training::new("llm-naive", &LLM_ARM_TARGETS, false),
     Training::new("llm-replay", &LLM_ARM_TARGETS, true),
     Training::gated("llm-gated", SpokenTarget::Transcript),
-    Training::gated("llm-gated-answer", SpokenTarget::TypedAnswer),
+    // What `kioku adapt` does with LLM targets; the other LLM arms keep what the LLM learnt whole.
+    Training { llm_scale: DEFAULT_LLM_SCALE, ..Training::gated("llm-gated-answer", SpokenTarget::TypedAnswer) },
 ];
 
 /// Cost of one trained adapter, kept beside it so that a resumed study reports it.
@@ -247,6 +251,7 @@ fn train_arm(
         targets: training.targets.iter().map(|t| t.to_string()).collect(),
         llm_on_audio_turns_only: training.audio_turns_only,
         spoken_target: training.spoken_target,
+        llm_scale: training.llm_scale,
         ..options.adapt.clone()
     };
     let request = AdaptRequest {

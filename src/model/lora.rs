@@ -105,6 +105,16 @@ impl Adapter {
         Ok(Self { config, modules, audio_turns_only: false })
     }
 
+    /// The same adapter with its LLM modules ([`is_llm`]) at `scale` times their strength: their
+    /// B factors are multiplied by it, so every loader (PEFT, llama.cpp, kioku) applies the
+    /// discount without being told, and the other modules stay as they are.
+    pub fn with_llm_scaled(mut self, scale: f64) -> Result<Self> {
+        for (_, pair) in self.modules.iter_mut().filter(|(module, _)| is_llm(module)) {
+            pair.b = (&pair.b * scale)?;
+        }
+        Ok(self)
+    }
+
     /// Bakes the adapter at `scale` into `tensors` (module `m` -> `m.weight`),
     /// as `kioku merge` does.
     pub fn bake_into(&self, tensors: &mut BTreeMap<String, Tensor>, scale: f64) -> Result<()> {
@@ -510,6 +520,25 @@ mod tests {
         let bound = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(bound > 0.0 && bound <= 1.0 / 8f32.sqrt(), "A is kaiming-uniform within 1/sqrt(in): {bound}");
         assert_ne!(seeded_outputs(4).0, outputs);
+    }
+
+    #[test]
+    fn scaling_the_llm_modules_leaves_the_others_alone() {
+        let dev = Device::Cpu;
+        let factor = |v: f32, shape: (usize, usize)| Tensor::full(v, shape, &dev).unwrap();
+        let named = ["llm.layers.0.self_attn.q_proj", "llmx.q_proj", "encoder.layers.0.self_attn.q_proj"]
+            .into_iter()
+            .flat_map(|m| [(format!("{m}.lora_A"), factor(1.0, (2, 4))), (format!("{m}.lora_B"), factor(2.0, (3, 2)))]);
+        let adapter = Adapter::from_factors(LoraConfig { rank: 2, alpha: 4.0, dropout: 0.0 }, named)
+            .unwrap()
+            .with_llm_scaled(0.25)
+            .unwrap();
+        for (module, pair) in &adapter.modules {
+            let b = pair.b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let expected = if module.starts_with("llm.") { 0.5 } else { 2.0 };
+            assert!(b.iter().all(|&x| x == expected), "{module}: {b:?}");
+            assert!(pair.a.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|&x| x == 1.0), "{module}");
+        }
     }
 
     #[test]
