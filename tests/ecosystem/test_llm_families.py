@@ -328,7 +328,7 @@ def qwen2_adapter(packed_qwen2, tmp_path_factory):
     out = tmp / "adapter"
     run_kioku("adapt", "--model", exact, "--data", data, "--out", out, "--targets", "llm-all",
               "--steps", "2", "--batch-size", "2", "--no-replay", "--lr", "0.05", "--seed", "1", "--llm-turns", "all",
-              "--spoken-target", "transcript")
+              "--spoken-target", "transcript", "--llm-scale", "1")
     return out
 
 

@@ -95,7 +95,7 @@ def kioku_adapter(work):
     out = work / "kioku-adapter"
     run_kioku("adapt", "--model", MODEL, "--device", "cpu", "--data", data, "--out", out, "--targets", "llm-attn",
               "--steps", "6", "--batch-size", "2", "--lr", "1e-2", "--seed", "1", "--no-replay", "--llm-turns", "all",
-              "--spoken-target", "transcript")
+              "--spoken-target", "transcript", "--llm-scale", "1")
     return out
 
 

@@ -110,7 +110,7 @@ def adapters(workdir):
         subprocess.run(
             [str(KIOKU), "adapt", "--model", str(MODEL), "--device", "cpu", "--data", str(data), "--out", str(out),
              "--targets", targets, "--steps", "6", "--batch-size", "2", "--lr", "1e-2", "--seed", seed, "--no-replay",
-             "--llm-turns", "all", "--spoken-target", "transcript"],
+             "--llm-turns", "all", "--spoken-target", "transcript", "--llm-scale", "1"],
             check=True,
             stdout=subprocess.DEVNULL,
         )
