@@ -419,4 +419,19 @@ fn bad_data_directories_are_refused_with_one_clear_line() {
     std::fs::write(dir.path().join("a.wav"), "not audio").unwrap();
     refused(dir.path(), "is not a WAV file");
     assert!(!out_dir.exists());
+    // Good recordings, a bad --llm-scale: refused in one line, and nothing is written.
+    let data = synthesize_dir(&dir.path().join("speaker"), hard_voice(), &texts(6, 1));
+    for scale in ["0", "-1", "nan", "inf"] {
+        let flag = format!("--llm-scale={scale}");
+        let args =
+            ["adapt", "--data", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--no-replay", &flag];
+        let out = kioku(&args);
+        let message = stderr(&out);
+        assert!(!out.status.success() && !message.contains("panicked"), "{scale}: {message}");
+        // Progress notes may come first; the error itself is one line, the last.
+        let last = message.trim().lines().last().unwrap_or_default();
+        assert_eq!(last, "error: --llm-scale must be a positive number", "{scale}: {message}");
+        assert_eq!(message.matches("error").count(), 1, "{scale}: {message}");
+    }
+    assert!(!out_dir.exists());
 }
