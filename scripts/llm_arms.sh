@@ -49,7 +49,7 @@ speak() {
 
 for ((r = 0; r < ${#RUNS[@]}; r += 2)); do
   voice=${RUNS[r]} seed=${RUNS[r + 1]}
-  # `kioku eval --arm` reads '+' as "then an adapter", so paths use '_'.
+  # Directory names write the voice's '+' as '_'.
   V=voices/${voice//+/_} R=runs/${voice//+/_}-seed$seed
   speak "$V/train" "$voice" "$TRAIN"; speak "$V/held-out" "$voice" "$HELD_OUT"
   for arm in llm replay; do

@@ -14,7 +14,8 @@ pub struct EvalArgs {
     /// The base model, and with --adapter the arm "adapted" (base + those adapters).
     #[command(flatten)]
     model: ModelArgs,
-    /// Another arm: NAME=MODEL[+ADAPTER[:SCALE]]… (empty MODEL: the --model file). Repeatable.
+    /// Another arm: NAME=MODEL[+ADAPTER[:SCALE]]… (empty MODEL: the --model file; a '+' inside an
+    /// existing path is part of it). Repeatable.
     #[arg(long = "arm", value_name = "NAME=MODEL[+ADAPTER[:SCALE]]")]
     arms: Vec<String>,
     /// The new speaker's held-out clips: WAV files and transcripts.tsv (`id<TAB>text`).

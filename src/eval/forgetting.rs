@@ -43,19 +43,37 @@ impl Arm {
         Self { name: name.to_string(), model: model.to_path_buf(), adapters, cost: Cost::default() }
     }
 
-    /// `NAME=MODEL[+ADAPTER[:SCALE]]…`; an empty MODEL means `default_model`.
+    /// `NAME=MODEL[+ADAPTER[:SCALE]]…`; an empty MODEL means `default_model`. A '+' inside a
+    /// path that exists is part of it.
     pub fn parse(text: &str, default_model: &Path) -> Result<Self> {
         let usage = || format!("arm `{text}`: expected NAME=MODEL[+ADAPTER[:SCALE]]…");
         let (name, rest) = text.split_once('=').with_context(usage)?;
-        let mut parts = rest.split('+');
-        let model = parts.next().unwrap_or_default();
-        if name.trim().is_empty() || parts.clone().any(str::is_empty) || (model.is_empty() && rest.is_empty()) {
+        let parts = split_on_plus_outside_paths(rest);
+        let (model, adapters) = parts.split_first().with_context(usage)?;
+        if name.trim().is_empty() || adapters.iter().any(String::is_empty) || rest.is_empty() {
             bail!("{}", usage());
         }
         let model = if model.is_empty() { default_model } else { Path::new(model) };
-        let adapters = parts.map(|p| p.parse().unwrap_or_else(|never| match never {})).collect();
+        let adapters = adapters.iter().map(|p| p.parse().unwrap_or_else(|never| match never {})).collect();
         Ok(Self::new(name.trim(), model, adapters))
     }
+}
+
+/// Splits on '+', except where the pieces joined back name an existing path (a scale suffix
+/// aside): voice names such as `en-gb-scotland+klatt3` end up in directory names.
+fn split_on_plus_outside_paths(text: &str) -> Vec<String> {
+    let pieces: Vec<&str> = text.split('+').collect();
+    let exists = |joined: &str| joined.parse::<AdapterSpec>().is_ok_and(|spec| spec.path.exists());
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < pieces.len() {
+        // The longest run of pieces from `start` that names a path; else the one piece.
+        let end =
+            (start + 2..=pieces.len()).rev().find(|&end| exists(&pieces[start..end].join("+"))).unwrap_or(start + 1);
+        parts.push(pieces[start..end].join("+"));
+        start = end;
+    }
+    parts
 }
 
 /// One column pair of the report.
@@ -303,6 +321,15 @@ mod tests {
         assert_eq!(adapters, [(Path::new("runs/a"), 0.5), (Path::new("runs/b"), 1.0)]);
         let merged = Arm::parse("merged=merged.safetensors", base).unwrap();
         assert_eq!((merged.model.as_path(), merged.adapters.len()), (Path::new("merged.safetensors"), 0));
+        // A '+' in an existing path is part of it, also in the model's path and before a scale.
+        let dir = tempfile::tempdir().unwrap();
+        let (voice, model) = (dir.path().join("scotland+klatt3"), dir.path().join("a+b.safetensors"));
+        std::fs::create_dir(&voice).unwrap();
+        std::fs::write(&model, b"").unwrap();
+        let arm = Arm::parse(&format!("v={}+{}:0.25+runs/c", model.display(), voice.display()), base).unwrap();
+        assert_eq!(arm.model, model);
+        let adapters: Vec<(&Path, f64)> = arm.adapters.iter().map(|a| (a.path.as_path(), a.scale)).collect();
+        assert_eq!(adapters, [(voice.as_path(), 0.25), (Path::new("runs/c"), 1.0)]);
         for bad in ["no-equals", "=m.safetensors", "x=", "x=m++a", "x=m+"] {
             let e = Arm::parse(bad, base).unwrap_err().to_string();
             assert!(e.contains("expected NAME=MODEL[+ADAPTER[:SCALE]]"), "{bad}: {e}");
