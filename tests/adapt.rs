@@ -433,5 +433,9 @@ fn bad_data_directories_are_refused_with_one_clear_line() {
         assert_eq!(last, "error: --llm-scale must be a positive number", "{scale}: {message}");
         assert_eq!(message.matches("error").count(), 1, "{scale}: {message}");
     }
+    // Settings are checked first: a bad flag does not wait for recordings (here missing) to load.
+    let missing = dir.path().join("missing");
+    let out = kioku(&["adapt", "--data", missing.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--lr=0"]);
+    assert_eq!(stderr(&out).trim(), "error: --lr must be a positive number");
     assert!(!out_dir.exists());
 }

@@ -80,10 +80,12 @@ pub struct AdaptReport {
 
 pub fn adapt(request: &AdaptRequest, device: &Device, on_event: &mut dyn FnMut(AdaptEvent)) -> Result<AdaptReport> {
     let started = Instant::now();
+    // Settings first: a bad flag must not wait for the recordings to load or a buffer to be seeded.
+    request.config.validate()?;
+    ensure!(request.epochs != Some(0), "--epochs must be at least 1");
     let mut recordings = load_recordings(&request.data)?;
     let mut config = request.config.clone();
     if let Some(epochs) = request.epochs {
-        ensure!(epochs > 0, "--epochs must be at least 1");
         config.steps = config.steps_for_epochs(epochs, recordings.len());
     }
     let mut buffer = open_buffer(&request.replay, on_event)?;

@@ -134,7 +134,8 @@ impl AdaptConfig {
         ((self.batch_size as f64 * self.replay_ratio).round() as usize).min(self.batch_size - 1).min(held)
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Refuses settings no training can use, each in one line naming its flag.
+    pub fn validate(&self) -> Result<()> {
         ensure!(self.steps > 0, "--steps must be at least 1");
         ensure!(self.batch_size > 0, "--batch-size must be at least 1");
         ensure!(self.peak_lr > 0.0 && self.peak_lr.is_finite(), "--lr must be a positive number");
