@@ -12,7 +12,8 @@
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
-use kioku::model::file::{MappedModel, LLM};
+use kioku::model::components::LLM;
+use kioku::model::file::MappedModel;
 use kioku::model::llama::Llama;
 use kioku::model::ops::Path as OpsPath;
 use kioku::model::peft::{self, AdapterSpec};

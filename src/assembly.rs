@@ -6,7 +6,8 @@
 use crate::generation::ChatTemplate;
 use crate::model::adapter_scope::{DeferredAdapter, ScopedAdapter};
 use crate::model::bpe::TextTokenizer;
-use crate::model::file::{claim_speech_adapter, MappedModel, ModelHeader, ASR_DECODER, ENCODER, LLM, PROJECTOR, VAD};
+use crate::model::components::{ASR_DECODER, ENCODER, LLM, PROJECTOR, VAD};
+use crate::model::file::{claim_speech_adapter, MappedModel, ModelHeader};
 use crate::model::llama::Llama;
 use crate::model::lora::{LinearShapes, LoraSet};
 use crate::model::projector::Projector;

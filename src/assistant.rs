@@ -11,7 +11,8 @@ use crate::generation::{ChatMessage, ChatTemplate, Sampler, SamplingOptions, Sto
 use crate::model::adapter_scope::{self, ActiveAdapter, AdapterScope, DeferredAdapter, ScopedAdapter};
 use crate::model::audio_turn::AudioTurn;
 use crate::model::bpe::TextTokenizer;
-use crate::model::file::{MappedModel, ModelHeader, LLM};
+use crate::model::components::LLM;
+use crate::model::file::{MappedModel, ModelHeader};
 use crate::model::llama::{Llama, LlamaCache};
 use crate::model::lora::{Adapter, LinearShapes};
 use crate::model::ops::Path as OpsPath;

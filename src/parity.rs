@@ -10,7 +10,8 @@
 use crate::audio::MelExtractor;
 use crate::device::default_dtype;
 use crate::model::adapter_scope::{ActiveAdapter, AdapterScope, ScopedAdapter};
-use crate::model::file::{take_speech_adapter, MappedModel, ASR_DECODER, ENCODER, LLM, PROJECTOR};
+use crate::model::components::{ASR_DECODER, ENCODER, LLM, PROJECTOR};
+use crate::model::file::{take_speech_adapter, MappedModel};
 use crate::model::llama::Llama;
 use crate::model::lora::{Adapter, LoraConfig, LoraPair, LoraSet};
 use crate::model::ops::Path as OpsPath;

@@ -5,7 +5,8 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::*;
-use kioku::model::file::{MappedModel, VAD};
+use kioku::model::components::VAD;
+use kioku::model::file::MappedModel;
 use kioku::model::silero::{SileroState, SileroVad, CHUNK};
 
 #[derive(serde::Deserialize)]

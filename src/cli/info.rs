@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::Args;
-use kioku::model::file::{MappedModel, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, VAD};
+use kioku::model::components::{ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, VAD};
+use kioku::model::file::MappedModel;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;

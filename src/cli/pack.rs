@@ -77,7 +77,7 @@ pub fn run(args: &PackArgs) -> Result<()> {
         header.whisper.decoder_layers,
         header.llm.num_hidden_layers,
         if header.projector.is_some() { ", projector" } else { "" },
-        if header.provenance.iter().any(|p| p.component == kioku::model::file::VAD) { ", VAD" } else { "" }
+        if header.provenance.iter().any(|p| p.component == kioku::model::components::VAD) { ", VAD" } else { "" }
     );
     Ok(())
 }

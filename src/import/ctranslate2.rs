@@ -3,7 +3,7 @@
 //! "The CTranslate2 Whisper checkpoint".
 
 use super::ImportedWhisper;
-use crate::model::file::{ASR_DECODER, ENCODER};
+use crate::model::components::{ASR_DECODER, ENCODER};
 use crate::model::whisper::WhisperConfig;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};

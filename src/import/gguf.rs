@@ -4,7 +4,7 @@
 //! from the GGUF tokenizer metadata.
 
 use super::ImportedLlm;
-use crate::model::file::LLM;
+use crate::model::components::LLM;
 use crate::model::gguf_layout::{hf_name, rope_heads, unpermute};
 use crate::model::llama::LlamaConfig;
 use anyhow::{bail, Context, Result};

@@ -5,7 +5,7 @@
 
 use super::ctranslate2::{read_json, read_text};
 use super::{ImportedLlm, ImportedWhisper};
-use crate::model::file::{ASR_DECODER, ENCODER, LLM};
+use crate::model::components::{ASR_DECODER, ENCODER, LLM};
 use crate::model::llama::{Llama3RopeScaling, LlamaConfig};
 use crate::model::whisper::WhisperConfig;
 use anyhow::{bail, Context, Result};

@@ -9,9 +9,8 @@ pub mod random;
 pub mod silero;
 pub mod synthetic_tokenizer;
 
-use crate::model::file::{
-    self, ModelHeader, Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY, VAD,
-};
+use crate::model::components::{ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, VAD};
+use crate::model::file::{self, ModelHeader, Provenance, SPEECH_LORA_KEY};
 use crate::model::llama::LlamaConfig;
 use crate::model::lora::LoraConfig;
 use crate::model::ops::Path as OpsPath;

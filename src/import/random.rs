@@ -5,7 +5,8 @@
 
 use super::synthetic_tokenizer::SyntheticVocab;
 use super::{ImportedLlm, ImportedWhisper, ProjectorFile};
-use crate::model::file::{Provenance, ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, VAD};
+use crate::model::components::{ASR_DECODER, ENCODER, LLM, PROJECTOR, SPEECH_LORA, VAD};
+use crate::model::file::Provenance;
 use crate::model::llama::LlamaConfig;
 use crate::model::lora::LoraConfig;
 use crate::model::projector::ProjectorConfig;

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::model::file::VAD;
+use crate::model::components::VAD;
 use crate::model::silero::TENSORS;
 
 /// `src` is the safetensors file itself, or a directory holding `silero_vad_16k.safetensors`.

@@ -4,6 +4,7 @@
 //! needed to run it (configs, chat template, provenance). Any safetensors tool
 //! can read it.
 
+use super::components::{SPEECH_LORA, VAD};
 use super::llama::LlamaConfig;
 use super::lora::{Adapter, LoraConfig};
 use super::mapped::{MappedBytes, MappedTensor, SharedText};
@@ -30,17 +31,8 @@ const QUANTIZED_KEY: &str = "kioku.quantized";
 /// JSON record of how `kioku merge` made the file (see [`ModelHeader::merge`]).
 const MERGE_KEY: &str = "kioku.merge";
 
-/// Tensor name prefixes of the four components.
-pub const ENCODER: &str = "encoder";
-pub const ASR_DECODER: &str = "asr_decoder";
-pub const PROJECTOR: &str = "projector";
-/// The LLM adapter trained with the projector, applied on audio turns only.
-pub const SPEECH_LORA: &str = "speech_lora";
 /// Metadata key of the speech adapter's configuration (model and projector files).
 pub const SPEECH_LORA_KEY: &str = "speech_lora.config";
-pub const LLM: &str = "llm";
-/// The voice activity detector (Silero VAD), optional: listening falls back to energy endpointing without it.
-pub const VAD: &str = "vad";
 /// The tokenizers' JSON, as U8 tensors `tokenizer.whisper` and `tokenizer.llm`: part of the
 /// header, not weights. In the metadata they were 3.3 MB of escaped JSON inside the JSON
 /// header, which took 14 ms to parse before anything else could start (release build); as

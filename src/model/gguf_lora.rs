@@ -9,7 +9,7 @@
 //! rope, kioku in halves (Hugging Face's order), so B of q_proj and k_proj
 //! gets llama.cpp's row permutation; A acts on the input and stays as is.
 
-use super::file::LLM;
+use super::components::LLM;
 use super::gguf_layout::{architecture, gguf_name, permute, rope_heads};
 use super::llama::LlamaConfig;
 use super::lora::Adapter;

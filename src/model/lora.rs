@@ -49,7 +49,7 @@ pub struct LoraPair {
 
 /// Whether `module` belongs to the LLM (the modules the audio-turn gate applies to).
 pub fn is_llm(module: &str) -> bool {
-    module.strip_prefix(super::file::LLM).is_some_and(|rest| rest.starts_with('.'))
+    module.strip_prefix(super::components::LLM).is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// An adapter as stored: one configuration and the factors of each module it adapts.

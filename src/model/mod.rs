@@ -7,6 +7,7 @@
 pub mod adapter_scope;
 pub mod audio_turn;
 pub mod bpe;
+pub mod components;
 pub mod cpu_pool;
 pub mod file;
 pub mod gguf_layout;

@@ -84,7 +84,7 @@ pub fn prepare(
 fn check_cache_identity(assistant: &Assistant, cache_dir: &Path, max_answer_tokens: usize) -> Result<()> {
     let identity = serde_json::json!({
         // The projector's own provenance changes as it is retrained; the cache does not depend on it.
-        "provenance": assistant.header().provenance.iter().filter(|p| p.component != crate::model::file::PROJECTOR).collect::<Vec<_>>(),
+        "provenance": assistant.header().provenance.iter().filter(|p| p.component != crate::model::components::PROJECTOR).collect::<Vec<_>>(),
         "max_answer_tokens": max_answer_tokens,
     });
     let path = cache_dir.join("identity.json");

@@ -17,7 +17,8 @@
 
 use super::features::AlignItem;
 use crate::assistant::{Assistant, REPEAT_INSTRUCTION};
-use crate::model::file::{MappedModel, ModelHeader, LLM, PROJECTOR, SPEECH_LORA, SPEECH_LORA_KEY};
+use crate::model::components::{LLM, PROJECTOR, SPEECH_LORA};
+use crate::model::file::{MappedModel, ModelHeader, SPEECH_LORA_KEY};
 use crate::model::llama::{FrozenPrefix, Llama};
 use crate::model::lora::{LoraConfig, LoraSet, TargetModules, SPEECH_LORA_TARGETS};
 use crate::model::ops::Path as OpsPath;

@@ -14,7 +14,8 @@ pub mod combine;
 
 pub use combine::Method;
 
-use crate::model::file::{self, Encoded, MappedModel, ASR_DECODER, ENCODER};
+use crate::model::components::{ASR_DECODER, ENCODER};
+use crate::model::file::{self, Encoded, MappedModel};
 use crate::model::lora::{bake, Adapter};
 use crate::model::peft;
 use crate::model::whisper::SILENCE_KV;

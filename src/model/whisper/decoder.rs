@@ -345,7 +345,8 @@ impl AsrDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::file::{MappedModel, ASR_DECODER};
+    use crate::model::components::ASR_DECODER;
+    use crate::model::file::MappedModel;
     use candle_core::{DType, Device};
 
     /// Stored in f16 by `kioku pack` from f32 weights, read back as f32: they differ from a
