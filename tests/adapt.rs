@@ -435,7 +435,9 @@ fn bad_data_directories_are_refused_with_one_clear_line() {
     }
     // Settings are checked first: a bad flag does not wait for recordings (here missing) to load.
     let missing = dir.path().join("missing");
-    let out = kioku(&["adapt", "--data", missing.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--lr=0"]);
-    assert_eq!(stderr(&out).trim(), "error: --lr must be a positive number");
+    for (flag, error) in [("--lr=0", "--lr must be a positive number"), ("--epochs=0", "--epochs must be at least 1")] {
+        let out = kioku(&["adapt", "--data", missing.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), flag]);
+        assert_eq!(stderr(&out).trim(), format!("error: {error}"));
+    }
     assert!(!out_dir.exists());
 }
